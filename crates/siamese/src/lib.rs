@@ -1,0 +1,1 @@
+//! The Siamese network of twinseal.
