@@ -1,0 +1,455 @@
+//! `twinseal train`, `eval`, `compare` (local model) and `embed`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use rand::SeedableRng;
+use rand::seq::IndexedRandom;
+use twinseal_siamese::data::{self, Dataset};
+use twinseal_siamese::loss::LossKind;
+use twinseal_siamese::optim::OptimizerKind;
+use twinseal_siamese::train::{self, TrainOptions};
+use twinseal_siamese::{HeadKind, Siamese, TowerConfig};
+
+use crate::data::{DataDirArg, DatasetSpec};
+use crate::progress::TrainProgress;
+
+/// Where the network runs.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, Default)]
+pub enum DeviceArg {
+    /// The CPU (twinseal's fused kernels).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU (needs a build with `--features cuda`).
+    Cuda,
+}
+
+pub fn device(d: DeviceArg) -> Result<Device> {
+    match d {
+        DeviceArg::Cpu => Ok(Device::Cpu),
+        DeviceArg::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                Ok(Device::new_cuda(0).context("opening CUDA device 0")?)
+            }
+            #[cfg(not(feature = "cuda"))]
+            bail!(
+                "this twinseal was built without CUDA: rebuild with `cargo build --release --features cuda`"
+            )
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LossArg {
+    Contrastive,
+    Triplet,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OptimArg {
+    Rmsprop,
+    Adam,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HeadArg {
+    /// Euclidean distance with a threshold and probability calibrated on training pairs.
+    Distance,
+    /// The seed's head: distance -> batch norm -> dense(1) -> sigmoid, threshold 0.5 (default).
+    Sigmoid,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Training data: `mnist`, `idx:DIR` (MNIST IDX files) or `folder:DIR` (DIR/<identity>/<image>.png|jpg).
+    #[arg(long, default_value = "mnist")]
+    pub dataset: DatasetSpec,
+    #[arg(long, value_enum, default_value = "contrastive")]
+    pub loss: LossArg,
+    /// Margin of the loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub margin: f32,
+    #[arg(long, value_enum, default_value = "sigmoid")]
+    pub head: HeadArg,
+    #[arg(long, value_enum, default_value = "rmsprop")]
+    pub optimizer: OptimArg,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 11)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Tower as JSON (see TowerConfig); default: the seed's tower for 28x28 input.
+    #[arg(long, value_name = "FILE")]
+    pub tower: Option<PathBuf>,
+    /// Use only the first N training images of each identity (quick runs).
+    #[arg(long, value_name = "N")]
+    pub max_per_class: Option<usize>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Contrastive loss on the sampled pairs only (as the seed), not on every pair of images in each batch.
+    #[arg(long)]
+    pub sampled_pairs_only: bool,
+    /// Where to write the model (safetensors).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+impl TrainArgs {
+    pub fn options(&self) -> Result<TrainOptions> {
+        let tower = match &self.tower {
+            Some(p) => serde_json::from_slice(
+                &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            )
+            .with_context(|| format!("parsing tower config {}", p.display()))?,
+            None => TowerConfig::seed(),
+        };
+        Ok(TrainOptions {
+            tower,
+            head: match self.head {
+                HeadArg::Distance => HeadKind::Distance,
+                HeadArg::Sigmoid => HeadKind::Sigmoid,
+            },
+            loss: match self.loss {
+                LossArg::Contrastive => LossKind::Contrastive {
+                    margin: self.margin,
+                },
+                LossArg::Triplet => LossKind::Triplet {
+                    margin: self.margin,
+                },
+            },
+            optimizer: match self.optimizer {
+                OptimArg::Rmsprop => OptimizerKind::RmsProp {
+                    lr: self.lr,
+                    rho: 0.9,
+                    eps: 1e-7,
+                },
+                OptimArg::Adam => OptimizerKind::Adam {
+                    lr: self.lr,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-7,
+                },
+            },
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            max_images_per_class: self.max_per_class,
+            all_pairs: !self.sampled_pairs_only,
+            ..TrainOptions::default()
+        })
+    }
+}
+
+/// Installs a Ctrl-C handler: the first press asks training to stop after
+/// the current batch, the second exits at once.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current batch (Ctrl-C again to exit now)...");
+    });
+    flag
+}
+
+/// Writes `bytes` to `path` atomically (temporary file + rename), so that a
+/// failure never leaves a half-written model or destroys the previous one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn run_train(args: TrainArgs) -> Result<()> {
+    let opts = args.options()?;
+    let dev = device(args.device)?;
+    let ds = crate::data::load(
+        &args.dataset,
+        &args.data.dir(),
+        opts.tower.height,
+        opts.tower.width,
+    )?;
+    let outcome = train_with_progress(&ds, &opts, &dev, false)?;
+    write_atomic(&args.output, &outcome.model.to_bytes()?)?;
+    print_report(&outcome.test, args.json, Some(&args.output))?;
+    Ok(())
+}
+
+pub fn train_with_progress(
+    ds: &Dataset,
+    opts: &TrainOptions,
+    dev: &Device,
+    quiet: bool,
+) -> Result<train::Outcome> {
+    eprintln!(
+        "training on {} ({} train / {} test images, {} identities): {} epochs, batch {}, {}, {}, seed {}",
+        ds.name,
+        ds.train.len(),
+        ds.test.len(),
+        ds.train.classes.len(),
+        opts.epochs,
+        opts.batch_size,
+        opts.loss,
+        opts.optimizer,
+        opts.seed
+    );
+    let stop = stop_flag();
+    let mut progress = TrainProgress::new(quiet);
+    let outcome = train::train(ds, opts, dev, &mut |e| progress.event(e), &stop)?;
+    if outcome.stopped {
+        eprintln!("training was stopped early; the model holds the best complete epoch");
+    }
+    Ok(outcome)
+}
+
+pub fn print_report(
+    r: &twinseal_siamese::metrics::Report,
+    json: bool,
+    model: Option<&Path>,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    if let Some(m) = model {
+        println!("model:       {}", m.display());
+    }
+    println!("test pairs:  {} ({} same)", r.pairs, r.same_pairs);
+    println!(
+        "accuracy:    {:.4} at threshold {:.4}",
+        r.accuracy, r.threshold
+    );
+    println!("FAR / FRR:   {:.4} / {:.4}", r.far, r.frr);
+    println!("ROC-AUC:     {:.4}", r.roc_auc);
+    println!(
+        "EER:         {:.4} (threshold {:.4})",
+        r.eer, r.eer_threshold
+    );
+    if let (Some(t), Some(th), Some(frr)) =
+        (r.target_far, r.threshold_at_target_far, r.frr_at_target_far)
+    {
+        println!("FAR <= {t}: threshold {th:.4}, FRR {frr:.4}");
+    }
+    Ok(())
+}
+
+pub fn load_model(path: &Path, dev: &Device) -> Result<Siamese> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+    Siamese::from_bytes(&bytes, dev).with_context(|| format!("loading model {}", path.display()))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Evaluation data (its test split is used): `mnist`, `idx:DIR` or `folder:DIR`.
+    #[arg(long, default_value = "mnist")]
+    pub dataset: DatasetSpec,
+    /// Also report the threshold for this false accept rate.
+    #[arg(long, default_value_t = 0.001)]
+    pub target_far: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write ROC and DET curves to this PNG (or SVG) file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<()> {
+    let dev = device(args.device)?;
+    let model = load_model(&args.model, &dev)?;
+    let t = &model.config().tower;
+    let ds = crate::data::load(&args.dataset, &args.data.dir(), t.height, t.width)?;
+    let pairs = train::test_pairs(&ds.test);
+    let scores = train::score_pairs(&model, &ds.test, &pairs)?;
+    let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
+    let report = twinseal_siamese::metrics::report(
+        &scores,
+        &same,
+        model.config().threshold,
+        Some(args.target_far),
+    );
+    if let Some(p) = &args.plot {
+        crate::plot::roc_det(
+            p,
+            &twinseal_siamese::metrics::curve(&scores, &same),
+            &report,
+        )?;
+        eprintln!("wrote {}", p.display());
+    }
+    print_report(&report, args.json, Some(&args.model))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// A local model file (for the attested service, see `--worker` in later versions).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Two images (PNG/JPEG of any size, or raw grey bytes of the model's size).
+    #[arg(num_args = 0..=2)]
+    pub images: Vec<PathBuf>,
+    /// Instead of two images: a dataset whose test split supplies random pairs.
+    #[arg(long)]
+    pub dataset: Option<DatasetSpec>,
+    /// How many random test pairs to show (with `--dataset`).
+    #[arg(long, default_value_t = 10)]
+    pub random_pairs: usize,
+    /// Seed of the random pairs.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+pub fn run_compare(args: CompareArgs) -> Result<()> {
+    let model = load_model(&args.model, &Device::Cpu)?;
+    let t = model.config().tower.clone();
+    match (&args.dataset, args.images.len()) {
+        (None, 2) => {
+            let read = |p: &PathBuf| -> Result<Vec<f32>> {
+                let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                Ok(data::decode_image(
+                    &bytes,
+                    t.height,
+                    t.width,
+                    &p.display().to_string(),
+                )?)
+            };
+            let (a, b) = (read(&args.images[0])?, read(&args.images[1])?);
+            let s = model.score_pairs(&a, &b)?[0];
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verdict": verdict(s.similar), "probability": s.probability, "distance": s.distance, "score": s.score, "threshold": model.config().threshold})
+                );
+            } else {
+                println!(
+                    "{}  probability {:.4}  distance {:.4}  (threshold {:.4})",
+                    verdict(s.similar),
+                    s.probability,
+                    s.distance,
+                    model.config().threshold
+                );
+            }
+            Ok(())
+        }
+        (Some(spec), 0) => {
+            let ds = crate::data::load(spec, &args.data.dir(), t.height, t.width)?;
+            random_pairs(&model, &ds, args.random_pairs, args.seed, args.json)
+        }
+        _ => bail!("give either two images or --dataset (with --random-pairs N)"),
+    }
+}
+
+pub fn verdict(similar: bool) -> &'static str {
+    if similar { "Similar" } else { "Dissimilar" }
+}
+
+/// The seed's demo: random test pairs with truth, verdict and probability.
+pub fn random_pairs(model: &Siamese, ds: &Dataset, n: usize, seed: u64, json: bool) -> Result<()> {
+    let all = train::test_pairs(&ds.test);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let picked: Vec<_> = all.choose_multiple(&mut rng, n).copied().collect();
+    let (a, b, _) = data::pairs::gather(&ds.test, &picked);
+    let scores = model.score_pairs(&a, &b)?;
+    let mut rows = Vec::new();
+    if !json {
+        println!(
+            "{:>4}  {:>6} {:>6}  {:<10} {:<10} {:>11} {:>8}  ok",
+            "#", "left", "right", "truth", "verdict", "P(similar)", "distance"
+        );
+    }
+    for (i, (p, s)) in picked.iter().zip(&scores).enumerate() {
+        let la = &ds.test.classes[ds.test.labels[p.a as usize] as usize];
+        let lb = &ds.test.classes[ds.test.labels[p.b as usize] as usize];
+        let ok = s.similar == p.same;
+        if json {
+            rows.push(serde_json::json!({"left": la, "right": lb, "truth": verdict(p.same), "verdict": verdict(s.similar), "probability": s.probability, "distance": s.distance, "correct": ok}));
+        } else {
+            println!(
+                "{:>4}  {:>6} {:>6}  {:<10} {:<10} {:>11.4} {:>8.4}  {}",
+                i + 1,
+                la,
+                lb,
+                verdict(p.same),
+                verdict(s.similar),
+                s.probability,
+                s.distance,
+                if ok { "yes" } else { "NO" }
+            );
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    /// The model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Images to embed.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+pub fn run_embed(args: EmbedArgs) -> Result<()> {
+    let model = load_model(&args.model, &Device::Cpu)?;
+    let t = &model.config().tower;
+    let mut px = Vec::new();
+    for p in &args.images {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        px.extend(data::decode_image(
+            &bytes,
+            t.height,
+            t.width,
+            &p.display().to_string(),
+        )?);
+    }
+    let e = model.embed(&px)?;
+    let rows: Vec<_> = args
+        .images
+        .iter()
+        .zip(e.chunks_exact(t.embedding_dim))
+        .map(|(p, v)| serde_json::json!({"image": p.display().to_string(), "embedding": v}))
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&rows)?);
+    Ok(())
+}
