@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod data;
 mod demo;
 mod model_cmd;
@@ -38,6 +39,9 @@ enum Command {
     Compare(model_cmd::CompareArgs),
     /// Print the embeddings of images as JSON.
     Embed(model_cmd::EmbedArgs),
+    /// Benchmarks measured side by side with a peer (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 // Every tensor op allocates; mimalloc keeps freed pages for reuse instead of
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => model_cmd::run_eval(a),
         Command::Compare(a) => model_cmd::run_compare(a),
         Command::Embed(a) => model_cmd::run_embed(a),
+        Command::Bench(c) => bench::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

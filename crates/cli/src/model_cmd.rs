@@ -278,7 +278,7 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Write ROC and DET curves to this PNG (or SVG) file.
+    /// Write ROC and DET curves to this PNG file.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]

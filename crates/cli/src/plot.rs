@@ -1,4 +1,6 @@
-//! ROC and DET curves (`twinseal eval --plot FILE`), PNG or SVG by extension.
+//! ROC and DET curves (`twinseal eval --plot FILE.png`).
+//! Labels need a TrueType font (DejaVu or Liberation Sans, looked up in the
+//! usual places); without one the curves are drawn unlabelled.
 
 use std::path::Path;
 
@@ -31,28 +33,16 @@ fn register_font() -> bool {
 }
 
 pub fn roc_det(path: &Path, curve: &[CurvePoint], r: &Report) -> Result<()> {
-    let svg = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    let size = (1200, 560);
-    if svg {
-        let root = SVGBackend::new(path, size).into_drawing_area();
-        draw(&root, curve, r, true)?;
-        root.present()
-            .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-    } else {
-        let text = register_font();
-        if !text {
-            eprintln!(
-                "warning: no TrueType font found (install fonts-dejavu-core); the PNG has no labels, or use an .svg file"
-            );
-        }
-        let root = BitMapBackend::new(path, size).into_drawing_area();
-        draw(&root, curve, r, text)?;
-        root.present()
-            .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    let text = register_font();
+    if !text {
+        eprintln!(
+            "warning: no TrueType font found (install fonts-dejavu-core): the plot has no labels"
+        );
     }
+    let root = BitMapBackend::new(path, (1200, 560)).into_drawing_area();
+    draw(&root, curve, r, text)?;
+    root.present()
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
     Ok(())
 }
 

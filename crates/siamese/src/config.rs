@@ -179,7 +179,12 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// The seed's model with twinseal's default head.
+    /// This configuration with another tower.
+    pub fn with_tower(self, tower: TowerConfig) -> Self {
+        Self { tower, ..self }
+    }
+
+    /// The seed's model with the given head.
     pub fn seed(head: HeadKind) -> Self {
         Self {
             tower: TowerConfig::seed(),

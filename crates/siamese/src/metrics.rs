@@ -196,10 +196,11 @@ pub fn report(scores: &[f32], same: &[bool], threshold: f32, target_far: Option<
     }
     let (mut t_far, mut frr_far) = (None, None);
     if let Some(target) = target_far
-        && let Some(p) = pts.iter().rev().find(|p| p.far <= target) {
-            t_far = Some(p.threshold);
-            frr_far = Some(p.frr);
-        }
+        && let Some(p) = pts.iter().rev().find(|p| p.far <= target)
+    {
+        t_far = Some(p.threshold);
+        frr_far = Some(p.frr);
+    }
     Report {
         pairs: same.len(),
         same_pairs: pos,

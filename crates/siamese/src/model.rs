@@ -2,7 +2,7 @@
 //! model file (one safetensors file whose metadata holds the configuration and
 //! the provenance).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -47,7 +47,7 @@ pub struct Provenance {
     /// Optimiser and learning rate.
     pub optimizer: String,
     /// Metrics on the test split after training, by name.
-    pub metrics: HashMap<String, f64>,
+    pub metrics: BTreeMap<String, f64>,
     /// Software that trained the model.
     pub trainer: String,
     /// Free-form extra facts (restarts after a stall, early stop, ...).
@@ -138,7 +138,14 @@ impl Tower {
         self.forward_with(x, x.device().is_cpu())
     }
 
-    pub(crate) fn forward_with(&self, x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
+    /// The same function through candle's stock ops only (conv2d, tanh,
+    /// avg_pool2d), on any device: the reference the fused kernels are tested
+    /// against, and the path taken on CUDA.
+    pub fn forward_stock(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(x, false)
+    }
+
+    fn forward_with(&self, x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for block in &self.convs {
             x = if fast {

@@ -54,6 +54,10 @@ pub struct TrainOptions {
     pub stall_restarts: usize,
     /// Report metrics' threshold for this false accept rate too.
     pub target_far: Option<f64>,
+    /// Train on these pairs of training images every epoch (shuffled)
+    /// instead of drawing fresh pairs per epoch; for benchmarks that must
+    /// feed exactly the pairs a peer trains on.
+    pub fixed_pairs: Option<Vec<Pair>>,
     /// Contrastive loss over every pair of images in the batch (distance
     /// head), not only the sampled pairs; see [`loss::contrastive_all_pairs`].
     pub all_pairs: bool,
@@ -73,6 +77,7 @@ impl Default for TrainOptions {
             stall_restarts: 3,
             target_far: Some(0.001),
             all_pairs: true,
+            fixed_pairs: None,
         }
     }
 }
@@ -219,6 +224,15 @@ pub fn train(
         Some(m) => limit_per_class(&ds.train, m),
         None => ds.train.clone(),
     };
+    if let Some(p) = &opts.fixed_pairs {
+        if p.iter()
+            .any(|p| p.a as usize >= train_set.len() || p.b as usize >= train_set.len())
+        {
+            return Err(Error::Training(
+                "fixed pairs refer to images outside the training set".into(),
+            ));
+        }
+    }
     if train_set.class_counts().iter().filter(|&&c| c > 0).count() < 2 {
         return Err(Error::Training(
             "training needs images of at least two identities".into(),
@@ -265,7 +279,7 @@ pub fn train(
     calibrate(&mut model, &train_set, opts.seed)?;
     let tp = test_pairs(&ds.test);
     let report = evaluate(&model, &ds.test, &tp, opts.target_far)?;
-    let mut m = std::collections::HashMap::new();
+    let mut m = std::collections::BTreeMap::new();
     m.insert("test_accuracy".into(), report.accuracy);
     m.insert("test_roc_auc".into(), report.roc_auc);
     m.insert("test_eer".into(), report.eer);
@@ -374,7 +388,10 @@ fn run_epochs(
         let (mut loss_sum, mut correct, mut seen, mut batches) = (0.0f64, 0.0f64, 0usize, 0usize);
         match opts.loss {
             LossKind::Contrastive { margin } => {
-                let mut ps = pairs::make_pairs(&train.labels, &mut rng);
+                let mut ps = match &opts.fixed_pairs {
+                    Some(p) => p.clone(),
+                    None => pairs::make_pairs(&train.labels, &mut rng),
+                };
                 ps.shuffle(&mut rng);
                 let steps = ps.len().div_ceil(opts.batch_size);
                 on(Event::EpochStart {

@@ -74,11 +74,11 @@ pub fn parse_idx_labels(bytes: &[u8], name: &str) -> Result<Vec<u32>> {
     Ok(bytes[8..].iter().map(|&b| b as u32).collect())
 }
 
-fn find(dir: &Path, stem: &str, kind: &str) -> Option<PathBuf> {
+fn find(dir: &Path, stem: &str, what: &str, idx: &str) -> Option<PathBuf> {
     // Both spellings in the wild: train-images-idx3-ubyte and train-images.idx3-ubyte.
     for sep in ["-", "."] {
         for gz in ["", ".gz"] {
-            let p = dir.join(format!("{stem}{sep}{kind}-ubyte{gz}"));
+            let p = dir.join(format!("{stem}-{what}{sep}{idx}-ubyte{gz}"));
             if p.is_file() {
                 return Some(p);
             }
@@ -104,8 +104,8 @@ fn read_maybe_gz(path: &Path, hasher: &mut Sha256) -> Result<Vec<u8>> {
 
 fn load_pair(dir: &Path, stem: &str, hasher: &mut Sha256) -> Result<Option<ImageSet>> {
     let (Some(ip), Some(lp)) = (
-        find(dir, stem, "images-idx3"),
-        find(dir, stem, "labels-idx1"),
+        find(dir, stem, "images", "idx3"),
+        find(dir, stem, "labels", "idx1"),
     ) else {
         return Ok(None);
     };

@@ -56,11 +56,13 @@ impl ConvGeom {
     }
 }
 
-/// Images per rayon task: enough work per task to amortise the scheduling,
-/// small enough that both cores get several tasks.
-fn images_per_task(n: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    n.div_ceil(threads * 4).clamp(1, 64)
+/// Images per rayon task. Fixed, not derived from the thread count: the
+/// weight gradients are summed task by task in task order, so a fixed split
+/// makes training bit-for-bit reproducible on any machine.
+const IMAGES_PER_TASK: usize = 16;
+
+fn images_per_task(_n: usize) -> usize {
+    IMAGES_PER_TASK
 }
 
 /// Lowers one image to its im2col matrix `[patch, pixels]`.
@@ -206,68 +208,57 @@ pub fn conv_tanh_backward(
         let mut it = dx_chunks.into_iter();
         (0..n.div_ceil(per)).map(|t| (t, it.next())).collect()
     };
-    let (dw, db) = tasks
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = tasks
         .into_par_iter()
-        .fold(
-            || {
-                (
-                    vec![0f32; g.cout * patch],
-                    vec![0f32; g.cout],
-                    vec![0f32; patch * px],
-                    vec![0f32; g.out_len()],
-                )
-            },
-            |(mut dw, mut db, mut cols, mut gz), (t, mut dx_chunk)| {
+        .map_init(
+            || (vec![0f32; patch * px], vec![0f32; g.out_len()]),
+            |(cols, gz), (t, mut dx_chunk)| {
+                let (mut dw, mut db) = (vec![0f32; g.cout * patch], vec![0f32; g.cout]);
                 let first = t * per;
                 let last = (first + per).min(n);
                 for i in first..last {
                     let xi = &x[i * g.in_len()..(i + 1) * g.in_len()];
                     gz.copy_from_slice(&gy[i * g.out_len()..(i + 1) * g.out_len()]);
-                    simd::tanh_backward_in_place(
-                        &mut gz,
-                        &y[i * g.out_len()..(i + 1) * g.out_len()],
-                    );
+                    simd::tanh_backward_in_place(gz, &y[i * g.out_len()..(i + 1) * g.out_len()]);
                     for (co, row) in gz.chunks_exact(px).enumerate() {
                         db[co] += row.iter().sum::<f32>();
                     }
-                    im2col(g, xi, &mut cols);
+                    im2col(g, xi, cols);
                     // dw[cout, patch] += gz[cout, px] * cols^T[px, patch]
                     matmul(
                         &mut dw,
                         Mat::row_major(g.cout, patch),
-                        &gz,
+                        gz,
                         Mat::row_major(g.cout, px),
-                        &cols,
+                        cols,
                         Mat::row_major(patch, px).t(),
                         true,
                     );
                     if let Some(dxc) = dx_chunk.as_deref_mut() {
                         // dcols[patch, px] = w^T[patch, cout] * gz[cout, px], reusing `cols`.
                         matmul(
-                            &mut cols,
+                            cols,
                             Mat::row_major(patch, px),
                             w,
                             Mat::row_major(g.cout, patch).t(),
-                            &gz,
+                            gz,
                             Mat::row_major(g.cout, px),
                             false,
                         );
                         let off = (i - first) * g.in_len();
-                        col2im_add(g, &cols, &mut dxc[off..off + g.in_len()]);
+                        col2im_add(g, cols, &mut dxc[off..off + g.in_len()]);
                     }
                 }
-                (dw, db, cols, gz)
+                (dw, db)
             },
         )
-        .map(|(dw, db, _, _)| (dw, db))
-        .reduce(
-            || (vec![0f32; g.cout * patch], vec![0f32; g.cout]),
-            |(mut a, mut b), (c, d)| {
-                a.iter_mut().zip(&c).for_each(|(a, c)| *a += c);
-                b.iter_mut().zip(&d).for_each(|(b, d)| *b += d);
-                (a, b)
-            },
-        );
+        .collect();
+    // Sum the per-task partial gradients in task order (deterministic).
+    let (mut dw, mut db) = (vec![0f32; g.cout * patch], vec![0f32; g.cout]);
+    for (pw, pb) in &partials {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
     ConvGrads {
         dx: need_dx.then_some(dx),
         dw,
