@@ -224,14 +224,13 @@ pub fn train(
         Some(m) => limit_per_class(&ds.train, m),
         None => ds.train.clone(),
     };
-    if let Some(p) = &opts.fixed_pairs {
-        if p.iter()
+    if let Some(p) = &opts.fixed_pairs
+        && p.iter()
             .any(|p| p.a as usize >= train_set.len() || p.b as usize >= train_set.len())
-        {
-            return Err(Error::Training(
-                "fixed pairs refer to images outside the training set".into(),
-            ));
-        }
+    {
+        return Err(Error::Training(
+            "fixed pairs refer to images outside the training set".into(),
+        ));
     }
     if train_set.class_counts().iter().filter(|&&c| c > 0).count() < 2 {
         return Err(Error::Training(

@@ -122,7 +122,7 @@ fn check_var_eps(name: &str, var: &Var, f: &dyn Fn() -> Tensor, limit: usize, ep
     let orig = var.as_tensor().copy().unwrap();
     let base: Vec<f32> = orig.flatten_all().unwrap().to_vec1().unwrap();
     for i in 0..base.len().min(limit) {
-        let mut at = |delta: f32| {
+        let at = |delta: f32| {
             let mut v = base.clone();
             v[i] += delta;
             var.set(&Tensor::from_vec(v, orig.shape(), &Device::Cpu).unwrap())
