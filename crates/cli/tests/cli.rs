@@ -31,13 +31,13 @@ fn tiny_idx(dir: &Path) {
     }
     let mut lab = vec![0, 0, 8, 1];
     lab.extend((n as u32).to_be_bytes());
-    for i in 0..n {
+    for i in 0..n as i32 {
         let class = i % 2;
         lab.push(class as u8);
-        for y in 0..28 {
-            for x in 0..28 {
+        for y in 0..28i32 {
+            for x in 0..28i32 {
                 let cx = if class == 0 { 8 } else { 20 };
-                let on = (x as i32 - cx).abs() < 4 + (i % 3) as i32 && (y as i32 - 14).abs() < 6;
+                let on = (x - cx).abs() < 4 + i % 3 && (y - 14).abs() < 6;
                 img.push(if on { 230 } else { (i * 7 % 20) as u8 });
             }
         }
