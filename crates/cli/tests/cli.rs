@@ -24,14 +24,14 @@ fn ok(out: &Output) -> String {
 
 /// Two "identities" that a network can tell apart: a bright blob left or right.
 fn tiny_idx(dir: &Path) {
-    let n = 120;
+    let n: i32 = 120;
     let mut img = vec![0, 0, 8, 3];
     for d in [n as u32, 28, 28] {
         img.extend(d.to_be_bytes());
     }
     let mut lab = vec![0, 0, 8, 1];
     lab.extend((n as u32).to_be_bytes());
-    for i in 0..n as i32 {
+    for i in 0..n {
         let class = i % 2;
         lab.push(class as u8);
         for y in 0..28i32 {
