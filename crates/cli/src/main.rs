@@ -2,6 +2,8 @@
 //! libraries and maps errors to an exit code. Each command group lives in its
 //! own module; this file only dispatches.
 
+mod seal;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +20,29 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Manage local key files.
+    Key {
+        #[command(subcommand)]
+        command: seal::KeyCommand,
+    },
+    /// Seal a file or directory (AES-256-GCM envelope, bound to a context).
+    Seal(seal::SealArgs),
+    /// Unseal a sealed file or directory.
+    Unseal(seal::UnsealArgs),
+    /// Print the public header of a sealed file or directory (no key needed).
+    Inspect(seal::InspectArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Key { command } => seal::run_key(command),
+        Command::Seal(args) => seal::run_seal(args),
+        Command::Unseal(args) => seal::run_unseal(args),
+        Command::Inspect(args) => seal::run_inspect(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
