@@ -44,5 +44,5 @@ pub use header::{Header, MAGIC, MAX_HEADER_LEN, MAX_STANZAS, STANZA_AES256GCM, S
 pub use keys::{KEY_LEN, Kek, KeyId, SecretKey};
 pub use stream::{
     Layout, Opener, SEALED_SEGMENT_SIZE, SEGMENT_SIZE, Sealer, SeekableOpener, TAG_SIZE,
-    open_bytes, seal_bytes,
+    open_bytes, open_bytes_into, seal_bytes, seal_bytes_into,
 };

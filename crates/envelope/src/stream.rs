@@ -446,11 +446,23 @@ impl<R: Read + Seek> Seek for SeekableOpener<R> {
 
 /// Seals a byte string in memory, encrypting straight into the output.
 pub fn seal_bytes(plaintext: &[u8], keys: &[Kek], context: &Context) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    seal_bytes_into(plaintext, keys, context, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`seal_bytes`], but reuses `out` (its old contents are replaced):
+/// a buffer that is already long enough is neither zeroed nor reallocated.
+pub fn seal_bytes_into(
+    plaintext: &[u8],
+    keys: &[Kek],
+    context: &Context,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let (header, derived) = seal_header(keys, context)?;
-    let payload_len = Layout::sealed_payload_len(plaintext.len() as u64) as usize;
-    let mut out = Vec::with_capacity(header.len() + payload_len);
-    out.extend_from_slice(&header);
-    out.resize(header.len() + payload_len, 0);
+    let total = header.len() + Layout::sealed_payload_len(plaintext.len() as u64) as usize;
+    fit(out, total);
+    out[..header.len()].copy_from_slice(&header);
     let segments = plaintext.len().div_ceil(SEGMENT_SIZE).max(1);
     let sealed = out[header.len()..].chunks_mut(SEALED_SEGMENT_SIZE);
     for (i, seg) in sealed.enumerate() {
@@ -466,16 +478,46 @@ pub fn seal_bytes(plaintext: &[u8], keys: &[Kek], context: &Context) -> Result<V
             tag,
         )?;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Makes `buf` exactly `len` bytes long, writing zeros only where it grows.
+fn fit(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() >= len {
+        buf.truncate(len);
+    } else {
+        buf.resize(len, 0);
+    }
 }
 
 /// Opens a sealed byte string in memory, decrypting straight into the output.
 pub fn open_bytes(sealed: &[u8], keys: &[Kek], context: &Context) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open_bytes_into(sealed, keys, context, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`open_bytes`], but reuses `out`. On failure `out` is cleared, so no
+/// unauthenticated plaintext is left in it.
+pub fn open_bytes_into(
+    sealed: &[u8],
+    keys: &[Kek],
+    context: &Context,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let result = open_into(sealed, keys, context, out);
+    if result.is_err() {
+        out.clear();
+    }
+    result
+}
+
+fn open_into(sealed: &[u8], keys: &[Kek], context: &Context, out: &mut Vec<u8>) -> Result<()> {
     let header = Header::parse(sealed)?;
     let derived = header.unlock(keys, context)?;
     let payload = &sealed[header.len()..];
     let layout = Layout::of_payload(payload.len() as u64).ok_or(Error::DecryptionFailed)?;
-    let mut out = vec![0u8; layout.plaintext_len as usize];
+    fit(out, layout.plaintext_len as usize);
     let segments = layout.segments as usize;
     for (i, seg) in payload.chunks(SEALED_SEGMENT_SIZE).enumerate() {
         let (ct, tag) = seg.split_at(seg.len() - TAG_SIZE);
@@ -491,5 +533,5 @@ pub fn open_bytes(sealed: &[u8], keys: &[Kek], context: &Context) -> Result<Vec<
             )
             .map_err(|_| Error::DecryptionFailed)?;
     }
-    Ok(out)
+    Ok(())
 }

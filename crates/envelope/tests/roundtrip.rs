@@ -54,6 +54,13 @@ fn edge_sizes_round_trip_through_every_api() {
         let mut sealer = Sealer::new(Vec::new(), &keys, &context).unwrap();
         sealer.copy_from(&mut Cursor::new(&plain)).unwrap();
         let by_copy = sealer.finish().unwrap();
+        // Reusing a longer buffer gives the same plaintext back.
+        let mut reused = vec![0x55; 5 * SEGMENT_SIZE];
+        twinseal_envelope::seal_bytes_into(&plain, &keys, &context, &mut reused).unwrap();
+        assert_eq!(reused.len(), by_bytes.len());
+        let mut opened = vec![0x55; 5 * SEGMENT_SIZE];
+        twinseal_envelope::open_bytes_into(&reused, &keys, &context, &mut opened).unwrap();
+        assert_eq!(opened, plain, "len {len}");
         for sealed in [&by_bytes, &by_write, &by_copy] {
             assert_eq!(sealed.len(), by_bytes.len(), "len {len}");
             assert_eq!(

@@ -4,7 +4,7 @@
 use std::io::{Cursor, Read};
 
 use twinseal_envelope::{
-    Context, Error, Kek, KeyId, Opener, SecretKey, SeekableOpener, open_bytes,
+    Context, Error, Kek, KeyId, Opener, SecretKey, SeekableOpener, open_bytes, open_bytes_into,
 };
 
 /// A local key from fixed bytes.
@@ -65,6 +65,12 @@ pub fn rejected(sealed: &[u8], keys: &[Kek], context: &Context) -> Error {
     assert!(
         open_seek(sealed, keys, context).is_err(),
         "SeekableOpener accepted a bad file"
+    );
+    let mut reused = vec![0xAA; 1000];
+    assert!(open_bytes_into(sealed, keys, context, &mut reused).is_err());
+    assert!(
+        reused.is_empty(),
+        "open_bytes_into left bytes behind on failure"
     );
     err
 }
