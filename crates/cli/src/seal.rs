@@ -2,15 +2,15 @@
 //! and printing around the envelope crate, which does all the work.
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use twinseal_envelope::{
-    AtomicOutput, Context, Kek, Opener, SEGMENT_SIZE, Sealer, dir_header, inspect, is_sealed_dir,
-    open_dir, seal_dir,
+    AtomicOutput, Context, IO_BUFFER_SIZE, Kek, Opener, SEGMENT_SIZE, Sealer, dir_header, inspect,
+    is_sealed_dir, open_dir, seal_dir,
 };
 
 /// Inputs at least this large get a progress bar (when stderr is a terminal).
@@ -233,11 +233,15 @@ fn is_stdio(path: &Path) -> bool {
 /// The input stream and, for files, its length.
 fn open_input(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
     if is_stdio(path) {
-        return Ok((Box::new(raw_stdin()?), None));
+        let stdin = BufReader::with_capacity(IO_BUFFER_SIZE, raw_stdin()?);
+        return Ok((Box::new(stdin), None));
     }
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata().ok().map(|m| m.len());
-    Ok((Box::new(file), len))
+    Ok((
+        Box::new(BufReader::with_capacity(IO_BUFFER_SIZE, file)),
+        len,
+    ))
 }
 
 /// A progress bar on stderr for large inputs; hidden when stderr is not a
@@ -259,13 +263,14 @@ fn progress(len: Option<u64>, label: &'static str) -> ProgressBar {
 /// Where output goes: a new file that appears only on commit, or stdout.
 enum Output {
     File(AtomicOutput),
-    Stdout(File),
+    Stdout(BufWriter<File>),
 }
 
 impl Output {
     fn create(path: &Path) -> Result<Output> {
         if is_stdio(path) {
-            return Ok(Output::Stdout(raw_stdout()?));
+            let stdout = BufWriter::with_capacity(IO_BUFFER_SIZE, raw_stdout()?);
+            return Ok(Output::Stdout(stdout));
         }
         let out =
             AtomicOutput::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -298,8 +303,7 @@ impl Write for Output {
 }
 
 // Standard input and output as plain files: the std handles add a lock and,
-// for stdout, line buffering that scans binary data for newlines. Whole
-// segments are written at once, so no buffering is needed.
+// for stdout, line buffering that scans binary data for newlines.
 #[cfg(unix)]
 fn raw_stdin() -> Result<File> {
     use std::os::fd::AsFd;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::digest;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::fs::IO_BUFFER_SIZE;
 use crate::header::Header;
 use crate::keys::Kek;
 use crate::stream::{Opener, Sealer, open_bytes, seal_bytes};
@@ -102,8 +103,10 @@ pub fn seal_dir(
     for (i, (rel, path)) in files.iter().enumerate() {
         let object = format!("{i:08}.twseal");
         let object_path = objects.join(&object);
-        let mut source = File::open(path).map_err(Error::at(path))?;
+        let source = File::open(path).map_err(Error::at(path))?;
+        let mut source = BufReader::with_capacity(IO_BUFFER_SIZE, source);
         let sink = File::create_new(&object_path).map_err(Error::at(&object_path))?;
+        let sink = BufWriter::with_capacity(IO_BUFFER_SIZE, sink);
         let mut sealer = Sealer::new(HashWriter::new(sink), keys, &object_context)?;
         let size = sealer
             .copy_from(&mut source)
@@ -165,7 +168,7 @@ pub fn open_dir(
     for entry in &index.entries {
         let object_path = input.join(OBJECTS_DIR).join(&entry.object);
         let source = File::open(&object_path).map_err(Error::at(&object_path))?;
-        let mut reader = HashReader::new(source);
+        let mut reader = HashReader::new(BufReader::with_capacity(IO_BUFFER_SIZE, source));
         let mut opener = Opener::new(&mut reader, keys, &object_context)?;
         let target = entry
             .path

@@ -39,7 +39,7 @@ pub use context::{
 };
 pub use dir::{DirSummary, INDEX_FILE, OBJECTS_DIR, dir_header, is_sealed_dir, open_dir, seal_dir};
 pub use error::{Error, Result};
-pub use fs::{AtomicOutput, Inspection, inspect};
+pub use fs::{AtomicOutput, IO_BUFFER_SIZE, Inspection, inspect};
 pub use header::{Header, MAGIC, MAX_HEADER_LEN, MAX_STANZAS, STANZA_AES256GCM, Stanza, VERSION};
 pub use keys::{KEY_LEN, Kek, KeyId, SecretKey};
 pub use stream::{
