@@ -141,6 +141,13 @@ pub fn run_unseal(args: UnsealArgs) -> Result<()> {
         );
         return Ok(());
     }
+    if !is_stdio(&args.input) && args.input.is_dir() {
+        bail!(
+            "{} is a directory but not a sealed one (no {})",
+            args.input.display(),
+            twinseal_envelope::INDEX_FILE
+        );
+    }
     let (input, len) = open_input(&args.input)?;
     let input = progress(len, "unsealing").wrap_read(input);
     let mut opener = Opener::new(input, &keys, &context).with_context(what)?;
