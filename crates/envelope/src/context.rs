@@ -113,3 +113,30 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_checked_and_kept_sorted() {
+        let c = Context::from_pairs([("purpose", "model"), ("name", "siamese")]).unwrap();
+        let keys: Vec<_> = c.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["name", "purpose"]);
+        assert!(Context::from_pairs([("a", "1"), ("a", "2")]).is_err());
+        for bad in ["", "a=b", "sp ace", "é", &"k".repeat(65)] {
+            assert!(Context::new().insert(bad, "v").is_err(), "{bad:?}");
+        }
+        assert!(Context::new().insert("k", "v".repeat(1025)).is_err());
+        assert!(Context::new().insert("k", "v".repeat(1024)).is_ok());
+        let mut full = Context::new();
+        for i in 0..MAX_CONTEXT_PAIRS {
+            full.insert(format!("k{i}"), "").unwrap();
+        }
+        assert!(full.insert("one-more", "").is_err());
+        assert_eq!(
+            Context::parse_pair("url=a=b").unwrap(),
+            ("url".into(), "a=b".into())
+        );
+    }
+}

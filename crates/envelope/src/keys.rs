@@ -194,3 +194,54 @@ pub(crate) fn wrap_key(kek: &Kek, salt: &[u8; 32]) -> Result<LessSafeKey> {
     let key = UnboundKey::from(prk.expand(&[b"twinseal/v1 wrap"], &AES_256_GCM)?);
     Ok(LessSafeKey::new(key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_the_id_and_never_the_key() {
+        let kek = Kek::local(SecretKey::from_bytes([0xab; KEY_LEN]));
+        let shown = format!("{kek:?}");
+        assert!(shown.contains(kek.id().as_str()), "{shown}");
+        assert!(!shown.to_lowercase().contains("abab"), "{shown}");
+        assert!(!shown.contains("171"), "{shown}");
+    }
+
+    #[test]
+    fn local_key_ids_are_stable_and_distinct() {
+        let a = Kek::local(SecretKey::from_bytes([1; KEY_LEN]));
+        let a2 = Kek::local(SecretKey::from_bytes([1; KEY_LEN]));
+        let b = Kek::local(SecretKey::from_bytes([2; KEY_LEN]));
+        assert_eq!(a.id(), a2.id());
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.id().as_str().len(), "local-".len() + 16);
+    }
+
+    #[test]
+    fn key_ids_must_be_printable_ascii() {
+        assert!(KeyId::new("coordinator/key-7").is_ok());
+        for bad in ["", "has space", "tab\t", "é", &"x".repeat(256)] {
+            assert!(KeyId::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn key_files_must_be_32_bytes_and_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let kek = Kek::generate_key_file(&path).unwrap();
+        assert_eq!(Kek::read_key_file(&path).unwrap().id(), kek.id());
+        assert!(matches!(
+            Kek::generate_key_file(&path),
+            Err(Error::OutputExists(_))
+        ));
+        for len in [0, 31, 33, 64] {
+            std::fs::write(dir.path().join("bad"), vec![0u8; len]).unwrap();
+            assert!(matches!(
+                Kek::read_key_file(&dir.path().join("bad")),
+                Err(Error::InvalidKeyFile(_))
+            ));
+        }
+    }
+}

@@ -535,3 +535,24 @@ fn open_into(sealed: &[u8], keys: &[Kek], context: &Context, out: &mut Vec<u8>) 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_follows_the_spec() {
+        let full = SEALED_SEGMENT_SIZE as u64;
+        let seg = SEGMENT_SIZE as u64;
+        for plain in [0, 1, seg - 1, seg, seg + 1, 3 * seg, 3 * seg + 5] {
+            let payload = Layout::sealed_payload_len(plain);
+            let layout = Layout::of_payload(payload).unwrap();
+            assert_eq!(layout.plaintext_len, plain);
+            assert_eq!(layout.segments, plain.div_ceil(seg).max(1));
+        }
+        // Too short for a tag, or an empty last segment after a full one.
+        for bad in [0, 15, full + 16, 2 * full + 16] {
+            assert_eq!(Layout::of_payload(bad), None, "{bad}");
+        }
+    }
+}
