@@ -9,7 +9,7 @@
 //! configuration, no policy.
 //!
 //! - Streams: [`Sealer`] (a `Write`) and [`Opener`] (a `Read`), memory bounded
-//!   by one segment whatever the length.
+//!   by one batch of 16 segments (1 MiB) whatever the length.
 //! - Random access: [`SeekableOpener`] (`Read + Seek`).
 //! - Small objects: [`seal_bytes`] and [`open_bytes`].
 //! - Files and trees: [`AtomicOutput`] (plaintext reaches its final path only
@@ -43,6 +43,6 @@ pub use fs::{AtomicOutput, IO_BUFFER_SIZE, Inspection, inspect};
 pub use header::{Header, MAGIC, MAX_HEADER_LEN, MAX_STANZAS, STANZA_AES256GCM, Stanza, VERSION};
 pub use keys::{KEY_LEN, Kek, KeyId, SecretKey};
 pub use stream::{
-    Layout, Opener, SEALED_SEGMENT_SIZE, SEGMENT_SIZE, Sealer, SeekableOpener, TAG_SIZE,
-    open_bytes, open_bytes_into, seal_bytes, seal_bytes_into,
+    BATCH_SEGMENTS, Layout, Opener, SEALED_SEGMENT_SIZE, SEGMENT_SIZE, Sealer, SeekableOpener,
+    TAG_SIZE, open_bytes, open_bytes_into, seal_bytes, seal_bytes_into,
 };

@@ -1,7 +1,7 @@
 //! The payload: AES-256-GCM STREAM segments (specification, 4.4), sealed and
 //! opened as streams, in memory, or by random access.
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce};
 
@@ -63,14 +63,21 @@ impl Layout {
     }
 }
 
-/// Seals a stream: writes the header at once, then one segment per 64 KiB
-/// written. [`Sealer::finish`] MUST be called, or the output is truncated
-/// (and any reader will reject it). Memory: one segment.
+/// Segments a [`Sealer`] or [`Opener`] holds at once: their output or input
+/// moves in system calls of about 1 MiB, which measured faster on files than
+/// one call per 64 KiB segment, and their memory stays at about 1 MiB.
+pub const BATCH_SEGMENTS: usize = 16;
+
+/// Seals a stream: writes the header at once, then the segments in batches
+/// of [`BATCH_SEGMENTS`]. [`Sealer::finish`] MUST be called, or the output is
+/// truncated (and any reader will reject it). Memory: one batch.
 pub struct Sealer<W: Write> {
     inner: W,
     key: LessSafeKey,
-    /// Plaintext of the segment being filled, with room for its tag.
+    /// Sealed segments laid out as on disk; slot `slot` is being filled
+    /// with plaintext, slots before it are sealed and not yet written.
     buf: Box<[u8]>,
+    slot: usize,
     len: usize,
     counter: u64,
     poisoned: bool,
@@ -84,28 +91,45 @@ impl<W: Write> Sealer<W> {
         Ok(Sealer {
             inner,
             key: derived.payload,
-            buf: vec![0u8; SEALED_SEGMENT_SIZE].into_boxed_slice(),
+            buf: vec![0u8; BATCH_SEGMENTS * SEALED_SEGMENT_SIZE].into_boxed_slice(),
+            slot: 0,
             len: 0,
             counter: 0,
             poisoned: false,
         })
     }
 
-    /// Encrypts the buffered segment in place and writes it.
-    fn flush_segment(&mut self, last: bool) -> io::Result<()> {
+    /// Offset of the slot being filled.
+    fn off(&self) -> usize {
+        self.slot * SEALED_SEGMENT_SIZE
+    }
+
+    /// Moves to the next slot after sealing one; writes the batch out when
+    /// it is full or the segment was the last.
+    fn advance(&mut self, end: usize, last: bool) -> io::Result<()> {
+        self.counter += 1;
+        self.len = 0;
+        self.slot += 1;
+        if last || self.slot == BATCH_SEGMENTS {
+            self.inner.write_all(&self.buf[..end])?;
+            self.slot = 0;
+        }
+        Ok(())
+    }
+
+    /// Encrypts the slot being filled in place.
+    fn seal_slot(&mut self, last: bool) -> io::Result<()> {
+        let (off, len) = (self.off(), self.len);
         let tag = self
             .key
             .seal_in_place_separate_tag(
                 nonce(self.counter, last),
                 Aad::empty(),
-                &mut self.buf[..self.len],
+                &mut self.buf[off..off + len],
             )
             .map_err(|_| Error::Crypto.into_io())?;
-        self.buf[self.len..self.len + TAG_SIZE].copy_from_slice(tag.as_ref());
-        self.inner.write_all(&self.buf[..self.len + TAG_SIZE])?;
-        self.counter += 1;
-        self.len = 0;
-        Ok(())
+        self.buf[off + len..off + len + TAG_SIZE].copy_from_slice(tag.as_ref());
+        self.advance(off + len + TAG_SIZE, last)
     }
 
     fn write_inner(&mut self, data: &[u8]) -> io::Result<()> {
@@ -113,12 +137,14 @@ impl<W: Write> Sealer<W> {
         while !rest.is_empty() {
             if self.len == SEGMENT_SIZE {
                 // More plaintext follows, so the buffered segment is not last.
-                self.flush_segment(false)?;
+                self.seal_slot(false)?;
             }
             if self.len == 0 && rest.len() > SEGMENT_SIZE {
                 // A whole non-final segment is at hand: encrypt it straight
-                // from the caller's buffer, saving a copy.
-                let (seg, tail) = self.buf.split_at_mut(SEGMENT_SIZE);
+                // from the caller's buffer into its slot, saving a copy.
+                let off = self.off();
+                let slot = &mut self.buf[off..off + SEALED_SEGMENT_SIZE];
+                let (seg, tag) = slot.split_at_mut(SEGMENT_SIZE);
                 self.key
                     .seal_out_of_place_scatter(
                         nonce(self.counter, false),
@@ -126,41 +152,44 @@ impl<W: Write> Sealer<W> {
                         &rest[..SEGMENT_SIZE],
                         seg,
                         &[],
-                        &mut tail[..TAG_SIZE],
+                        tag,
                     )
                     .map_err(|_| Error::Crypto.into_io())?;
-                self.inner.write_all(&self.buf)?;
-                self.counter += 1;
+                self.advance(off + SEALED_SEGMENT_SIZE, false)?;
                 rest = &rest[SEGMENT_SIZE..];
                 continue;
             }
+            let off = self.off() + self.len;
             let n = (SEGMENT_SIZE - self.len).min(rest.len());
-            self.buf[self.len..self.len + n].copy_from_slice(&rest[..n]);
+            self.buf[off..off + n].copy_from_slice(&rest[..n]);
             self.len += n;
             rest = &rest[n..];
         }
         Ok(())
     }
 
-    /// Reads `reader` to its end straight into the segment buffer and seals
+    /// Reads `reader` to its end straight into the segment slots and seals
     /// it (no intermediate copy). Returns the bytes read.
     pub fn copy_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> Result<u64> {
         self.check_poisoned()?;
         let mut total = 0u64;
         loop {
-            // Read one byte past a full segment to learn whether more follows.
-            let got = read_full(reader, &mut self.buf[self.len..=SEGMENT_SIZE]);
+            // Read one byte past a full segment (into the tag's place) to
+            // learn whether more follows.
+            let off = self.off();
+            let got = read_full(reader, &mut self.buf[off + self.len..=off + SEGMENT_SIZE]);
             let got = got.inspect_err(|_| self.poisoned = true)?;
             total += got as u64;
             self.len += got;
             if self.len <= SEGMENT_SIZE {
                 return Ok(total);
             }
-            let carry = self.buf[SEGMENT_SIZE];
+            let carry = self.buf[off + SEGMENT_SIZE];
             self.len = SEGMENT_SIZE;
-            self.flush_segment(false)
+            self.seal_slot(false)
                 .inspect_err(|_| self.poisoned = true)?;
-            self.buf[0] = carry;
+            let off = self.off();
+            self.buf[off] = carry;
             self.len = 1;
         }
     }
@@ -175,10 +204,11 @@ impl<W: Write> Sealer<W> {
         }
     }
 
-    /// Seals the final segment, flushes and returns the inner writer.
+    /// Seals the final segment, writes what is pending, flushes and returns
+    /// the inner writer.
     pub fn finish(mut self) -> Result<W> {
         self.check_poisoned()?;
-        self.flush_segment(true)?;
+        self.seal_slot(true)?;
         self.inner.flush()?;
         Ok(self.inner)
     }
@@ -202,19 +232,20 @@ impl<W: Write> Write for Sealer<W> {
 /// Opens a stream sequentially. `read` only returns plaintext whose segment
 /// authenticated, and only returns `Ok(0)` after the final segment
 /// authenticated and the input ended. A reader that stops before `Ok(0)` has
-/// not checked for truncation. Memory: one segment.
+/// not checked for truncation. Memory: one batch of [`BATCH_SEGMENTS`].
 pub struct Opener<R: Read> {
     inner: R,
     header: Header,
     key: LessSafeKey,
-    /// Sealed bytes read ahead: one segment and one byte more.
+    /// Sealed bytes read ahead: a batch of segments and one byte more.
     buf: Box<[u8]>,
+    /// `buf[cursor..filled]` is read but not yet decrypted.
+    cursor: usize,
     filled: usize,
+    eof: bool,
     /// Window of decrypted plaintext in `buf` still to hand out.
     pos: usize,
     end: usize,
-    /// The byte read past the current segment, still to move to the front.
-    carry: bool,
     counter: u64,
     done: bool,
     failed: bool,
@@ -230,11 +261,12 @@ impl<R: Read> Opener<R> {
             inner,
             header,
             key: derived.payload,
-            buf: vec![0u8; SEALED_SEGMENT_SIZE + 1].into_boxed_slice(),
+            buf: vec![0u8; BATCH_SEGMENTS * SEALED_SEGMENT_SIZE + 1].into_boxed_slice(),
+            cursor: 0,
             filled: 0,
+            eof: false,
             pos: 0,
             end: 0,
-            carry: false,
             counter: 0,
             done: false,
             failed: false,
@@ -246,23 +278,33 @@ impl<R: Read> Opener<R> {
         &self.header
     }
 
-    /// Reads and decrypts the next segment into `buf[..len]`; returns
-    /// `None` after the final one.
-    fn next_segment(&mut self) -> Result<Option<usize>> {
+    /// Whether the next segment needs more input than is buffered.
+    fn needs_input(&self) -> bool {
+        !self.eof && self.filled - self.cursor <= SEALED_SEGMENT_SIZE
+    }
+
+    /// Decrypts the next segment in place; returns where its plaintext lies
+    /// in `buf`, or `None` after the final one. Plaintext handed out before
+    /// must have been consumed: refilling moves the buffer's contents.
+    fn next_segment(&mut self) -> Result<Option<(usize, usize)>> {
         if self.failed {
             return Err(Error::DecryptionFailed);
         }
         if self.done {
             return Ok(None);
         }
-        if self.carry {
-            self.buf[0] = self.buf[SEALED_SEGMENT_SIZE];
-            self.filled = 1;
-            self.carry = false;
+        if self.needs_input() {
+            self.buf.copy_within(self.cursor..self.filled, 0);
+            self.filled -= self.cursor;
+            self.cursor = 0;
+            self.filled += read_full(&mut self.inner, &mut self.buf[self.filled..])?;
+            self.eof = self.filled < self.buf.len();
         }
-        self.filled += read_full(&mut self.inner, &mut self.buf[self.filled..])?;
-        let last = self.filled <= SEALED_SEGMENT_SIZE;
-        let sealed_len = self.filled.min(SEALED_SEGMENT_SIZE);
+        // More than one sealed segment available means this one is not last;
+        // otherwise the input has ended (`needs_input` is false).
+        let available = self.filled - self.cursor;
+        let last = available <= SEALED_SEGMENT_SIZE;
+        let sealed_len = available.min(SEALED_SEGMENT_SIZE);
         let min = if self.counter == 0 {
             TAG_SIZE
         } else {
@@ -272,34 +314,58 @@ impl<R: Read> Opener<R> {
             self.failed = true;
             return Err(Error::DecryptionFailed);
         }
+        let start = self.cursor;
         let opened = self.key.open_in_place(
             nonce(self.counter, last),
             Aad::empty(),
-            &mut self.buf[..sealed_len],
+            &mut self.buf[start..start + sealed_len],
         );
         let Ok(plain) = opened else {
             self.failed = true;
             return Err(Error::DecryptionFailed);
         };
         let len = plain.len();
+        self.cursor += sealed_len;
         self.counter += 1;
         self.done = last;
-        self.carry = !last;
-        self.filled = 0;
-        Ok(Some(len))
+        Ok(Some((start, len)))
     }
 
-    /// Decrypts everything to `out`, writing each segment's plaintext from
-    /// the internal buffer (no extra copy). Returns the plaintext length.
+    /// Decrypts everything to `out`, handing it each batch's plaintext
+    /// straight from the internal buffer (one vectored write per batch, no
+    /// extra copy). Returns the plaintext length.
     pub fn copy_to<W: Write + ?Sized>(&mut self, out: &mut W) -> Result<u64> {
         let mut total = (self.end - self.pos) as u64;
         out.write_all(&self.buf[self.pos..self.end])?;
         self.pos = self.end;
-        while let Some(len) = self.next_segment()? {
-            out.write_all(&self.buf[..len])?;
-            total += len as u64;
+        let mut ranges = Vec::with_capacity(BATCH_SEGMENTS + 1);
+        loop {
+            ranges.clear();
+            while let Some((start, len)) = self.next_segment()? {
+                if len > 0 {
+                    ranges.push(start..start + len);
+                    total += len as u64;
+                }
+                if self.done || self.needs_input() {
+                    break;
+                }
+            }
+            let mut slices: Vec<IoSlice<'_>> = ranges
+                .iter()
+                .map(|r| IoSlice::new(&self.buf[r.clone()]))
+                .collect();
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                let n = out.write_vectored(rest)?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+                }
+                IoSlice::advance_slices(&mut rest, n);
+            }
+            if self.done {
+                return Ok(total);
+            }
         }
-        Ok(total)
     }
 
     /// Returns the inner reader.
@@ -316,9 +382,9 @@ impl<R: Read> Read for Opener<R> {
         while self.pos == self.end {
             match self.next_segment().map_err(Error::into_io)? {
                 None => return Ok(0),
-                Some(len) => {
-                    self.pos = 0;
-                    self.end = len;
+                Some((start, len)) => {
+                    self.pos = start;
+                    self.end = start + len;
                 }
             }
         }

@@ -276,3 +276,36 @@ fn sealing_refuses_bad_recipients() {
         Err(Error::InvalidRecipients(_))
     ));
 }
+
+#[test]
+fn tampering_across_a_batch_boundary_of_the_streaming_opener_is_rejected() {
+    // 40 segments: the streaming opener reads them in batches of 16.
+    let k = key(11);
+    let keys = [k];
+    let context = Context::new();
+    let plain = plaintext(39 * SEGMENT_SIZE + 3);
+    let sealed = seal_bytes(&plain, &keys, &context).unwrap();
+    assert_eq!(open_stream(&sealed, &keys, &context).unwrap(), plain);
+    let (h, s) = segments(&sealed);
+    assert_eq!(s.len(), 40);
+    let all: Vec<&Vec<u8>> = s.iter().collect();
+    for cut in [16, 32] {
+        let err = rejected(&join(&h, &all[..cut]), &keys, &context);
+        assert!(matches!(err, Error::DecryptionFailed), "cut {cut}: {err}");
+    }
+    for (a, b) in [(15, 16), (16, 17), (31, 32), (0, 39)] {
+        let mut swapped = all.clone();
+        swapped.swap(a, b);
+        let err = rejected(&join(&h, &swapped), &keys, &context);
+        assert!(
+            matches!(err, Error::DecryptionFailed),
+            "swap {a},{b}: {err}"
+        );
+    }
+    let mut dropped = all.clone();
+    dropped.remove(16);
+    assert!(matches!(
+        rejected(&join(&h, &dropped), &keys, &context),
+        Error::DecryptionFailed
+    ));
+}

@@ -9,7 +9,7 @@ use common::{ctx, key, open_seek, open_stream, plaintext};
 use proptest::prelude::*;
 use twinseal_envelope::{Opener, SEGMENT_SIZE, Sealer, SeekableOpener, open_bytes, seal_bytes};
 
-const EDGES: [usize; 8] = [
+const EDGES: [usize; 12] = [
     0,
     1,
     SEGMENT_SIZE - 1,
@@ -18,12 +18,17 @@ const EDGES: [usize; 8] = [
     2 * SEGMENT_SIZE - 1,
     2 * SEGMENT_SIZE,
     2 * SEGMENT_SIZE + 1,
+    // Batch edges of the streaming Sealer and Opener (16 segments).
+    16 * SEGMENT_SIZE - 1,
+    16 * SEGMENT_SIZE,
+    16 * SEGMENT_SIZE + 1,
+    33 * SEGMENT_SIZE + 7,
 ];
 
 fn size() -> impl Strategy<Value = usize> {
     prop_oneof![
         proptest::sample::select(EDGES.to_vec()),
-        0..4 * SEGMENT_SIZE,
+        0..40 * SEGMENT_SIZE,
     ]
 }
 
