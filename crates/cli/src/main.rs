@@ -12,6 +12,7 @@ mod demo;
 mod model_cmd;
 mod plot;
 mod progress;
+mod seal;
 
 /// Train and serve Siamese networks confidentially.
 #[derive(Debug, Parser)]
@@ -42,6 +43,17 @@ enum Command {
     /// Benchmarks measured side by side with a peer (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Manage local key files.
+    Key {
+        #[command(subcommand)]
+        command: seal::KeyCommand,
+    },
+    /// Seal a file or directory (AES-256-GCM envelope, bound to a context).
+    Seal(seal::SealArgs),
+    /// Unseal a sealed file or directory.
+    Unseal(seal::UnsealArgs),
+    /// Print the public header of a sealed file or directory (no key needed).
+    Inspect(seal::InspectArgs),
 }
 
 // Every tensor op allocates; mimalloc keeps freed pages for reuse instead of
@@ -61,6 +73,10 @@ fn main() -> ExitCode {
         Command::Compare(a) => model_cmd::run_compare(a),
         Command::Embed(a) => model_cmd::run_embed(a),
         Command::Bench(c) => bench::run(c),
+        Command::Key { command } => seal::run_key(command),
+        Command::Seal(args) => seal::run_seal(args),
+        Command::Unseal(args) => seal::run_unseal(args),
+        Command::Inspect(args) => seal::run_inspect(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
