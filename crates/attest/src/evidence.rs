@@ -1,0 +1,114 @@
+//! Evidence: the raw, signed statements a TEE produces, before verification.
+
+use crate::claims::TeeKind;
+use crate::error::{Error, Reason, Result};
+use crate::simulated::SIM_MAGIC;
+
+/// Size of an SEV-SNP attestation report (ABI spec, table "ATTESTATION_REPORT").
+pub const SNP_REPORT_LEN: usize = 0x4A0;
+
+/// Raw evidence of one of the supported kinds.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Evidence {
+    /// Intel SGX DCAP quote (v3, or v4 with TEE type SGX).
+    SgxQuote(Vec<u8>),
+    /// Intel TDX DCAP quote (v4 or v5).
+    TdxQuote(Vec<u8>),
+    /// AMD SEV-SNP attestation report with, when the collector had it, the
+    /// VCEK certificate (DER) that signed it.
+    SevSnp {
+        /// The 1184-byte report.
+        report: Vec<u8>,
+        /// The VCEK certificate, DER.
+        vcek_der: Option<Vec<u8>>,
+    },
+    /// Simulated-TEE evidence (format in `docs/spec/attestation.md`).
+    Simulated(Vec<u8>),
+}
+
+impl std::fmt::Debug for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Evidence is public data, but dumping kilobytes into logs helps nobody.
+        write!(f, "Evidence({}, {} bytes)", self.kind(), self.bytes().len())
+    }
+}
+
+impl Evidence {
+    /// The TEE kind.
+    pub fn kind(&self) -> TeeKind {
+        match self {
+            Evidence::SgxQuote(_) => TeeKind::Sgx,
+            Evidence::TdxQuote(_) => TeeKind::Tdx,
+            Evidence::SevSnp { .. } => TeeKind::SevSnp,
+            Evidence::Simulated(_) => TeeKind::Simulated,
+        }
+    }
+
+    /// The primary evidence bytes (quote, report or simulated evidence).
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Evidence::SgxQuote(b) | Evidence::TdxQuote(b) | Evidence::Simulated(b) => b,
+            Evidence::SevSnp { report, .. } => report,
+        }
+    }
+
+    /// Recognise the kind of `bytes` from their header. Accepts binary
+    /// evidence, or the same as hex text (as SEV-SNP reports are often
+    /// stored). Does not verify anything.
+    pub fn detect(bytes: &[u8]) -> Result<Evidence> {
+        if let Some(decoded) = decode_hex_text(bytes) {
+            return Self::detect_binary(decoded);
+        }
+        Self::detect_binary(bytes.to_vec())
+    }
+
+    fn detect_binary(b: Vec<u8>) -> Result<Evidence> {
+        if b.starts_with(SIM_MAGIC) {
+            return Ok(Evidence::Simulated(b));
+        }
+        if b.len() >= 48 {
+            let version = u16::from_le_bytes([b[0], b[1]]);
+            let key_type = u16::from_le_bytes([b[2], b[3]]);
+            let tee_type = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            // Attestation key type 2 is ECDSA-256-with-P-256, the only DCAP key type.
+            if (3..=5).contains(&version) && key_type == 2 {
+                match tee_type {
+                    0x0000_0000 => return Ok(Evidence::SgxQuote(b)),
+                    0x0000_0081 if version >= 4 => return Ok(Evidence::TdxQuote(b)),
+                    _ => {}
+                }
+            }
+        }
+        if b.len() == SNP_REPORT_LEN {
+            let version = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if (2..=5).contains(&version) {
+                return Ok(Evidence::SevSnp {
+                    report: b,
+                    vcek_der: None,
+                });
+            }
+        }
+        Err(Error::Rejected(Reason(
+            "unrecognised evidence format".to_string(),
+        )))
+    }
+}
+
+/// If `bytes` are ASCII hex (whitespace allowed), decode them.
+fn decode_hex_text(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.is_empty() || bytes.len() % 2 == 1 && !bytes.iter().any(u8::is_ascii_whitespace) {
+        return None;
+    }
+    if !bytes
+        .iter()
+        .all(|c| c.is_ascii_hexdigit() || c.is_ascii_whitespace())
+    {
+        return None;
+    }
+    let compact: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    hex::decode(compact).ok()
+}
