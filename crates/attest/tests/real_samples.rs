@@ -321,3 +321,29 @@ fn now_is_not_the_default() {
             .is_err()
     );
 }
+
+#[test]
+fn collateral_cache_serves_fresh_entries_and_drops_old_ones() {
+    use std::time::Duration;
+    use twinseal_attest::CollateralCache;
+    let Some(dir) = samples() else { return };
+    let (e, c) = dcap(&dir, "dcap/tdx_quote", "dcap/tdx_quote_collateral.json");
+    let key = CollateralCache::key_for_quote(e.bytes()).unwrap();
+    assert!(key.starts_with("tdx-"), "{key}");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = CollateralCache::new(tmp.path().join("dcap"), Duration::from_secs(3600));
+    let when = at(TDX_AT);
+    assert!(cache.get(&key, when).unwrap().is_none());
+    cache.put(&key, &c, when).unwrap();
+    assert_eq!(cache.get(&key, when).unwrap(), Some(c));
+    let v = DcapVerifier::tdx(CollateralSource::Cache(cache.clone()));
+    v.verify(&e, &rd(e.bytes(), TDX_REPORT_DATA), when).unwrap();
+    // Past the maximum age the entry is not used, and verification says why.
+    let later = when + Duration::from_secs(7200);
+    assert!(cache.get(&key, later).unwrap().is_none());
+    let err = v
+        .verify(&e, &rd(e.bytes(), TDX_REPORT_DATA), later)
+        .unwrap_err();
+    assert!(err.to_string().contains("no fresh collateral"), "{err}");
+    assert!(cache.get("../escape", when).is_err());
+}
