@@ -52,6 +52,21 @@ impl Evidence {
         }
     }
 
+    /// The report data the evidence claims, read without any verification
+    /// (for display, or for auditors who do not know the challenge). `None`
+    /// when the evidence is too short.
+    pub fn unverified_report_data(&self) -> Option<[u8; 64]> {
+        let b = self.bytes();
+        let off = match self {
+            Evidence::SgxQuote(_) => 48 + 320,
+            Evidence::TdxQuote(_) if b.first() == Some(&5) => 48 + 6 + 520,
+            Evidence::TdxQuote(_) => 48 + 520,
+            Evidence::SevSnp { .. } => 0x50,
+            Evidence::Simulated(_) => 104,
+        };
+        b.get(off..off + 64)?.try_into().ok()
+    }
+
     /// Recognise the kind of `bytes` from their header. Accepts binary
     /// evidence, or the same as hex text (as SEV-SNP reports are often
     /// stored). Does not verify anything.

@@ -2,6 +2,8 @@
 //! libraries and maps errors to an exit code. Each command group lives in its
 //! own module; this file only dispatches.
 
+mod attest;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +20,17 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Verify attestation evidence offline, or produce simulated evidence.
+    Attest(attest::AttestArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Attest(args) => attest::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
