@@ -127,3 +127,65 @@ fn decode_hex_text(bytes: &[u8]) -> Option<Vec<u8>> {
         .collect();
     hex::decode(compact).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(version: u16, key_type: u16, tee: u32) -> Vec<u8> {
+        let mut q = vec![0u8; 64];
+        q[..2].copy_from_slice(&version.to_le_bytes());
+        q[2..4].copy_from_slice(&key_type.to_le_bytes());
+        q[4..8].copy_from_slice(&tee.to_le_bytes());
+        q
+    }
+
+    #[test]
+    fn detects_each_kind_from_its_header() {
+        assert_eq!(
+            Evidence::detect(&header(3, 2, 0)).unwrap().kind(),
+            TeeKind::Sgx
+        );
+        assert_eq!(
+            Evidence::detect(&header(4, 2, 0x81)).unwrap().kind(),
+            TeeKind::Tdx
+        );
+        assert_eq!(
+            Evidence::detect(&header(5, 2, 0x81)).unwrap().kind(),
+            TeeKind::Tdx
+        );
+        let mut snp = vec![0u8; SNP_REPORT_LEN];
+        snp[0] = 2;
+        assert_eq!(Evidence::detect(&snp).unwrap().kind(), TeeKind::SevSnp);
+        // The same as hex text, with line breaks.
+        let text = hex::encode(&snp)
+            .as_bytes()
+            .chunks(64)
+            .flat_map(|c| c.iter().copied().chain(std::iter::once(b'\n')))
+            .collect::<Vec<u8>>();
+        assert_eq!(Evidence::detect(&text).unwrap().kind(), TeeKind::SevSnp);
+    }
+
+    #[test]
+    fn fail_unrecognised_evidence() {
+        let mut snp_v1 = vec![0u8; SNP_REPORT_LEN];
+        snp_v1[0] = 1;
+        for bad in [
+            vec![],
+            b"not evidence".to_vec(),
+            header(2, 2, 0),                // quote v2 (EPID)
+            header(3, 3, 0),                // unknown attestation key type
+            header(3, 2, 0x81),             // TDX needs quote v4+
+            header(4, 2, 0x42),             // unknown TEE type
+            header(3, 2, 0)[..40].to_vec(), // truncated header
+            snp_v1,
+            vec![0u8; SNP_REPORT_LEN - 1],
+        ] {
+            assert!(
+                Evidence::detect(&bad).is_err(),
+                "{:02x?}",
+                &bad[..bad.len().min(8)]
+            );
+        }
+    }
+}
