@@ -178,3 +178,66 @@ fn every_byte_of_simulated_evidence_matters() {
     let n = assert_all_rejected(&v, &e, &whole, &[0x01, 0x80], &rd, now);
     assert_eq!(n, len * 2);
 }
+
+/// Replace the first PEM certificate (the PCK leaf) in `quote` with
+/// `leaf_der` re-encoded, keeping the PEM text the same length.
+fn splice_leaf(quote: &[u8], start: usize, end: usize, leaf_der: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(leaf_der);
+    let mut pem = Vec::new();
+    for line in b64.as_bytes().chunks(64) {
+        pem.extend_from_slice(line);
+        pem.push(b'\n');
+    }
+    let mut out = quote[..start].to_vec();
+    out.extend_from_slice(&pem);
+    out.extend_from_slice(&quote[end..]);
+    out
+}
+
+/// The PCK leaf certificate inside the quote's PEM chain is covered by the
+/// PCK CA's signature: changing any byte of its DER (re-encoded into the
+/// same PEM slot) is rejected.
+#[test]
+fn every_byte_of_the_pck_leaf_certificate_matters() {
+    use base64::Engine;
+    let Some(dir) = samples() else { return };
+    let e = Evidence::detect(&read(&dir, "dcap/sgx_quote")).unwrap();
+    let c = DcapCollateral::from_json(&read(&dir, "dcap/sgx_quote_collateral.json")).unwrap();
+    let v = DcapVerifier::sgx(CollateralSource::Fixed(c));
+    let q = e.bytes();
+    let begin = b"-----BEGIN CERTIFICATE-----\n";
+    let end_marker = b"-----END CERTIFICATE-----";
+    let start = q.windows(begin.len()).position(|w| w == begin).unwrap() + begin.len();
+    let end = start
+        + q[start..]
+            .windows(end_marker.len())
+            .position(|w| w == end_marker)
+            .unwrap();
+    let text: Vec<u8> = q[start..end]
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .unwrap();
+    let expected: [u8; 64] = q[368..432].try_into().unwrap();
+    let when = at("2025-07-01T00:00:00Z");
+    // The splice itself is faithful: the unmodified leaf still verifies.
+    let same = splice_leaf(q, start, end, &der);
+    assert_eq!(same, q, "PEM re-encoding reproduces the quote");
+    let mut survivors = Vec::new();
+    for i in 0..der.len() {
+        let mut d = der.clone();
+        d[i] ^= 0x01;
+        let m = Evidence::SgxQuote(splice_leaf(q, start, end, &d));
+        if v.verify(&m, &expected, when).is_ok() {
+            survivors.push(i);
+        }
+    }
+    assert!(
+        survivors.is_empty(),
+        "leaf DER changes accepted at {survivors:?}"
+    );
+}
