@@ -6,8 +6,8 @@
 //! signature by the attestation key), the ISV signature, the attestation key
 //! and QE authentication data (both hashed into the QE report's report
 //! data), the QE report and its signature (by the PCK key). Length and type
-//! fields are framing, and the PEM certification chain is checked by
-//! certificate signatures, not covered here. For SEV-SNP: bytes 0..0x2A0
+//! fields are framing. The PCK leaf certificate in the PEM chain is covered by
+//! its own test (every byte of its DER). For SEV-SNP: bytes 0..0x2A0
 //! (signed by the VCEK) and the signature's r and s. For the simulated TEE:
 //! all 361 bytes.
 
