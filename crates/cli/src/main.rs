@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod attest;
 mod bench;
 mod data;
 mod demo;
@@ -54,6 +55,8 @@ enum Command {
     Unseal(seal::UnsealArgs),
     /// Print the public header of a sealed file or directory (no key needed).
     Inspect(seal::InspectArgs),
+    /// Verify attestation evidence offline, or produce simulated evidence.
+    Attest(attest::AttestArgs),
 }
 
 // Every tensor op allocates; mimalloc keeps freed pages for reuse instead of
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => seal::run_seal(args),
         Command::Unseal(args) => seal::run_unseal(args),
         Command::Inspect(args) => seal::run_inspect(args),
+        Command::Attest(args) => attest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
