@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{HeadKind, ModelConfig, TowerConfig};
 use crate::kernels::{self, ConvGeom, simd};
-use crate::ops::{AvgPool, ConvTanh};
+use crate::ops::{ConvTanh, ConvTanhPool};
 use crate::{Error, Result};
 
 /// Value of the `format` metadata key of a twinseal model file.
@@ -148,17 +148,23 @@ impl Tower {
     fn forward_with(&self, x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for block in &self.convs {
-            x = if fast {
-                let y = x.contiguous()?.apply_op3_arc(
+            x = if fast && block.pool > 1 {
+                let op = ConvTanhPool {
+                    geom: block.geom,
+                    pool: block.pool,
+                    saved: Default::default(),
+                };
+                x.contiguous()?.apply_op3_arc(
+                    &block.weight,
+                    &block.bias,
+                    std::sync::Arc::new(Box::new(op)),
+                )?
+            } else if fast {
+                x.contiguous()?.apply_op3_arc(
                     &block.weight,
                     &block.bias,
                     std::sync::Arc::new(Box::new(ConvTanh { geom: block.geom })),
-                )?;
-                if block.pool > 1 {
-                    y.apply_op1_arc(std::sync::Arc::new(Box::new(AvgPool { p: block.pool })))?
-                } else {
-                    y
-                }
+                )?
             } else {
                 let y = x.conv2d(&block.weight, 0, 1, 1, 1)?;
                 let y = y
@@ -538,23 +544,18 @@ impl Siamese {
         let serial = n <= 8;
         let mut cols = Vec::new();
         for (geom, pool, w, b) in &host.convs {
-            let y = if serial {
+            x = if serial {
                 let mut y = vec![0f32; n * geom.out_len()];
                 kernels::conv_tanh_forward_serial(geom, &x, w, b, &mut y, &mut cols);
-                y
-            } else {
-                kernels::conv_tanh_forward(geom, &x, w, b)
-            };
-            x = if *pool > 1 {
-                if serial {
+                if *pool > 1 {
                     let mut out = vec![0f32; y.len() / (pool * pool)];
                     simd::avg_pool(&y, n * geom.cout, geom.ho(), geom.wo(), *pool, &mut out);
                     out
                 } else {
-                    kernels::avg_pool_forward(&y, geom.cout, geom.ho(), geom.wo(), *pool)
+                    y
                 }
             } else {
-                y
+                kernels::conv_tanh_pool_infer(geom, *pool, &x, w, b)
             };
         }
         for (o, i, w, b) in &host.dense {

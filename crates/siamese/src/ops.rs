@@ -1,10 +1,11 @@
 //! candle custom ops backed by [`crate::kernels`]: a fused convolution, bias
-//! and tanh, and an average pooling, each with its backward pass, so that the
+//! and tanh, with or without the average pooling after it, each with its
+//! backward pass, so that the
 //! tower trains through candle's autograd at the speed of the hand-written
 //! kernels. On devices other than the CPU the model uses candle's stock ops
 //! instead (see [`crate::model`]).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use crate::kernels::{self, ConvGeom};
 
@@ -95,36 +96,73 @@ impl CustomOp3 for ConvTanh {
     }
 }
 
-/// Average pooling with window and stride `p` over `[n, c, h, w]`.
-pub(crate) struct AvgPool {
-    pub p: usize,
+/// `avg_pool(tanh(conv2d(x, w) + b), pool)` in one op. The activations
+/// before pooling are needed by the backward pass; they are kept here (the
+/// "saved tensors" of an autograd function) instead of being materialised as
+/// a tensor of the graph, which saves a pass over them, the pooling op's
+/// gradient tensor and candle's accumulation of it.
+pub(crate) struct ConvTanhPool {
+    pub geom: ConvGeom,
+    pub pool: usize,
+    pub saved: std::sync::Mutex<Option<std::sync::Arc<Vec<f32>>>>,
 }
 
-impl CustomOp1 for AvgPool {
+impl CustomOp3 for ConvTanhPool {
     fn name(&self) -> &'static str {
-        "twinseal-avg-pool"
+        "twinseal-conv-tanh-pool"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l.shape().dims4()?;
-        let p = self.p;
-        if h % p != 0 || w % p != 0 {
-            candle_core::bail!("avg-pool: {h}x{w} is not a multiple of the window {p}");
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geom;
+        let (x, w, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let n = l1.dims()[0];
+        if x.len() != n * g.in_len() || w.len() != g.cout * g.patch() || b.len() != g.cout {
+            candle_core::bail!("conv-tanh-pool: shapes do not match the layer's geometry");
         }
-        let y = kernels::avg_pool_forward(slice(s, l)?, c, h, w, p);
-        Ok((CpuStorage::F32(y), Shape::from((n, c, h / p, w / p))))
+        let (y, p) = kernels::conv_tanh_pool_forward(g, self.pool, x, w, b);
+        *self.saved.lock().expect("saved activations") = Some(std::sync::Arc::new(y));
+        Ok((
+            CpuStorage::F32(p),
+            Shape::from((n, g.cout, g.ho() / self.pool, g.wo() / self.pool)),
+        ))
     }
 
     fn bwd(
         &self,
-        arg: &Tensor,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let (_, c, h, w) = arg.dims4()?;
-        let gx = with_f32(grad_res, |gy| {
-            kernels::avg_pool_backward(gy, c, h, w, self.p)
-        })?;
-        Ok(Some(Tensor::from_vec(gx, arg.shape(), arg.device())?))
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = &self.geom;
+        let y = self.saved.lock().expect("saved activations").clone();
+        let Some(y) = y else {
+            candle_core::bail!("conv-tanh-pool: backward before forward")
+        };
+        let need_dx = x.track_op();
+        let grads = with_f32(x, |x| {
+            with_f32(w, |w| {
+                with_f32(grad_res, |gp| {
+                    kernels::conv_tanh_pool_backward(g, self.pool, x, w, &y, gp, need_dx)
+                })
+            })
+        })???;
+        let dev = x.device();
+        let dx = match grads.dx {
+            Some(dx) => Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            None => None,
+        };
+        let dw = Tensor::from_vec(grads.dw, w.shape(), dev)?;
+        let db = Tensor::from_vec(grads.db, g.cout, dev)?;
+        Ok((dx, Some(dw), Some(db)))
     }
 }

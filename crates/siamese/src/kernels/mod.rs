@@ -65,62 +65,7 @@ fn images_per_task(_n: usize) -> usize {
     IMAGES_PER_TASK
 }
 
-/// Copies a short row. Rows here are a few dozen floats; `copy_from_slice`
-/// would call `memmove` for each, which cost more than the copy itself (a
-/// sixth of the training time in a profile), so whole 8-float blocks are
-/// copied as fixed-size arrays, which compile to plain vector moves.
-#[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let block: [f32; 8] = s.try_into().expect("8 floats");
-        d.copy_from_slice(&block);
-    }
-    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = *s;
-    }
-}
-
-/// Lowers one image to its im2col matrix `[patch, pixels]`.
-fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
-    let (ho, wo, k) = (g.ho(), g.wo(), g.k);
-    let mut row = 0;
-    for ci in 0..g.cin {
-        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for ky in 0..k {
-            for kx in 0..k {
-                let dst = &mut cols[row * ho * wo..(row + 1) * ho * wo];
-                for oy in 0..ho {
-                    let src = &plane[(oy + ky) * g.w + kx..(oy + ky) * g.w + kx + wo];
-                    copy_row(&mut dst[oy * wo..(oy + 1) * wo], src);
-                }
-                row += 1;
-            }
-        }
-    }
-}
-
-/// Adds an im2col-shaped gradient back onto the image it came from.
-fn col2im_add(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
-    let (ho, wo, k) = (g.ho(), g.wo(), g.k);
-    let mut row = 0;
-    for ci in 0..g.cin {
-        let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for ky in 0..k {
-            for kx in 0..k {
-                let src = &cols[row * ho * wo..(row + 1) * ho * wo];
-                for oy in 0..ho {
-                    let dst = &mut plane[(oy + ky) * g.w + kx..(oy + ky) * g.w + kx + wo];
-                    for (d, s) in dst.iter_mut().zip(&src[oy * wo..(oy + 1) * wo]) {
-                        *d += s;
-                    }
-                }
-                row += 1;
-            }
-        }
-    }
-}
+use simd::{col2im_add, im2col};
 
 /// One image: `y = tanh(w * x + b)`, `cols` is scratch of `patch * pixels`.
 fn conv_tanh_image(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], cols: &mut [f32]) {
@@ -166,6 +111,73 @@ pub fn conv_tanh_forward(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f
     y
 }
 
+/// Forward of a convolution block with its pooling fused in: returns the
+/// activations `y = tanh(conv(x, w) + b)` (kept for the backward pass) and
+/// their `pool x pool` average pooling, in one pass per image.
+pub fn conv_tanh_pool_forward(
+    g: &ConvGeom,
+    pool: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let n = x.len() / g.in_len();
+    assert_eq!(x.len(), n * g.in_len());
+    assert_eq!(w.len(), g.cout * g.patch());
+    assert_eq!(b.len(), g.cout);
+    let pooled_len = g.out_len() / (pool * pool);
+    let mut y = vec![0f32; n * g.out_len()];
+    let mut p = vec![0f32; n * pooled_len];
+    let per = images_per_task(n);
+    y.par_chunks_mut(per * g.out_len())
+        .zip(p.par_chunks_mut(per * pooled_len))
+        .zip(x.par_chunks(per * g.in_len()))
+        .for_each_init(
+            || vec![0f32; g.patch() * g.pixels()],
+            |cols, ((ys, ps), xs)| {
+                for ((yi, pi), xi) in ys
+                    .chunks_exact_mut(g.out_len())
+                    .zip(ps.chunks_exact_mut(pooled_len))
+                    .zip(xs.chunks_exact(g.in_len()))
+                {
+                    conv_tanh_image(g, xi, w, b, yi, cols);
+                    simd::avg_pool(yi, g.cout, g.ho(), g.wo(), pool, pi);
+                }
+            },
+        );
+    (y, p)
+}
+
+/// Inference forward of a block: like [`conv_tanh_pool_forward`] but the
+/// activations before pooling live only in per-task scratch.
+pub fn conv_tanh_pool_infer(
+    g: &ConvGeom,
+    pool: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+) -> Vec<f32> {
+    let n = x.len() / g.in_len();
+    let pooled_len = g.out_len() / (pool * pool);
+    let mut p = vec![0f32; n * pooled_len];
+    let per = images_per_task(n);
+    p.par_chunks_mut(per * pooled_len)
+        .zip(x.par_chunks(per * g.in_len()))
+        .for_each_init(
+            || (vec![0f32; g.patch() * g.pixels()], vec![0f32; g.out_len()]),
+            |(cols, y), (ps, xs)| {
+                for (pi, xi) in ps
+                    .chunks_exact_mut(pooled_len)
+                    .zip(xs.chunks_exact(g.in_len()))
+                {
+                    conv_tanh_image(g, xi, w, b, y, cols);
+                    simd::avg_pool(y, g.cout, g.ho(), g.wo(), pool, pi);
+                }
+            },
+        );
+    p
+}
+
 /// Single-threaded forward of one block for a few images, for latency-bound
 /// serving (no task scheduling at all). `cols` is reusable scratch.
 pub fn conv_tanh_forward_serial(
@@ -206,9 +218,24 @@ pub fn conv_tanh_backward(
     gy: &[f32],
     need_dx: bool,
 ) -> ConvGrads {
+    conv_tanh_pool_backward(g, 1, x, w, y, gy, need_dx)
+}
+
+/// Backward of [`conv_tanh_pool_forward`]: `gp` is the gradient of the loss
+/// with respect to the pooled output (`pool = 1`: with respect to `y`).
+pub fn conv_tanh_pool_backward(
+    g: &ConvGeom,
+    pool: usize,
+    x: &[f32],
+    w: &[f32],
+    y: &[f32],
+    gp: &[f32],
+    need_dx: bool,
+) -> ConvGrads {
     let n = x.len() / g.in_len();
+    let pooled_len = g.out_len() / (pool * pool);
     assert_eq!(y.len(), n * g.out_len());
-    assert_eq!(gy.len(), y.len());
+    assert_eq!(gp.len(), n * pooled_len);
     let (px, patch) = (g.pixels(), g.patch());
     let per = images_per_task(n);
     let mut dx = if need_dx {
@@ -235,7 +262,12 @@ pub fn conv_tanh_backward(
                 let last = (first + per).min(n);
                 for i in first..last {
                     let xi = &x[i * g.in_len()..(i + 1) * g.in_len()];
-                    gz.copy_from_slice(&gy[i * g.out_len()..(i + 1) * g.out_len()]);
+                    let gpi = &gp[i * pooled_len..(i + 1) * pooled_len];
+                    if pool > 1 {
+                        simd::avg_pool_backward(gpi, g.cout, g.ho(), g.wo(), pool, gz);
+                    } else {
+                        gz.copy_from_slice(gpi);
+                    }
                     simd::tanh_backward_in_place(gz, &y[i * g.out_len()..(i + 1) * g.out_len()]);
                     for (co, row) in gz.chunks_exact(px).enumerate() {
                         db[co] += row.iter().sum::<f32>();
