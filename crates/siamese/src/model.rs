@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{HeadKind, ModelConfig, TowerConfig};
 use crate::kernels::{self, ConvGeom, simd};
-use crate::ops::{ConvTanh, ConvTanhPool};
+use crate::ops::ConvTanhPool;
 use crate::{Error, Result};
 
 /// Value of the `format` metadata key of a twinseal model file.
@@ -148,7 +148,7 @@ impl Tower {
     fn forward_with(&self, x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for block in &self.convs {
-            x = if fast && block.pool > 1 {
+            x = if fast {
                 let op = ConvTanhPool {
                     geom: block.geom,
                     pool: block.pool,
@@ -158,12 +158,6 @@ impl Tower {
                     &block.weight,
                     &block.bias,
                     std::sync::Arc::new(Box::new(op)),
-                )?
-            } else if fast {
-                x.contiguous()?.apply_op3_arc(
-                    &block.weight,
-                    &block.bias,
-                    std::sync::Arc::new(Box::new(ConvTanh { geom: block.geom })),
                 )?
             } else {
                 let y = x.conv2d(&block.weight, 0, 1, 1, 1)?;

@@ -36,67 +36,9 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     }
 }
 
-/// `tanh(conv2d(x, w) + b)`, stride 1, no padding; x `[n, cin, h, w]`,
-/// w `[cout, cin, k, k]`, b `[cout]`.
-pub(crate) struct ConvTanh {
-    pub geom: ConvGeom,
-}
-
-impl CustomOp3 for ConvTanh {
-    fn name(&self) -> &'static str {
-        "twinseal-conv-tanh"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = &self.geom;
-        let (x, w, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
-        let n = l1.dims()[0];
-        if x.len() != n * g.in_len() || w.len() != g.cout * g.patch() || b.len() != g.cout {
-            candle_core::bail!("conv-tanh: shapes do not match the layer's geometry");
-        }
-        let y = kernels::conv_tanh_forward(g, x, w, b);
-        Ok((CpuStorage::F32(y), Shape::from((n, g.cout, g.ho(), g.wo()))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = &self.geom;
-        let need_dx = x.track_op();
-        let grads = with_f32(x, |x| {
-            with_f32(w, |w| {
-                with_f32(res, |y| {
-                    with_f32(grad_res, |gy| {
-                        kernels::conv_tanh_backward(g, x, w, y, gy, need_dx)
-                    })
-                })
-            })
-        })????;
-        let dev = x.device();
-        let dx = match grads.dx {
-            Some(dx) => Some(Tensor::from_vec(dx, x.shape(), dev)?),
-            None => None,
-        };
-        let dw = Tensor::from_vec(grads.dw, w.shape(), dev)?;
-        let db = Tensor::from_vec(grads.db, g.cout, dev)?;
-        Ok((dx, Some(dw), Some(db)))
-    }
-}
-
-/// `avg_pool(tanh(conv2d(x, w) + b), pool)` in one op. The activations
+/// `avg_pool(tanh(conv2d(x, w) + b), pool)` in one op (stride 1, no
+/// padding; x `[n, cin, h, w]`, w `[cout, cin, k, k]`, b `[cout]`; `pool = 1`
+/// for no pooling). The activations
 /// before pooling are needed by the backward pass; they are kept here (the
 /// "saved tensors" of an autograd function) instead of being materialised as
 /// a tensor of the graph, which saves a pass over them, the pooling op's

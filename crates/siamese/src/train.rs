@@ -349,6 +349,54 @@ fn calibrate(model: &mut Siamese, train: &ImageSet, seed: u64) -> Result<()> {
     Ok(())
 }
 
+/// Running totals of one epoch, for the progress events and the epoch's statistics.
+#[derive(Default)]
+struct Tally {
+    started: Option<Instant>,
+    loss_sum: f64,
+    correct: f64,
+    seen: usize,
+    batches: usize,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            started: Some(Instant::now()),
+            ..Self::default()
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        self.started.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+
+    /// Adds a batch of `n` pairs (or images) with its mean loss and accuracy.
+    fn record(&mut self, n: usize, loss: f32, accuracy: f64, on: &mut dyn FnMut(Event)) {
+        self.loss_sum += loss as f64 * n as f64;
+        self.correct += accuracy * n as f64;
+        self.seen += n;
+        self.batches += 1;
+        on(Event::Step {
+            step: self.batches,
+            loss: self.loss_sum / self.seen as f64,
+            accuracy: self.correct / self.seen as f64,
+            throughput: self.seen as f64 / self.seconds(),
+        });
+    }
+
+    fn finish(&self, epoch: usize) -> EpochStats {
+        let seconds = self.seconds();
+        EpochStats {
+            epoch,
+            loss: self.loss_sum / self.seen.max(1) as f64,
+            accuracy: self.correct / self.seen.max(1) as f64,
+            seconds,
+            throughput: self.seen as f64 / seconds,
+        }
+    }
+}
+
 struct Run {
     model: Siamese,
     history: Vec<EpochStats>,
@@ -383,8 +431,7 @@ fn run_epochs(
     'epochs: for epoch in 1..=opts.epochs {
         let mut rng =
             StdRng::seed_from_u64(opts.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let started = Instant::now();
-        let (mut loss_sum, mut correct, mut seen, mut batches) = (0.0f64, 0.0f64, 0usize, 0usize);
+        let mut tally = Tally::new();
         match opts.loss {
             LossKind::Contrastive { margin } => {
                 let mut ps = match &opts.fixed_pairs {
@@ -398,7 +445,7 @@ fn run_epochs(
                     epochs: opts.epochs,
                     steps,
                 });
-                for (step, batch) in ps.chunks(opts.batch_size).enumerate() {
+                for batch in ps.chunks(opts.batch_size) {
                     let n = batch.len();
                     let (mut both, b, y) = pairs::gather(&std_train, batch);
                     both.extend_from_slice(&b);
@@ -439,16 +486,7 @@ fn run_epochs(
                             ok[k] as f64 / tot[k] as f64
                         }
                     };
-                    correct += (rate(0) + rate(1)) / 2.0 * n as f64;
-                    loss_sum += l.to_scalar::<f32>()? as f64 * n as f64;
-                    seen += n;
-                    batches += 1;
-                    on(Event::Step {
-                        step: step + 1,
-                        loss: loss_sum / seen as f64,
-                        accuracy: correct / seen as f64,
-                        throughput: seen as f64 / started.elapsed().as_secs_f64(),
-                    });
+                    tally.record(n, l.to_scalar::<f32>()?, (rate(0) + rate(1)) / 2.0, on);
                     if stop.load(Ordering::Relaxed) {
                         stopped = true;
                         break;
@@ -464,7 +502,7 @@ fn run_epochs(
                     epochs: opts.epochs,
                     steps: bs.len(),
                 });
-                for (step, batch) in bs.iter().enumerate() {
+                for batch in &bs {
                     let n = batch.len();
                     let mut px = Vec::with_capacity(n * h * w);
                     for &i in batch {
@@ -477,16 +515,7 @@ fn run_epochs(
                     let (l, ordered) = loss::triplet_semihard(&e, &labels, margin)?;
                     let grads = l.backward()?;
                     opt.step(&grads)?;
-                    loss_sum += l.to_scalar::<f32>()? as f64 * n as f64;
-                    correct += ordered as f64 * n as f64;
-                    seen += n;
-                    batches += 1;
-                    on(Event::Step {
-                        step: step + 1,
-                        loss: loss_sum / seen as f64,
-                        accuracy: correct / seen as f64,
-                        throughput: seen as f64 / started.elapsed().as_secs_f64(),
-                    });
+                    tally.record(n, l.to_scalar::<f32>()?, ordered as f64, on);
                     if stop.load(Ordering::Relaxed) {
                         stopped = true;
                         break;
@@ -497,18 +526,13 @@ fn run_epochs(
         model.weights_changed();
         if stopped {
             on(Event::Note(format!(
-                "stopped during epoch {epoch} after {batches} batch(es); keeping the best complete epoch"
+                "stopped during epoch {epoch} after {} batch(es); keeping the best complete epoch",
+                tally.batches
             )));
             break 'epochs;
         }
-        let secs = started.elapsed().as_secs_f64();
-        let stats = EpochStats {
-            epoch,
-            loss: loss_sum / seen.max(1) as f64,
-            accuracy: correct / seen.max(1) as f64,
-            seconds: secs,
-            throughput: seen as f64 / secs,
-        };
+        let stats = tally.finish(epoch);
+
         if best.as_ref().is_none_or(|(l, _)| stats.loss < *l) {
             best = Some((stats.loss, model.to_bytes()?));
         }
