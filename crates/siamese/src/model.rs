@@ -447,6 +447,62 @@ impl Siamese {
         }
     }
 
+    /// The contrastive loss over every pair of a batch of embeddings `[m, dim]`
+    /// with identity `labels` (see [`crate::loss::contrastive_balanced`]),
+    /// through the head, in training mode (batch statistics; the batch norm's
+    /// moving averages are updated). Returns the loss and every pair's score
+    /// and label, for progress reporting.
+    ///
+    /// On the CPU this is one fused op; elsewhere the same chain of candle ops
+    /// the tests compare it with.
+    pub fn all_pairs_loss(
+        &self,
+        e: &Tensor,
+        labels: &[u32],
+        margin: f32,
+    ) -> Result<(Tensor, Vec<f32>, Vec<f32>)> {
+        let (idx, same) = crate::loss::upper_pairs(labels);
+        if !e.device().is_cpu() {
+            let d = crate::loss::pairwise_distances(e)?
+                .flatten_all()?
+                .index_select(&Tensor::new(idx.as_slice(), e.device())?, 0)?;
+            let s = self.head_score(&d, true)?;
+            let l = crate::loss::contrastive_balanced(&s, &same, margin)?;
+            return Ok((l, s.to_vec1()?, same));
+        }
+        let (params, sigmoid_head) = match &self.head {
+            Head::Distance => (Tensor::zeros(4, DType::F32, e.device())?, false),
+            Head::Sigmoid {
+                gamma,
+                beta,
+                weight,
+                bias,
+                ..
+            } => (
+                Tensor::cat(&[gamma, beta, &weight.reshape(1)?, bias], 0)?,
+                true,
+            ),
+        };
+        let saved =
+            std::sync::Arc::new(std::sync::Mutex::new(crate::ops::AllPairsSaved::default()));
+        let op = crate::ops::AllPairsContrastive {
+            same: same.iter().map(|&y| y > 0.5).collect(),
+            margin,
+            sigmoid_head,
+            saved: saved.clone(),
+        };
+        let loss = e
+            .contiguous()?
+            .apply_op2_arc(&params, std::sync::Arc::new(Box::new(op)))?;
+        let saved = saved.lock().expect("saved pairs");
+        if let Head::Sigmoid { running, .. } = &self.head {
+            let mut r = running.lock().expect("bn lock");
+            r.0 = BN_MOMENTUM * r.0 + (1.0 - BN_MOMENTUM) * saved.mean;
+            r.1 = BN_MOMENTUM * r.1 + (1.0 - BN_MOMENTUM) * saved.var;
+        }
+        Ok((loss, saved.s.clone(), same))
+    }
+
     /// Distances and head scores of pairs of raw image batches, through candle's graph.
     pub fn forward_pairs(
         &self,

@@ -108,3 +108,195 @@ impl CustomOp3 for ConvTanhPool {
         Ok((dx, Some(dw), Some(db)))
     }
 }
+
+/// What [`AllPairsContrastive`] computed in its forward pass.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AllPairsSaved {
+    /// Distance of every pair.
+    pub d: Vec<f32>,
+    /// Head score of every pair (the distance itself for the distance head).
+    pub s: Vec<f32>,
+    /// Batch-normalised distance (sigmoid head).
+    pub n: Vec<f32>,
+    /// Batch mean and variance of the distances (sigmoid head).
+    pub mean: f32,
+    pub var: f32,
+    /// Inverse standard deviation used by the batch norm.
+    pub rstd: f32,
+    /// Counts the two loss terms are averaged over.
+    pub n_same: f32,
+    pub n_active: f32,
+}
+
+/// The whole all-pairs contrastive loss in one op: every pair `i < j` of the
+/// embeddings `[m, dim]`, its Euclidean distance, the head (the seed's batch
+/// norm, dense and sigmoid with parameters `[gamma, beta, weight, bias]`, or
+/// the distance itself), and [`crate::loss::contrastive_balanced`] on top,
+/// forward and backward by hand. As a chain of candle ops on 32,640 pairs per
+/// batch this took half of every training step; it computes the same
+/// function (checked against that chain in the tests).
+pub(crate) struct AllPairsContrastive {
+    pub same: Vec<bool>,
+    pub margin: f32,
+    pub sigmoid_head: bool,
+    pub saved: std::sync::Arc<std::sync::Mutex<AllPairsSaved>>,
+}
+
+const BN_EPS: f32 = 1e-3;
+const DIST_EPS: f32 = 1e-7;
+
+impl AllPairsContrastive {
+    fn pairs(m: usize) -> impl Iterator<Item = (usize, usize)> {
+        (0..m).flat_map(move |i| (i + 1..m).map(move |j| (i, j)))
+    }
+}
+
+impl candle_core::CustomOp2 for AllPairsContrastive {
+    fn name(&self) -> &'static str {
+        "twinseal-all-pairs-contrastive"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, dim) = l1.shape().dims2()?;
+        let e = slice(s1, l1)?;
+        let p = slice(s2, l2)?;
+        if p.len() != 4 || self.same.len() != m * (m.saturating_sub(1)) / 2 {
+            candle_core::bail!("all-pairs loss: wrong parameter or label count");
+        }
+        let d: Vec<f32> = Self::pairs(m)
+            .map(|(i, j)| {
+                let q: f32 = e[i * dim..(i + 1) * dim]
+                    .iter()
+                    .zip(&e[j * dim..(j + 1) * dim])
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum();
+                q.max(DIST_EPS).sqrt()
+            })
+            .collect();
+        let mut saved = AllPairsSaved::default();
+        let s: Vec<f32> = if self.sigmoid_head {
+            let k = d.len().max(1) as f64;
+            let mean = (d.iter().map(|&v| v as f64).sum::<f64>() / k) as f32;
+            let var = (d.iter().map(|&v| ((v - mean) as f64).powi(2)).sum::<f64>() / k) as f32;
+            let rstd = 1.0 / (var + BN_EPS).sqrt();
+            let (g, be, w, b) = (p[0], p[1], p[2], p[3]);
+            saved.n = d.iter().map(|&v| (v - mean) * rstd).collect();
+            (saved.mean, saved.var, saved.rstd) = (mean, var, rstd);
+            saved
+                .n
+                .iter()
+                .map(|&n| 1.0 / (1.0 + (-(w * (g * n + be) + b)).exp()))
+                .collect()
+        } else {
+            d.clone()
+        };
+        let n_same = self.same.iter().filter(|&&y| y).count().max(1) as f32;
+        let n_active = self
+            .same
+            .iter()
+            .zip(&s)
+            .filter(|&(&y, &s)| !y && s < self.margin)
+            .count()
+            .max(1) as f32;
+        let mut loss = 0f64;
+        for (&y, &s) in self.same.iter().zip(&s) {
+            loss += if y {
+                (s * s / n_same) as f64
+            } else {
+                ((self.margin - s).max(0.0).powi(2) / n_active) as f64
+            };
+        }
+        (saved.d, saved.s, saved.n_same, saved.n_active) = (d, s, n_same, n_active);
+        *self.saved.lock().expect("saved pairs") = saved;
+        Ok((CpuStorage::F32(vec![loss as f32]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        e_t: &Tensor,
+        p_t: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g_out = grad_res
+            .to_dtype(candle_core::DType::F32)?
+            .to_scalar::<f32>()?;
+        let sv = self.saved.lock().expect("saved pairs").clone();
+        let (m, dim) = e_t.dims2()?;
+        let p: Vec<f32> = p_t.to_vec1()?;
+        // d loss / d score
+        let gs: Vec<f32> = self
+            .same
+            .iter()
+            .zip(&sv.s)
+            .map(|(&y, &s)| {
+                g_out
+                    * if y {
+                        2.0 * s / sv.n_same
+                    } else {
+                        -2.0 * (self.margin - s).max(0.0) / sv.n_active
+                    }
+            })
+            .collect();
+        let mut gp = [0f32; 4];
+        let gd: Vec<f32> = if self.sigmoid_head {
+            let (g, be, w) = (p[0], p[1], p[2]);
+            let gz: Vec<f32> = gs
+                .iter()
+                .zip(&sv.s)
+                .map(|(&gs, &s)| gs * s * (1.0 - s))
+                .collect();
+            let (mut gn_sum, mut gnn_sum) = (0f64, 0f64);
+            let mut gn = Vec::with_capacity(gz.len());
+            for (&gz, &n) in gz.iter().zip(&sv.n) {
+                gp[0] += gz * w * n;
+                gp[1] += gz * w;
+                gp[2] += gz * (g * n + be);
+                gp[3] += gz;
+                let v = gz * w * g;
+                gn_sum += v as f64;
+                gnn_sum += (v * n) as f64;
+                gn.push(v);
+            }
+            let k = gn.len().max(1) as f64;
+            let (mg, mgn) = ((gn_sum / k) as f32, (gnn_sum / k) as f32);
+            gn.iter()
+                .zip(&sv.n)
+                .map(|(&v, &n)| sv.rstd * (v - mg - n * mgn))
+                .collect()
+        } else {
+            gs
+        };
+        let e: Vec<f32> = e_t.flatten_all()?.to_vec1()?;
+        let mut ge = vec![0f32; m * dim];
+        for ((i, j), (&gd, &d)) in Self::pairs(m).zip(gd.iter().zip(&sv.d)) {
+            let q: f32 = e[i * dim..(i + 1) * dim]
+                .iter()
+                .zip(&e[j * dim..(j + 1) * dim])
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
+            if q <= DIST_EPS {
+                continue;
+            }
+            let c = gd / d;
+            for t in 0..dim {
+                let diff = c * (e[i * dim + t] - e[j * dim + t]);
+                ge[i * dim + t] += diff;
+                ge[j * dim + t] -= diff;
+            }
+        }
+        let dev = e_t.device();
+        let gp_t = if self.sigmoid_head {
+            Some(Tensor::new(&gp, dev)?)
+        } else {
+            None
+        };
+        Ok((Some(Tensor::from_vec(ge, (m, dim), dev)?), gp_t))
+    }
+}

@@ -458,12 +458,8 @@ fn run_epochs(
                             .map(|p| train.labels[p.a as usize])
                             .chain(batch.iter().map(|p| train.labels[p.b as usize]))
                             .collect();
-                        let (idx, same) = loss::upper_pairs(&labels);
-                        let d = loss::pairwise_distances(&e)?
-                            .flatten_all()?
-                            .index_select(&Tensor::new(idx.as_slice(), device)?, 0)?;
-                        let s = model.head_score(&d, true)?;
-                        (loss::contrastive_balanced(&s, &same, margin)?, s, same)
+                        let (l, scores, same) = model.all_pairs_loss(&e, &labels, margin)?;
+                        (l, Tensor::new(scores.as_slice(), device)?, same)
                     } else {
                         let (_, s) = model.forward_pairs_standardised(&both, true)?;
                         (loss::contrastive(&s, &y, margin)?, s, y.to_vec1()?)

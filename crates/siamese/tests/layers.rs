@@ -222,3 +222,67 @@ fn inference_path_matches_the_graph() {
         assert!((scores[i].probability - (1.0 - s[i])).abs() < 1e-5);
     }
 }
+
+#[test]
+fn fused_all_pairs_loss_matches_the_candle_chain() {
+    for head in [HeadKind::Sigmoid, HeadKind::Distance] {
+        let model = Siamese::new(ModelConfig::seed(head), 4, &Device::Cpu).unwrap();
+        let v: Vec<f32> = (0..12 * 10)
+            .map(|i| (((i * 7919) % 199) as f32 / 100.0 - 1.0) * 0.8)
+            .collect();
+        let e = Var::from_tensor(&Tensor::from_vec(v, (12, 10), &Device::Cpu).unwrap()).unwrap();
+        let labels = [0u32, 1, 2, 0, 1, 2, 0, 1, 2, 3, 3, 0];
+        let (fused, scores, same) = model.all_pairs_loss(e.as_tensor(), &labels, 1.0).unwrap();
+        let (idx, same2) = loss::upper_pairs(&labels);
+        assert_eq!(same, same2);
+        let d = loss::pairwise_distances(e.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let d = d
+            .index_select(&Tensor::new(idx.as_slice(), &Device::Cpu).unwrap(), 0)
+            .unwrap();
+        let s = model.head_score(&d, true).unwrap();
+        let chain = loss::contrastive_balanced(&s, &same, 1.0).unwrap();
+        let (a, b) = (
+            fused.to_scalar::<f32>().unwrap(),
+            chain.to_scalar::<f32>().unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-5 * b.abs().max(1.0),
+            "{head:?}: loss {a} vs {b}"
+        );
+        let sv: Vec<f32> = s.to_vec1().unwrap();
+        assert!(scores.iter().zip(&sv).all(|(x, y)| (x - y).abs() < 1e-5));
+        let gf = fused.backward().unwrap();
+        let gc = chain.backward().unwrap();
+        let mut vars = vec![("embeddings".to_string(), e.clone())];
+        vars.extend(
+            model
+                .trainable()
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("head.")),
+        );
+        for (name, var) in vars {
+            let (x, y) = (
+                gf.get(var.as_tensor()).unwrap(),
+                gc.get(var.as_tensor()).unwrap(),
+            );
+            let scale = y
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .max(1e-4);
+            let diff = max_abs_diff(x, y) / scale;
+            assert!(
+                diff < 1e-3,
+                "{head:?}: gradient of {name} differs by {diff} (relative)"
+            );
+        }
+    }
+}
