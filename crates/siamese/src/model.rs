@@ -226,6 +226,14 @@ enum Head {
     },
 }
 
+/// Folds one batch's distance statistics into the batch norm's moving
+/// averages (Keras's momentum).
+fn record_batch_stats(running: &Mutex<(f32, f32)>, mean: f32, var: f32) {
+    let mut r = running.lock().expect("bn lock");
+    r.0 = BN_MOMENTUM * r.0 + (1.0 - BN_MOMENTUM) * mean;
+    r.1 = BN_MOMENTUM * r.1 + (1.0 - BN_MOMENTUM) * var;
+}
+
 /// Plain host copies of the weights, for the allocation-light CPU inference path.
 struct HostWeights {
     convs: Vec<(ConvGeom, usize, Vec<f32>, Vec<f32>)>,
@@ -429,9 +437,7 @@ impl Siamese {
                     let centred = d.broadcast_sub(&mean)?;
                     let var = centred.sqr()?.mean_all()?;
                     let (m, v) = (mean.to_scalar::<f32>()?, var.to_scalar::<f32>()?);
-                    let mut r = running.lock().expect("bn lock");
-                    r.0 = BN_MOMENTUM * r.0 + (1.0 - BN_MOMENTUM) * m;
-                    r.1 = BN_MOMENTUM * r.1 + (1.0 - BN_MOMENTUM) * v;
+                    record_batch_stats(running, m, v);
                     centred.broadcast_div(&(var + BN_EPS)?.sqrt()?)?
                 } else {
                     let (m, v) = *running.lock().expect("bn lock");
@@ -496,9 +502,7 @@ impl Siamese {
             .apply_op2_arc(&params, std::sync::Arc::new(Box::new(op)))?;
         let saved = saved.lock().expect("saved pairs");
         if let Head::Sigmoid { running, .. } = &self.head {
-            let mut r = running.lock().expect("bn lock");
-            r.0 = BN_MOMENTUM * r.0 + (1.0 - BN_MOMENTUM) * saved.mean;
-            r.1 = BN_MOMENTUM * r.1 + (1.0 - BN_MOMENTUM) * saved.var;
+            record_batch_stats(running, saved.mean, saved.var);
         }
         Ok((loss, saved.s.clone(), same))
     }

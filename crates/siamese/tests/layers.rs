@@ -1,6 +1,7 @@
 //! The fused CPU kernels against candle's stock ops, and every layer's
 //! gradient against finite differences.
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use twinseal_siamese::Siamese;
 use twinseal_siamese::config::{ConvLayer, HeadKind, ModelConfig, TowerConfig};
@@ -49,6 +50,26 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// Largest difference between the gradients of `var` in two stores,
+/// relative to the largest magnitude in `reference` (at least `floor`).
+fn relative_grad_diff(got: &GradStore, reference: &GradStore, var: &Var, floor: f32) -> f32 {
+    let (a, b) = (
+        got.get(var.as_tensor()).unwrap(),
+        reference.get(var.as_tensor()).unwrap(),
+    );
+    let scale = b
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .max(floor);
+    max_abs_diff(a, b) / scale
+}
+
 /// A fixed random projection of the output, so gradients are not all alike.
 fn project(y: &Tensor) -> Tensor {
     let n = y.elem_count();
@@ -77,21 +98,7 @@ fn fused_kernels_match_candle_forward_and_gradients() {
         let gs = project(&stock).backward().unwrap();
         let mut checked = 0;
         for (name, var) in model.trainable() {
-            let (a, b) = (
-                gf.get(var.as_tensor()).unwrap(),
-                gs.get(var.as_tensor()).unwrap(),
-            );
-            let scale = b
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .max(1e-3);
-            let d = max_abs_diff(a, b) / scale;
+            let d = relative_grad_diff(&gf, &gs, &var, 1e-3);
             assert!(d < 1e-4, "gradient of {name} differs by {d} (relative)");
             checked += 1;
         }
@@ -264,21 +271,7 @@ fn fused_all_pairs_loss_matches_the_candle_chain() {
                 .filter(|(k, _)| k.starts_with("head.")),
         );
         for (name, var) in vars {
-            let (x, y) = (
-                gf.get(var.as_tensor()).unwrap(),
-                gc.get(var.as_tensor()).unwrap(),
-            );
-            let scale = y
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .max(1e-4);
-            let diff = max_abs_diff(x, y) / scale;
+            let diff = relative_grad_diff(&gf, &gc, &var, 1e-4);
             assert!(
                 diff < 1e-3,
                 "{head:?}: gradient of {name} differs by {diff} (relative)"
