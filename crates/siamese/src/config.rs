@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// Largest input side accepted (bounds what a model file's config can make
+/// image decoding and inference allocate).
+pub const MAX_SIDE: usize = 4096;
+
 /// One convolution block: `filters` kernels of `kernel x kernel` (stride 1, no
 /// padding), tanh, then average pooling with a `pool x pool` window (1 = none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +69,12 @@ impl TowerConfig {
         let bad = |msg: String| Err(Error::Config(msg));
         if self.height == 0 || self.width == 0 {
             return bad("input size must be at least 1x1".into());
+        }
+        if self.height > MAX_SIDE || self.width > MAX_SIDE {
+            return bad(format!(
+                "input size {}x{} exceeds {MAX_SIDE}x{MAX_SIDE}",
+                self.height, self.width
+            ));
         }
         if self.embedding_dim == 0 {
             return bad("embedding_dim must be at least 1".into());

@@ -261,6 +261,88 @@ impl std::fmt::Debug for Siamese {
     }
 }
 
+/// Largest number of parameters a model may have (a bound on what a hostile
+/// model file's config can make the loader allocate).
+pub const MAX_PARAMS: usize = 50_000_000;
+
+/// How a parameter starts.
+enum Init {
+    Glorot { fan_in: usize, fan_out: usize },
+    Const(f32),
+}
+
+/// One trained parameter: its stable name, shape and initialisation.
+struct ParamSpec {
+    name: String,
+    shape: Vec<usize>,
+    init: Init,
+}
+
+/// Every trained parameter a configuration implies, in creation order
+/// (the order fixes which random numbers each one gets from the seed).
+fn param_specs(config: &ModelConfig) -> Result<Vec<ParamSpec>> {
+    let (shapes, flat) = config.tower.shapes()?;
+    let mut out = Vec::new();
+    let mut spec =
+        |name: String, shape: Vec<usize>, init: Init| out.push(ParamSpec { name, shape, init });
+    let mut cin = 1;
+    for (i, (l, &(c, _, _))) in config.tower.convs.iter().zip(&shapes).enumerate() {
+        let (fan_in, fan_out) = (cin * l.kernel * l.kernel, l.filters * l.kernel * l.kernel);
+        spec(
+            format!("tower.conv{i}.weight"),
+            vec![l.filters, cin, l.kernel, l.kernel],
+            Init::Glorot { fan_in, fan_out },
+        );
+        spec(
+            format!("tower.conv{i}.bias"),
+            vec![l.filters],
+            Init::Const(0.0),
+        );
+        cin = c;
+    }
+    let mut fan_in = flat;
+    for (j, &o) in config
+        .tower
+        .hidden
+        .iter()
+        .chain(std::iter::once(&config.tower.embedding_dim))
+        .enumerate()
+    {
+        spec(
+            format!("tower.dense{j}.weight"),
+            vec![o, fan_in],
+            Init::Glorot { fan_in, fan_out: o },
+        );
+        spec(format!("tower.dense{j}.bias"), vec![o], Init::Const(0.0));
+        fan_in = o;
+    }
+    if config.head == HeadKind::Sigmoid {
+        spec("head.bn.gamma".into(), vec![1], Init::Const(1.0));
+        spec("head.bn.beta".into(), vec![1], Init::Const(0.0));
+        spec(
+            "head.dense.weight".into(),
+            vec![1, 1],
+            Init::Glorot {
+                fan_in: 1,
+                fan_out: 1,
+            },
+        );
+        spec("head.dense.bias".into(), vec![1], Init::Const(0.0));
+    }
+    let total = out.iter().try_fold(0usize, |acc, p| {
+        p.shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| acc.checked_add(n))
+    });
+    match total {
+        Some(t) if t <= MAX_PARAMS => Ok(out),
+        _ => Err(Error::Config(format!(
+            "the model would have more than {MAX_PARAMS} parameters"
+        ))),
+    }
+}
+
 /// Glorot-uniform initial values (Keras's default for kernels).
 fn glorot(rng: &mut StdRng, n: usize, fan_in: usize, fan_out: usize) -> Vec<f32> {
     let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
@@ -273,57 +355,18 @@ impl Siamese {
     /// drawn from a `StdRng` seeded with `seed` (candle's CPU device has no
     /// seeded generator), so the same seed gives the same weights.
     pub fn new(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
-        let (shapes, flat) = config.tower.shapes()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let vars = VarMap::new();
         {
             let mut data = vars.data().lock().expect("fresh lock");
-            let mut put = |name: String, values: Vec<f32>, shape: &[usize]| -> Result<()> {
-                let t = Tensor::from_vec(values, shape, device)?;
-                data.insert(name, Var::from_tensor(&t)?);
-                Ok(())
-            };
-            let mut cin = 1;
-            for (i, (l, &(c, _, _))) in config.tower.convs.iter().zip(&shapes).enumerate() {
-                let fan_in = cin * l.kernel * l.kernel;
-                let fan_out = l.filters * l.kernel * l.kernel;
-                put(
-                    format!("tower.conv{i}.weight"),
-                    glorot(&mut rng, l.filters * fan_in, fan_in, fan_out),
-                    &[l.filters, cin, l.kernel, l.kernel],
-                )?;
-                put(
-                    format!("tower.conv{i}.bias"),
-                    vec![0.0; l.filters],
-                    &[l.filters],
-                )?;
-                cin = c;
-            }
-            let mut fan_in = flat;
-            for (j, &out) in config
-                .tower
-                .hidden
-                .iter()
-                .chain(std::iter::once(&config.tower.embedding_dim))
-                .enumerate()
-            {
-                put(
-                    format!("tower.dense{j}.weight"),
-                    glorot(&mut rng, out * fan_in, fan_in, out),
-                    &[out, fan_in],
-                )?;
-                put(format!("tower.dense{j}.bias"), vec![0.0; out], &[out])?;
-                fan_in = out;
-            }
-            if config.head == HeadKind::Sigmoid {
-                put("head.bn.gamma".into(), vec![1.0], &[1])?;
-                put("head.bn.beta".into(), vec![0.0], &[1])?;
-                put(
-                    "head.dense.weight".into(),
-                    glorot(&mut rng, 1, 1, 1),
-                    &[1, 1],
-                )?;
-                put("head.dense.bias".into(), vec![0.0], &[1])?;
+            for p in param_specs(&config)? {
+                let n = p.shape.iter().product();
+                let values = match p.init {
+                    Init::Glorot { fan_in, fan_out } => glorot(&mut rng, n, fan_in, fan_out),
+                    Init::Const(v) => vec![v; n],
+                };
+                let t = Tensor::from_vec(values, p.shape, device)?;
+                data.insert(p.name, Var::from_tensor(&t)?);
             }
         }
         let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
@@ -812,7 +855,21 @@ impl Siamese {
                 }
             }
         }
-        let stored = vars.all_vars().len();
+        // Every parameter the config implies must be in the file with its
+        // shape, and nothing else; checked before anything is built, so a
+        // hostile config cannot make the loader allocate what the file lacks.
+        {
+            let data = vars.data().lock().expect("var map lock");
+            let specs = param_specs(&config).map_err(|e| Error::Format(e.to_string()))?;
+            let mismatch = specs.len() != data.len()
+                || specs.iter().any(|p| {
+                    data.get(&p.name)
+                        .is_none_or(|v| v.dims() != p.shape.as_slice())
+                });
+            if mismatch {
+                return Err(Error::Format("model file does not match its config: tensors are missing, extra or of the wrong shape".into()));
+            }
+        }
         let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
         let model =
             Self::build(config, provenance, vb, vars, running, device).map_err(|e| match e {
@@ -821,13 +878,6 @@ impl Siamese {
                 }
                 other => other,
             })?;
-        // A VarMap-backed builder creates any parameter it is asked for and
-        // does not find; a model file must hold every one, and nothing else.
-        if model.vars.all_vars().len() != stored {
-            return Err(Error::Format(
-                "model file does not match its config: tensors are missing or extra".into(),
-            ));
-        }
         Ok(model)
     }
 }
