@@ -37,10 +37,9 @@ fn input(n: usize, h: usize, w: usize, seed: u32) -> Tensor {
     Tensor::from_vec(v, (n, 1, h, w), &Device::Cpu).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
+/// Largest absolute element of `t`.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -50,6 +49,10 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    max_abs(&(a - b).unwrap())
+}
+
 /// Largest difference between the gradients of `var` in two stores,
 /// relative to the largest magnitude in `reference` (at least `floor`).
 fn relative_grad_diff(got: &GradStore, reference: &GradStore, var: &Var, floor: f32) -> f32 {
@@ -57,17 +60,7 @@ fn relative_grad_diff(got: &GradStore, reference: &GradStore, var: &Var, floor: 
         got.get(var.as_tensor()).unwrap(),
         reference.get(var.as_tensor()).unwrap(),
     );
-    let scale = b
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(floor);
-    max_abs_diff(a, b) / scale
+    max_abs_diff(a, b) / max_abs(b).max(floor)
 }
 
 /// A fixed random projection of the output, so gradients are not all alike.
