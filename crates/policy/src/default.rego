@@ -31,8 +31,14 @@ deny contains msg if {
 	msg := sprintf("TCB status %s is not accepted", [claims.tcb_status])
 }
 
+# A measurement is allowed when it is on the list, or (SGX) when the
+# enclave's signer (MRSIGNER) is on the signer list.
+measurement_allowed if claims.measurement in config.allowed_measurements
+
+measurement_allowed if claims.measurements.mr_signer in object.get(config, "allowed_signers", [])
+
 deny contains msg if {
-	not claims.measurement in config.allowed_measurements
+	not measurement_allowed
 	msg := sprintf("measurement %s is not on the allow-list", [claims.measurement])
 }
 
@@ -48,14 +54,18 @@ deny contains msg if {
 	msg := sprintf("unknown key %s", [request.key_id])
 }
 
+# A key whose rule lists no locations may be released anywhere; a key that
+# lists locations needs an endorsed platform in one of them.
 deny contains msg if {
-	config.keys[request.key_id]
+	rule := config.keys[request.key_id]
+	count(rule.allowed_locations) > 0
 	count(endorsed) == 0
 	msg := sprintf("platform has no placement endorsement, which key %s requires", [request.key_id])
 }
 
 deny contains msg if {
 	rule := config.keys[request.key_id]
+	count(rule.allowed_locations) > 0
 	not location in rule.allowed_locations
 	msg := sprintf("location %s is not allowed for key %s", [location, request.key_id])
 }

@@ -51,6 +51,10 @@ pub struct PolicyConfig {
     /// or simulated executable digest.
     #[serde(default)]
     pub allowed_measurements: Vec<String>,
+    /// Allowed SGX enclave signers (MRSIGNER, hex): any enclave they sign
+    /// passes the measurement rule.
+    #[serde(default)]
+    pub allowed_signers: Vec<String>,
     /// Per key id: where it may be released.
     #[serde(default)]
     pub keys: BTreeMap<String, KeyRule>,
@@ -65,6 +69,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             accepted_tcb_statuses: default_statuses(),
             allowed_measurements: Vec::new(),
+            allowed_signers: Vec::new(),
             keys: BTreeMap::new(),
         }
     }
@@ -74,7 +79,9 @@ impl Default for PolicyConfig {
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRule {
-    /// Locations (from placement endorsements) where the key may be released.
+    /// Locations (from placement endorsements) where the key may be
+    /// released. Empty: anywhere (no placement rule).
+    #[serde(default)]
     pub allowed_locations: Vec<String>,
 }
 

@@ -125,6 +125,36 @@ fn placement_is_enforced_per_key() {
         )
         .unwrap();
     assert_eq!(d.reasons, ["unknown key other-key"]);
+
+    // A key whose rule names no locations has no placement rule.
+    let mut open = config();
+    open.keys.insert("open-key".into(), KeyRule::default());
+    let policy = Policy::default_policy(&open, &placements).unwrap();
+    let d = policy
+        .evaluate(
+            &simulated(false, "unknown-1"),
+            &dev_request(Some("open-key")),
+        )
+        .unwrap();
+    assert!(d.allow, "{:?}", d.reasons);
+}
+
+#[test]
+fn sgx_signer_allow_list_admits_only_listed_signers() {
+    // The simulated TEE has no MRSIGNER, so a signer list never admits it.
+    let mut c = config();
+    c.allowed_measurements.clear();
+    c.allowed_signers = vec!["00".repeat(32)];
+    let policy = Policy::default_policy(&c, &Placements::none()).unwrap();
+    let d = policy
+        .evaluate(&simulated(false, "paris-1"), &dev_request(None))
+        .unwrap();
+    assert!(!d.allow);
+    assert!(
+        d.reasons[0].contains("not on the allow-list"),
+        "{:?}",
+        d.reasons
+    );
 }
 
 #[test]
