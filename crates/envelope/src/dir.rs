@@ -2,6 +2,14 @@
 //! a sealed index that binds paths, sizes and the digests of the sealed
 //! objects, so that files cannot be swapped, renamed, dropped, added or
 //! replayed from an older version without detection.
+//!
+//! There are no key-manager variants (`seal_dir_with_header`,
+//! `open_dir_with_file_key`): a sealed directory has no directory file key
+//! from which object keys are derived. The index and every object are
+//! envelopes of their own, each with its own header, salt and file key, so a
+//! key manager would have to build or unwrap one header per file, and one
+//! caller-supplied header and file key cannot seal a tree. Deriving object
+//! keys from one directory key would change the format (a v2 matter).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -80,6 +88,11 @@ pub fn is_sealed_dir(path: &Path) -> bool {
 /// Seals the regular files under `input` into a new sealed directory at
 /// `output` (which must not exist). The tree is built beside `output` and
 /// renamed into place when complete.
+///
+/// The index and every object are envelopes of their own, each with its own
+/// header and file key; there is no directory key. Hence there is no variant
+/// for a key manager's header and file key (specification, section 9): a
+/// tree of `n` files needs `n + 1` headers, not one.
 pub fn seal_dir(
     input: &Path,
     output: &Path,

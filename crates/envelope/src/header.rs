@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::context::{Context, MAX_CONTEXT_KEY, MAX_CONTEXT_PAIRS, MAX_CONTEXT_VALUE};
 use crate::error::{Error, Result};
-use crate::keys::{FileKeys, KEY_LEN, Kek, KeyId, SecretKey, derive_file_keys, wrap_key};
+use crate::keys::{FileKey, FileKeys, KEY_LEN, Kek, KeyId, derive_file_keys, wrap_key};
 
 /// The magic bytes that open every sealed file.
 pub const MAGIC: &[u8; 8] = b"TWINSEAL";
@@ -103,13 +103,57 @@ impl Header {
         parse_body(&raw)
     }
 
-    /// Checks the caller's context, finds a stanza for one of `keys`, unwraps
-    /// the file key and verifies the commitment and the header MAC
-    /// (specification, section 6, steps 4 to 6).
-    pub(crate) fn unlock(&self, keys: &[Kek], context: &Context) -> Result<FileKeys> {
+    /// Unwraps the file key from the stanza of one of `keys`, then verifies
+    /// the key commitment and the header MAC, and only then returns the key
+    /// (specification, section 6, steps 5 and 6). Once it returns, the
+    /// header, and with it [`Header::context`], is authentic.
+    ///
+    /// This is the key manager's half of opening (specification, section 9):
+    /// it does not compare the context with an expected one, because the key
+    /// manager's policy inspects [`Header::context`] instead.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoStanza`] if no stanza names one of `keys`, and the single
+    /// coarse [`Error::DecryptionFailed`] for every failure that involves a
+    /// secret (wrong key under a known id, a modified stanza, commitment,
+    /// context or MAC), exactly as [`Opener::new`](crate::Opener::new).
+    pub fn unwrap_file_key(&self, keys: &[Kek]) -> Result<FileKey> {
+        let file_key = self.unwrap_stanza(keys)?;
+        self.verify(&file_key)?;
+        Ok(file_key)
+    }
+
+    /// Checks that `file_key` is this header's file key: the key commitment
+    /// and the header MAC must verify under it (specification, section 6,
+    /// step 6). After `Ok(())`, the header is authentic for the holder of
+    /// `file_key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DecryptionFailed`] if the key does not match or the header
+    /// was modified; it never says which.
+    pub fn verify_with_file_key(&self, file_key: &FileKey) -> Result<()> {
+        self.verify(file_key).map(drop)
+    }
+
+    /// Checks the caller's context, then gets the file key from `by` and
+    /// verifies the commitment and the header MAC (specification, section 6,
+    /// steps 4 to 6).
+    pub(crate) fn unlock(&self, by: Unlock<'_>, context: &Context) -> Result<FileKeys> {
         if &self.context != context {
             return Err(Error::ContextMismatch);
         }
+        match by {
+            Unlock::Keks(keys) => self.verify(&self.unwrap_stanza(keys)?),
+            Unlock::FileKey(file_key) => self.verify(file_key),
+        }
+    }
+
+    /// Finds a stanza for one of `keys` and unwraps the file key from it,
+    /// *without* verifying it against the header (step 5 and the first half
+    /// of step 6). Callers must pass the result to [`Header::verify`].
+    fn unwrap_stanza(&self, keys: &[Kek]) -> Result<FileKey> {
         let (kek, stanza) = self
             .stanzas
             .iter()
@@ -128,8 +172,15 @@ impl Header {
                 &mut in_out[..],
             )
             .map_err(|_| Error::DecryptionFailed)?;
-        let file_key = SecretKey::from_slice(plain).map_err(|_| Error::DecryptionFailed)?;
-        let keys = derive_file_keys(&file_key, &self.salt)?;
+        let bytes: [u8; KEY_LEN] = plain.try_into().map_err(|_| Error::DecryptionFailed)?;
+        Ok(FileKey::from_bytes(bytes))
+    }
+
+    /// Derives the file's keys from `file_key` and verifies the commitment
+    /// and the header MAC in constant time, both always computed, so the one
+    /// error never tells which failed.
+    fn verify(&self, file_key: &FileKey) -> Result<FileKeys> {
+        let keys = derive_file_keys(file_key, &self.salt)?;
         let mac_start = self.raw.len() - KEY_LEN;
         let committed = constant_time::verify_slices_are_equal(&keys.commitment, &self.commitment);
         let mac = hmac::verify(&keys.mac, &self.raw[..mac_start], &self.raw[mac_start..]);
@@ -140,9 +191,74 @@ impl Header {
     }
 }
 
-/// Builds a fresh header for `keys` and `context`; returns its bytes and the
-/// derived keys (specification, section 5).
-pub(crate) fn seal_header(keys: &[Kek], context: &Context) -> Result<(Vec<u8>, FileKeys)> {
+/// How a header is unlocked when opening: with KEKs, one of which unwraps the
+/// file key from its stanza, or with the file key itself, released by a key
+/// manager.
+#[derive(Clone, Copy)]
+pub(crate) enum Unlock<'a> {
+    /// Key-encryption keys the caller holds.
+    Keks(&'a [Kek]),
+    /// A file key released by a key manager.
+    FileKey(&'a FileKey),
+}
+
+/// Where the header of a file being sealed comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum Seal<'a> {
+    /// A fresh header built here for these KEKs and this context.
+    Fresh(&'a [Kek], &'a Context),
+    /// A complete header built by a key manager, with its file key.
+    Given(&'a [u8], &'a FileKey),
+}
+
+impl Seal<'_> {
+    /// The header bytes to write and the keys to seal the payload with. A
+    /// given header must be exactly one header and must verify under its
+    /// file key, so that nothing is sealed under a key that does not open it.
+    pub(crate) fn prepare(self) -> Result<(Vec<u8>, FileKeys)> {
+        match self {
+            Seal::Fresh(keys, context) => {
+                let (bytes, _, derived) = build_header(keys, context)?;
+                Ok((bytes, derived))
+            }
+            Seal::Given(bytes, file_key) => {
+                let header = Header::parse(bytes)?;
+                if header.len() != bytes.len() {
+                    return Err(Error::InvalidHeader("bytes follow the header"));
+                }
+                let derived = header.verify(file_key)?;
+                Ok((header.raw, derived))
+            }
+        }
+    }
+}
+
+/// Builds a fresh header for `keys` and `context`, with a new salt and a new
+/// random file key, and returns the header bytes and the file key
+/// (specification, section 5, steps 1 to 3).
+///
+/// This is the key manager's half of sealing (specification, section 9): the
+/// key manager, which holds `keys`, calls it and hands both values to the
+/// client, which seals the payload with [`Sealer::with_header`] or
+/// [`seal_bytes_with_header`]. Holders of their own keys just call
+/// [`Sealer::new`] or [`seal_bytes`].
+///
+/// # Errors
+///
+/// [`Error::InvalidRecipients`] for no keys, more than [`MAX_STANZAS`] or a
+/// repeated key id; [`Error::InvalidHeader`] if the header would be larger
+/// than [`MAX_HEADER_LEN`]; [`Error::Crypto`] if the random generator fails.
+///
+/// [`Sealer::with_header`]: crate::Sealer::with_header
+/// [`seal_bytes_with_header`]: crate::seal_bytes_with_header
+/// [`Sealer::new`]: crate::Sealer::new
+/// [`seal_bytes`]: crate::seal_bytes
+pub fn new_header(keys: &[Kek], context: &Context) -> Result<(Vec<u8>, FileKey)> {
+    build_header(keys, context).map(|(bytes, file_key, _)| (bytes, file_key))
+}
+
+/// [`new_header`], also returning the keys derived from the file key.
+fn build_header(keys: &[Kek], context: &Context) -> Result<(Vec<u8>, FileKey, FileKeys)> {
     if keys.is_empty() {
         return Err(Error::InvalidRecipients("at least one key is needed"));
     }
@@ -154,7 +270,7 @@ pub(crate) fn seal_header(keys: &[Kek], context: &Context) -> Result<(Vec<u8>, F
             return Err(Error::InvalidRecipients("the same key id is given twice"));
         }
     }
-    let file_key = SecretKey::generate()?;
+    let file_key = FileKey::generate()?;
     let mut salt = [0u8; SALT_LEN];
     rand::fill(&mut salt)?;
     let derived = derive_file_keys(&file_key, &salt)?;
@@ -199,7 +315,7 @@ pub(crate) fn seal_header(keys: &[Kek], context: &Context) -> Result<(Vec<u8>, F
     let mac = hmac::sign(&derived.mac, &out);
     out.extend_from_slice(mac.as_ref());
     debug_assert_eq!(out.len(), header_len);
-    Ok((out, derived))
+    Ok((out, file_key, derived))
 }
 
 fn stanza_aad(id: &KeyId) -> Vec<u8> {

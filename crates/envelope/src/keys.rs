@@ -45,6 +45,44 @@ impl SecretKey {
     }
 }
 
+/// A file's random key `K` (specification, section 3): the secret from which
+/// the payload key, the header MAC key and the key commitment of one file are
+/// derived. Zeroed on drop; deliberately not `Debug`, `Clone` or serializable.
+///
+/// Callers that hold their key-encryption keys never see it ([`Sealer::new`],
+/// [`Opener::new`]). It is public for key managers that keep their KEKs to
+/// themselves (specification, section 9): the key manager builds the header
+/// with [`new_header`] or releases the key of an existing header with
+/// [`Header::unwrap_file_key`], and the client seals or opens the payload
+/// with it.
+///
+/// [`Sealer::new`]: crate::Sealer::new
+/// [`Opener::new`]: crate::Opener::new
+/// [`new_header`]: crate::new_header
+/// [`Header::unwrap_file_key`]: crate::Header::unwrap_file_key
+pub struct FileKey(SecretKey);
+
+impl FileKey {
+    /// A fresh file key from the system's secure random generator.
+    pub(crate) fn generate() -> Result<Self> {
+        SecretKey::generate().map(FileKey)
+    }
+
+    /// Takes ownership of file key bytes, for instance as received from a key
+    /// manager (the caller should zero its own copies).
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        FileKey(SecretKey::from_bytes(bytes))
+    }
+
+    /// The key bytes, **only** for transport to a holder authorized to read
+    /// the file (a key manager answering a client over an authenticated,
+    /// encrypted channel). Anyone with these bytes can read the file and
+    /// forge segments: never log, store or display them.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        self.0.expose()
+    }
+}
+
 /// The public name of a key-encryption key: 1 to 255 printable ASCII bytes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KeyId(String);
@@ -174,7 +212,7 @@ pub(crate) struct FileKeys {
 }
 
 /// Derives `PK`, `MK` and `C` (specification, section 3).
-pub(crate) fn derive_file_keys(file_key: &SecretKey, salt: &[u8; 32]) -> Result<FileKeys> {
+pub(crate) fn derive_file_keys(file_key: &FileKey, salt: &[u8; 32]) -> Result<FileKeys> {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(file_key.expose());
     let payload = UnboundKey::from(prk.expand(&[b"twinseal/v1 payload"], &AES_256_GCM)?);
     let mac = hmac::Key::from(prk.expand(&[b"twinseal/v1 header"], hmac::HMAC_SHA256)?);

@@ -7,8 +7,8 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::header::{Header, read_full, seal_header};
-use crate::keys::Kek;
+use crate::header::{Header, Seal, Unlock, read_full};
+use crate::keys::{FileKey, Kek};
 
 /// Plaintext bytes per segment (64 KiB).
 pub const SEGMENT_SIZE: usize = 1 << 16;
@@ -85,8 +85,31 @@ pub struct Sealer<W: Write> {
 
 impl<W: Write> Sealer<W> {
     /// Writes a fresh header for `keys` and `context` to `inner`.
-    pub fn new(mut inner: W, keys: &[Kek], context: &Context) -> Result<Self> {
-        let (header, derived) = seal_header(keys, context)?;
+    pub fn new(inner: W, keys: &[Kek], context: &Context) -> Result<Self> {
+        Self::start(inner, Seal::Fresh(keys, context))
+    }
+
+    /// Writes `header`, a complete header built by a key manager with
+    /// [`new_header`](crate::new_header), to `inner`, and seals the payload
+    /// under `file_key` (specification, section 9).
+    ///
+    /// The header is parsed and verified against `file_key` (commitment and
+    /// header MAC) *before* anything is written, so a key manager's mistake
+    /// or a modified header cannot produce a file that nobody can open.
+    ///
+    /// # Errors
+    ///
+    /// The header's structure errors ([`Error::NotTwinseal`],
+    /// [`Error::UnsupportedVersion`], [`Error::InvalidHeader`], also for
+    /// bytes after the header), or [`Error::DecryptionFailed`] if `file_key`
+    /// is not the header's key or the header was modified. In every such case
+    /// `inner` is left untouched.
+    pub fn with_header(inner: W, header: &[u8], file_key: &FileKey) -> Result<Self> {
+        Self::start(inner, Seal::Given(header, file_key))
+    }
+
+    fn start(mut inner: W, seal: Seal<'_>) -> Result<Self> {
+        let (header, derived) = seal.prepare()?;
         inner.write_all(&header)?;
         Ok(Sealer {
             inner,
@@ -254,9 +277,22 @@ pub struct Opener<R: Read> {
 impl<R: Read> Opener<R> {
     /// Reads the header and unlocks it with one of `keys`, requiring exactly
     /// `context` (specification, section 6, steps 1 to 6).
-    pub fn new(mut inner: R, keys: &[Kek], context: &Context) -> Result<Self> {
+    pub fn new(inner: R, keys: &[Kek], context: &Context) -> Result<Self> {
+        Self::start(inner, Unlock::Keks(keys), context)
+    }
+
+    /// Reads the header and unlocks it with `file_key`, released by a key
+    /// manager, requiring exactly `context` (specification, sections 6 and 9).
+    /// The same checks as [`Opener::new`], except that no stanza is used: a
+    /// context other than the header's is [`Error::ContextMismatch`], and a
+    /// key that is not the header's is [`Error::DecryptionFailed`].
+    pub fn with_file_key(inner: R, file_key: &FileKey, context: &Context) -> Result<Self> {
+        Self::start(inner, Unlock::FileKey(file_key), context)
+    }
+
+    fn start(mut inner: R, by: Unlock<'_>, context: &Context) -> Result<Self> {
         let header = Header::read_from(&mut inner)?;
-        let derived = header.unlock(keys, context)?;
+        let derived = header.unlock(by, context)?;
         Ok(Opener {
             inner,
             header,
@@ -410,10 +446,20 @@ pub struct SeekableOpener<R: Read + Seek> {
 
 impl<R: Read + Seek> SeekableOpener<R> {
     /// Reads and unlocks the header, then authenticates the last segment.
-    pub fn new(mut inner: R, keys: &[Kek], context: &Context) -> Result<Self> {
+    pub fn new(inner: R, keys: &[Kek], context: &Context) -> Result<Self> {
+        Self::start(inner, Unlock::Keks(keys), context)
+    }
+
+    /// Like [`SeekableOpener::new`], but unlocks the header with `file_key`,
+    /// released by a key manager (see [`Opener::with_file_key`]).
+    pub fn with_file_key(inner: R, file_key: &FileKey, context: &Context) -> Result<Self> {
+        Self::start(inner, Unlock::FileKey(file_key), context)
+    }
+
+    fn start(mut inner: R, by: Unlock<'_>, context: &Context) -> Result<Self> {
         inner.seek(SeekFrom::Start(0))?;
         let header = Header::read_from(&mut inner)?;
-        let derived = header.unlock(keys, context)?;
+        let derived = header.unlock(by, context)?;
         let total = inner.seek(SeekFrom::End(0))?;
         let layout = total
             .checked_sub(header.len() as u64)
@@ -525,7 +571,24 @@ pub fn seal_bytes_into(
     context: &Context,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let (header, derived) = seal_header(keys, context)?;
+    seal_into(plaintext, Seal::Fresh(keys, context), out)
+}
+
+/// Seals a byte string in memory under `header` and `file_key`, from a key
+/// manager's [`new_header`](crate::new_header); see [`Sealer::with_header`]
+/// for the checks made on the header first.
+pub fn seal_bytes_with_header(
+    plaintext: &[u8],
+    header: &[u8],
+    file_key: &FileKey,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    seal_into(plaintext, Seal::Given(header, file_key), &mut out)?;
+    Ok(out)
+}
+
+fn seal_into(plaintext: &[u8], seal: Seal<'_>, out: &mut Vec<u8>) -> Result<()> {
+    let (header, derived) = seal.prepare()?;
     let total = header.len() + Layout::sealed_payload_len(plaintext.len() as u64) as usize;
     fit(out, total);
     out[..header.len()].copy_from_slice(&header);
@@ -571,16 +634,33 @@ pub fn open_bytes_into(
     context: &Context,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let result = open_into(sealed, keys, context, out);
+    open_into(sealed, Unlock::Keks(keys), context, out)
+}
+
+/// Opens a sealed byte string in memory with `file_key`, released by a key
+/// manager, requiring exactly `context` (see [`Opener::with_file_key`]).
+pub fn open_bytes_with_file_key(
+    sealed: &[u8],
+    file_key: &FileKey,
+    context: &Context,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open_into(sealed, Unlock::FileKey(file_key), context, &mut out)?;
+    Ok(out)
+}
+
+/// Opens into `out`, clearing it on failure.
+fn open_into(sealed: &[u8], by: Unlock<'_>, context: &Context, out: &mut Vec<u8>) -> Result<()> {
+    let result = decrypt_into(sealed, by, context, out);
     if result.is_err() {
         out.clear();
     }
     result
 }
 
-fn open_into(sealed: &[u8], keys: &[Kek], context: &Context, out: &mut Vec<u8>) -> Result<()> {
+fn decrypt_into(sealed: &[u8], by: Unlock<'_>, context: &Context, out: &mut Vec<u8>) -> Result<()> {
     let header = Header::parse(sealed)?;
-    let derived = header.unlock(keys, context)?;
+    let derived = header.unlock(by, context)?;
     let payload = &sealed[header.len()..];
     let layout = Layout::of_payload(payload.len() as u64).ok_or(Error::DecryptionFailed)?;
     fit(out, layout.plaintext_len as usize);

@@ -16,7 +16,8 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::{hkdf, hmac, rand};
 use common::{ctx, open_seek, open_stream, plaintext, rejected};
 use twinseal_envelope::{
-    Context, Header, Kek, SEALED_SEGMENT_SIZE, SEGMENT_SIZE, SecretKey, open_bytes, seal_bytes,
+    Context, Header, Kek, SEALED_SEGMENT_SIZE, SEGMENT_SIZE, SecretKey, open_bytes,
+    open_bytes_with_file_key, seal_bytes,
 };
 
 fn dir() -> PathBuf {
@@ -72,6 +73,16 @@ fn every_vector_conforms() {
             );
             assert_eq!(
                 open_seek(&sealed, &keys, &context).unwrap(),
+                expected,
+                "{name}"
+            );
+            // The key manager's path: release the key, open with it.
+            let file_key = Header::parse(&sealed)
+                .unwrap()
+                .unwrap_file_key(&keys)
+                .unwrap();
+            assert_eq!(
+                open_bytes_with_file_key(&sealed, &file_key, &context).unwrap(),
                 expected,
                 "{name}"
             );
@@ -434,7 +445,9 @@ Regenerate (salts and nonces are random, so every byte changes):
     cargo test -p twinseal-envelope --test vectors -- --ignored generate_vectors
 
 `every_vector_conforms` in `crates/envelope/tests/vectors.rs` checks them with
-all three openers (in memory, streaming, random access).
+all three openers (in memory, streaming, random access) and, for `ok_*`,
+through the key manager's path (`Header::unwrap_file_key`, then
+`open_bytes_with_file_key`).
 
 | vector | what it exercises |
 | --- | --- |

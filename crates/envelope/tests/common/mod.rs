@@ -4,7 +4,8 @@
 use std::io::{Cursor, Read};
 
 use twinseal_envelope::{
-    Context, Error, Kek, KeyId, Opener, SecretKey, SeekableOpener, open_bytes, open_bytes_into,
+    Context, Error, Header, Kek, KeyId, Opener, SecretKey, SeekableOpener, open_bytes,
+    open_bytes_into, open_bytes_with_file_key,
 };
 
 /// A local key from fixed bytes.
@@ -72,5 +73,26 @@ pub fn rejected(sealed: &[u8], keys: &[Kek], context: &Context) -> Error {
         reused.is_empty(),
         "open_bytes_into left bytes behind on failure"
     );
+    // The key manager's path: where the header gives up a verified key, the
+    // client's open with that key must still fail.
+    let released = Header::parse(sealed).and_then(|h| h.unwrap_file_key(keys));
+    if let Ok(file_key) = released {
+        assert!(
+            open_bytes_with_file_key(sealed, &file_key, context).is_err(),
+            "open_bytes_with_file_key accepted a bad file"
+        );
+        assert!(
+            Opener::with_file_key(Cursor::new(sealed), &file_key, context)
+                .and_then(|mut o| Ok(o.read_to_end(&mut Vec::new())?))
+                .is_err(),
+            "Opener::with_file_key accepted a bad file"
+        );
+        assert!(
+            SeekableOpener::with_file_key(Cursor::new(sealed), &file_key, context)
+                .and_then(|mut o| Ok(o.read_to_end(&mut Vec::new())?))
+                .is_err(),
+            "SeekableOpener::with_file_key accepted a bad file"
+        );
+    }
     err
 }
