@@ -17,6 +17,9 @@ use twinseal_siamese::train::{self, TrainOptions};
 pub enum BenchCommand {
     /// Train the seed's model 11 epochs and time pair inference at batch 1024 and 1.
     Siamese(SiameseBench),
+    /// Attestation + certificate issuance and key release over mutual TLS,
+    /// from concurrent clients on loopback (simulated evidence).
+    Coordinator(crate::bench_coord::CoordinatorBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,7 +96,10 @@ fn read_set(dir: &Path, split: &str) -> Result<ImageSet> {
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
-    let BenchCommand::Siamese(a) = cmd;
+    let a = match cmd {
+        BenchCommand::Siamese(a) => a,
+        BenchCommand::Coordinator(a) => return crate::bench_coord::run(a),
+    };
     let ds = Dataset {
         name: "peer-data".into(),
         sha256: String::new(),

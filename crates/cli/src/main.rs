@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod attest;
+mod coord;
 mod bench;
+mod bench_coord;
 mod data;
 mod demo;
 mod model_cmd;
@@ -44,7 +46,7 @@ enum Command {
     /// Benchmarks measured side by side with a peer (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Manage local key files.
+    /// Manage local key files, or keys on a coordinator.
     Key {
         #[command(subcommand)]
         command: seal::KeyCommand,
@@ -57,6 +59,22 @@ enum Command {
     Inspect(seal::InspectArgs),
     /// Verify attestation evidence offline, or produce simulated evidence.
     Attest(attest::AttestArgs),
+    /// Run the coordinator: key manager, CA for attested apps, audit.
+    #[command(subcommand)]
+    Coordinator(coord::CoordinatorCommand),
+    /// Apply or read the coordinator's manifest.
+    #[command(subcommand)]
+    Manifest(coord::ManifestCommand),
+    /// Issue user tokens on the coordinator.
+    #[command(subcommand)]
+    User(coord::UserCommand),
+    /// Export and verify the coordinator's audit log.
+    #[command(subcommand)]
+    Audit(coord::AuditCommand),
+    /// Format-preserving tokenization (FF1) under a coordinator key.
+    Tokenize(coord::TokenizeArgs),
+    /// Reverse tokenization (needs the detokenize permission).
+    Detokenize(coord::TokenizeArgs),
 }
 
 // Every tensor op allocates; mimalloc keeps freed pages for reuse instead of
@@ -81,6 +99,12 @@ fn main() -> ExitCode {
         Command::Unseal(args) => seal::run_unseal(args),
         Command::Inspect(args) => seal::run_inspect(args),
         Command::Attest(args) => attest::run(args),
+        Command::Coordinator(c) => coord::run_coordinator(c),
+        Command::Manifest(c) => coord::run_manifest(c),
+        Command::User(c) => coord::run_user(c),
+        Command::Audit(c) => coord::run_audit(c),
+        Command::Tokenize(a) => coord::run_tokenize(a, false),
+        Command::Detokenize(a) => coord::run_tokenize(a, true),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,14 +31,19 @@ pub enum KeyCommand {
         /// The key file.
         key: PathBuf,
     },
+    #[command(flatten)]
+    Remote(crate::coord::RemoteKeyCommand),
 }
 
 /// `twinseal seal`
 #[derive(Debug, Args)]
 pub struct SealArgs {
     /// Key file of a recipient; repeat to let any of several keys unseal.
-    #[arg(short, long = "key", value_name = "KEYFILE", required = true)]
+    /// With --coordinator: the name of one coordinator key instead.
+    #[arg(short, long = "key", value_name = "KEYFILE|NAME", required = true)]
     keys: Vec<PathBuf>,
+    #[command(flatten)]
+    remote: crate::coord::RemoteArgs,
     /// Encryption context pair, required again to unseal (repeatable). The
     /// context is authenticated but public: never put secrets in it.
     #[arg(short, long = "context", value_name = "KEY=VALUE")]
@@ -54,8 +59,11 @@ pub struct SealArgs {
 #[derive(Debug, Args)]
 pub struct UnsealArgs {
     /// Key file; repeat to try several (the file's stanzas name the one used).
-    #[arg(short, long = "key", value_name = "KEYFILE", required = true)]
+    /// With --coordinator: the name of the coordinator key instead.
+    #[arg(short, long = "key", value_name = "KEYFILE|NAME", required = true)]
     keys: Vec<PathBuf>,
+    #[command(flatten)]
+    remote: crate::coord::RemoteArgs,
     /// Encryption context pair the file was sealed with (repeatable; all of
     /// them, exactly).
     #[arg(short, long = "context", value_name = "KEY=VALUE")]
@@ -88,14 +96,28 @@ pub fn run_key(command: KeyCommand) -> Result<()> {
             println!("{}", kek.id());
         }
         KeyCommand::Id { key } => println!("{}", read_key(&key)?.id()),
+        KeyCommand::Remote(c) => return crate::coord::run_remote_key(c),
     }
     Ok(())
 }
 
 /// Runs `twinseal seal`.
 pub fn run_seal(args: SealArgs) -> Result<()> {
-    let keys = read_keys(&args.keys)?;
     let context = parse_context(&args.context)?;
+    if args.remote.is_set() {
+        let name = remote_key_name(&args.keys)?;
+        if !is_stdio(&args.input) && args.input.is_dir() {
+            bail!("sealing a directory under a coordinator key is not supported yet: seal its files, or use a local key file");
+        }
+        let (input, len) = open_input(&args.input)?;
+        let mut input = progress(len, "sealing").wrap_read(input);
+        let sink = Output::create(&args.output)?;
+        crate::coord::seal_remote(&args.remote, &name, &context, &mut input, sink)
+            .with_context(|| format!("sealing {} under coordinator key {name}", args.input.display()))?
+            .commit()?;
+        return Ok(());
+    }
+    let keys = read_keys(&args.keys)?;
     if is_stdio(&args.input) || !args.input.is_dir() {
         let (input, len) = open_input(&args.input)?;
         let mut input = progress(len, "sealing").wrap_read(input);
@@ -124,8 +146,17 @@ pub fn run_seal(args: SealArgs) -> Result<()> {
 
 /// Runs `twinseal unseal`.
 pub fn run_unseal(args: UnsealArgs) -> Result<()> {
-    let keys = read_keys(&args.keys)?;
     let context = parse_context(&args.context)?;
+    if args.remote.is_set() {
+        let name = remote_key_name(&args.keys)?;
+        let (input, len) = open_input(&args.input)?;
+        let input = progress(len, "unsealing").wrap_read(input);
+        let mut sink = Output::create(&args.output)?;
+        crate::coord::unseal_remote(&args.remote, &name, &context, input, &mut sink)
+            .with_context(|| format!("unsealing {} with coordinator key {name}", args.input.display()))?;
+        return sink.commit();
+    }
+    let keys = read_keys(&args.keys)?;
     let what = || format!("unsealing {}", args.input.display());
     if !is_stdio(&args.input) && is_sealed_dir(&args.input) {
         if is_stdio(&args.output) {
@@ -154,6 +185,13 @@ pub fn run_unseal(args: UnsealArgs) -> Result<()> {
     let mut sink = Output::create(&args.output)?;
     opener.copy_to(&mut sink).with_context(what)?;
     sink.commit()
+}
+
+fn remote_key_name(keys: &[PathBuf]) -> Result<String> {
+    match keys {
+        [one] => Ok(one.to_string_lossy().into_owned()),
+        _ => bail!("with --coordinator, give exactly one --key NAME"),
+    }
 }
 
 /// Runs `twinseal inspect`: the public header, no key needed.

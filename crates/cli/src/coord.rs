@@ -1,0 +1,496 @@
+//! `twinseal coordinator`, `manifest`, `key` (coordinator keys), `user`,
+//! `audit`, `tokenize`, and the coordinator side of `seal`/`unseal`:
+//! argument parsing and printing around `twinseal-coordinator`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::{Args, Subcommand};
+use twinseal_api as api;
+use twinseal_audit::{Bundle, VerifierKey, verify_bundle};
+use twinseal_coordinator::client::Client;
+use twinseal_coordinator::config::{CONFIG_FILE, Config};
+use twinseal_envelope::{Context, FileKey, Header};
+
+/// How to reach a coordinator.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// The coordinator's URL, e.g. https://127.0.0.1:8443.
+    #[arg(long, env = "TWINSEAL_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// The coordinator's root certificate (PEM) to pin; `coordinator init`
+    /// writes it as DATA_DIR/ca.pem.
+    #[arg(long, env = "TWINSEAL_CA", value_name = "ROOT.pem")]
+    pub ca: Option<PathBuf>,
+    /// File holding the bearer token. Without it, the token is read from
+    /// the TWINSEAL_TOKEN environment variable (never pass tokens as
+    /// arguments: other users can read process arguments).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    /// Whether a coordinator was named.
+    pub fn is_set(&self) -> bool {
+        self.coordinator.is_some()
+    }
+
+    /// A client for the named coordinator.
+    pub fn client(&self) -> Result<Client> {
+        let url = self
+            .coordinator
+            .as_deref()
+            .context("no coordinator: give --coordinator URL or set TWINSEAL_COORDINATOR")?;
+        let ca = self
+            .ca
+            .as_deref()
+            .context("no root certificate: give --ca ROOT.pem or set TWINSEAL_CA")?;
+        let root = std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let token = match &self.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("TWINSEAL_TOKEN").ok().filter(|t| !t.is_empty()),
+        };
+        Ok(Client::new(url, &root, token, None)?)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `twinseal coordinator ...`
+#[derive(Debug, Subcommand)]
+pub enum CoordinatorCommand {
+    /// Create the state: database, master key, root CA, audit signing key,
+    /// and the first admin token (printed once, stored only as a hash).
+    Init {
+        /// Where the state lives.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Address to serve on (written into the configuration).
+        #[arg(long, default_value = twinseal_coordinator::config::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// INSECURE, development only: accept simulated-TEE evidence from
+        /// the platforms whose public keys (hex) are given with
+        /// --simulated-platform-key.
+        #[arg(long)]
+        insecure_allow_simulated_tee: bool,
+        /// A simulated platform's public key (hex; repeatable).
+        #[arg(long, value_name = "HEX")]
+        simulated_platform_key: Vec<String>,
+    },
+    /// Serve HTTPS with the given configuration until Ctrl-C or SIGTERM.
+    Serve {
+        /// The configuration file (`coordinator init` writes DATA_DIR/coordinator.toml).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// Runs `twinseal coordinator ...`.
+pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
+    match cmd {
+        CoordinatorCommand::Init {
+            data_dir,
+            listen,
+            insecure_allow_simulated_tee,
+            simulated_platform_key,
+        } => {
+            let config = Config {
+                listen,
+                insecure_allow_simulated_tee,
+                simulated_platform_keys: simulated_platform_key,
+                ..Config::for_data_dir(&data_dir)
+            };
+            config.validate()?;
+            let report = twinseal_coordinator::init(&config)
+                .with_context(|| format!("initializing {}", data_dir.display()))?;
+            // The configuration file sits in the data directory, whose
+            // paths are then relative to it.
+            let file_config = Config {
+                data_dir: PathBuf::from("."),
+                ..config
+            };
+            let config_path = data_dir.join(CONFIG_FILE);
+            std::fs::write(&config_path, file_config.to_toml())
+                .with_context(|| format!("writing {}", config_path.display()))?;
+            eprintln!("initialized the coordinator in {}", data_dir.display());
+            eprintln!("  configuration: {}", config_path.display());
+            eprintln!("  root certificate: {} (sha256 {})", data_dir.join("ca.pem").display(), report.ca_fingerprint);
+            eprintln!("  audit verifier key: {}", data_dir.join("audit.pub").display());
+            if insecure_allow_simulated_tee {
+                eprintln!("  WARNING: insecure_allow_simulated_tee = true (development only)");
+            }
+            eprintln!("the first admin token follows; it is shown once and stored only as a hash:");
+            println!("{}", report.admin_token.as_str());
+            Ok(())
+        }
+        CoordinatorCommand::Serve { config } => {
+            let config = Config::load(&config)?;
+            let rt = runtime()?;
+            rt.block_on(async move {
+                let state = twinseal_coordinator::Coordinator::open(config)?;
+                twinseal_coordinator::tls::run(state).await
+            })?;
+            Ok(())
+        }
+    }
+}
+
+/// `twinseal manifest ...`
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Apply a manifest (TOML) as the next version (admin).
+    Apply {
+        /// The manifest.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print the current manifest (admin, auditor).
+    Show {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List every manifest version (admin, auditor).
+    Versions {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// Runs `twinseal manifest ...`.
+pub fn run_manifest(cmd: ManifestCommand) -> Result<()> {
+    let rt = runtime()?;
+    match cmd {
+        ManifestCommand::Apply { file, remote } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let c = remote.client()?;
+            let info: api::ManifestInfo =
+                rt.block_on(c.put("/v1/manifest", &api::ManifestApplyRequest { manifest: text }))?;
+            eprintln!("applied manifest version {} (sha256 {})", info.version, info.digest);
+            Ok(())
+        }
+        ManifestCommand::Show { remote } => {
+            let info: api::ManifestInfo = rt.block_on(remote.client()?.get("/v1/manifest"))?;
+            eprintln!("# version {} applied {} by {}", info.version, info.applied_at, info.applied_by);
+            print!("{}", info.manifest.unwrap_or_default());
+            Ok(())
+        }
+        ManifestCommand::Versions { remote } => {
+            let v: api::ManifestVersions = rt.block_on(remote.client()?.get("/v1/manifest/versions"))?;
+            for m in v.versions {
+                println!("{}\t{}\t{}\t{}", m.version, m.applied_at, m.applied_by, m.digest);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `twinseal key ...` on a coordinator.
+#[derive(Debug, Subcommand)]
+pub enum RemoteKeyCommand {
+    /// Create an AES-256 key (admin).
+    Create {
+        /// Key name.
+        name: String,
+        /// Tag (KEY=VALUE, repeatable).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Encryption-context pair every data key must carry (repeatable).
+        #[arg(long = "require-context", value_name = "KEY=VALUE")]
+        required_context: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List keys (metadata only).
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show one key's metadata.
+    Show {
+        /// Key name.
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// New key version; old versions keep opening old data.
+    Rotate {
+        /// Key name.
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Refuse every use until enabled again.
+    Disable {
+        /// Key name.
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Allow use again.
+    Enable {
+        /// Key name.
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Crypto-shred: delete every version's material. Irreversible; every
+    /// file sealed under the key becomes unreadable.
+    Destroy {
+        /// Key name.
+        name: String,
+        /// Repeat the key name to confirm.
+        #[arg(long, value_name = "NAME")]
+        confirm: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+fn pairs(v: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    v.iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("{p:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Runs `twinseal key ...` against a coordinator.
+pub fn run_remote_key(cmd: RemoteKeyCommand) -> Result<()> {
+    let rt = runtime()?;
+    let info: api::KeyInfo = match cmd {
+        RemoteKeyCommand::Create { name, tags, required_context, remote } => {
+            let req = api::CreateKeyRequest { name, tags: pairs(&tags)?, required_context: pairs(&required_context)? };
+            rt.block_on(remote.client()?.post("/v1/keys", &req))?
+        }
+        RemoteKeyCommand::List { remote } => {
+            let list: api::KeyList = rt.block_on(remote.client()?.get("/v1/keys"))?;
+            return print_json(&list);
+        }
+        RemoteKeyCommand::Show { name, remote } => rt.block_on(remote.client()?.get(&format!("/v1/keys/{name}")))?,
+        RemoteKeyCommand::Rotate { name, remote } => {
+            rt.block_on(remote.client()?.post(&format!("/v1/keys/{name}/rotate"), &()))?
+        }
+        RemoteKeyCommand::Disable { name, remote } => {
+            rt.block_on(remote.client()?.post(&format!("/v1/keys/{name}/disable"), &()))?
+        }
+        RemoteKeyCommand::Enable { name, remote } => {
+            rt.block_on(remote.client()?.post(&format!("/v1/keys/{name}/enable"), &()))?
+        }
+        RemoteKeyCommand::Destroy { name, confirm, remote } => {
+            if confirm != name {
+                bail!("--confirm must repeat the key name ({name}) to destroy it");
+            }
+            rt.block_on(remote.client()?.delete(&format!("/v1/keys/{name}")))?
+        }
+    };
+    print_json(&info)
+}
+
+/// `twinseal user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Issue a new bearer token for a user of the manifest (admin). Printed once.
+    Token {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// Runs `twinseal user ...`.
+pub fn run_user(cmd: UserCommand) -> Result<()> {
+    let rt = runtime()?;
+    match cmd {
+        UserCommand::Token { name, remote } => {
+            let t: api::TokenResponse = rt.block_on(remote.client()?.post(&format!("/v1/users/{name}/token"), &()))?;
+            eprintln!("token for {} (shown once):", t.user);
+            println!("{}", t.token);
+            Ok(())
+        }
+    }
+}
+
+/// `twinseal audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Export the audit log (entries, signed checkpoints, evidence) as a bundle (auditor).
+    Export {
+        /// The bundle to write.
+        #[arg(short, long, value_name = "BUNDLE")]
+        output: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Verify a bundle offline: every checkpoint's signature, every
+    /// entry's inclusion, consistency between checkpoints, the hash chain
+    /// and the evidence. Exits non-zero on any problem.
+    Verify {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The verifier key (C2SP vkey text, or a file holding it, such as DATA_DIR/audit.pub).
+        #[arg(long, value_name = "PUBKEY")]
+        key: String,
+        /// A checkpoint obtained out of band (signed note file): entries it
+        /// covers must all be in the bundle (detects truncation).
+        #[arg(long, value_name = "FILE")]
+        trusted_checkpoint: Option<PathBuf>,
+    },
+}
+
+/// Runs `twinseal audit ...`.
+pub fn run_audit(cmd: AuditCommand) -> Result<()> {
+    match cmd {
+        AuditCommand::Export { output, remote } => {
+            let rt = runtime()?;
+            let bytes = rt.block_on(remote.client()?.get_bytes("/v1/audit/export"))?;
+            let bundle = Bundle::from_json(&bytes).context("the coordinator sent an invalid bundle")?;
+            std::fs::write(&output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+            eprintln!(
+                "wrote {} entries and {} checkpoints to {}",
+                bundle.entries.len(),
+                bundle.checkpoints.len(),
+                output.display()
+            );
+            Ok(())
+        }
+        AuditCommand::Verify { bundle, key, trusted_checkpoint } => {
+            let key_text = if Path::new(&key).is_file() {
+                std::fs::read_to_string(&key).with_context(|| format!("reading {key}"))?
+            } else {
+                key
+            };
+            let vkey: VerifierKey = key_text.trim().parse().context("invalid verifier key")?;
+            let bytes = std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
+            let b = Bundle::from_json(&bytes).with_context(|| format!("reading {}", bundle.display()))?;
+            let trusted = match trusted_checkpoint {
+                Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
+                None => None,
+            };
+            let report = twinseal_audit::verify_bundle_with(&b, &vkey, trusted.as_deref());
+            let _ = verify_bundle; // the plain form is `verify_bundle_with(.., None)`
+            println!("entries: {}, checkpoints: {}", report.entries, report.checkpoints);
+            if report.is_ok() {
+                println!("OK: every entry is included and consistent with the signed checkpoints");
+                return Ok(());
+            }
+            for p in &report.problems {
+                println!("PROBLEM: {p}");
+            }
+            bail!("the audit bundle does not verify ({} problems)", report.problems.len())
+        }
+    }
+}
+
+/// `twinseal tokenize` / `detokenize`
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// The key name.
+    #[arg(long)]
+    key: String,
+    /// The values' alphabet: digits or alphanumeric.
+    #[arg(long, default_value = "digits")]
+    alphabet: String,
+    /// A public tweak, e.g. the field name.
+    #[arg(long, default_value = "")]
+    tweak: String,
+    /// For detokenize: the key version the tokens were made with.
+    #[arg(long)]
+    version: Option<u32>,
+    /// The values.
+    values: Vec<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// Runs `twinseal tokenize` (or `detokenize` when `reverse`).
+pub fn run_tokenize(args: TokenizeArgs, reverse: bool) -> Result<()> {
+    let alphabet = match args.alphabet.as_str() {
+        "digits" => api::Alphabet::Digits,
+        "alphanumeric" => api::Alphabet::Alphanumeric,
+        other => bail!("unknown alphabet {other:?} (digits, alphanumeric)"),
+    };
+    let req = api::TokenizeRequest {
+        key: args.key,
+        alphabet,
+        values: args.values,
+        tweak: args.tweak,
+        version: args.version,
+    };
+    let path = if reverse { "/v1/detokenize" } else { "/v1/tokenize" };
+    let rt = runtime()?;
+    let out: api::TokenizeResponse = rt.block_on(args.remote.client()?.post(path, &req))?;
+    eprintln!("key version {}", out.version);
+    for v in out.values {
+        println!("{v}");
+    }
+    Ok(())
+}
+
+fn file_key(b64: &str) -> Result<FileKey> {
+    let bytes = zeroize::Zeroizing::new(B64.decode(b64).context("the coordinator sent a bad file key")?);
+    let arr: [u8; 32] = bytes.as_slice().try_into().context("the coordinator sent a bad file key")?;
+    Ok(FileKey::from_bytes(arr))
+}
+
+/// Seal one file (or stdin) under a coordinator key: the coordinator makes
+/// the header and file key; the payload never leaves this machine.
+pub fn seal_remote(
+    remote: &RemoteArgs,
+    key: &str,
+    context: &Context,
+    input: &mut dyn Read,
+    sink: impl std::io::Write,
+) -> Result<impl std::io::Write> {
+    let rt = runtime()?;
+    let req = api::DataKeyRequest {
+        context: context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    let dk: api::DataKeyResponse = rt.block_on(remote.client()?.post(&format!("/v1/keys/{key}/datakey"), &req))?;
+    let header = B64.decode(&dk.header).context("the coordinator sent a bad header")?;
+    let fk = file_key(&dk.file_key)?;
+    let mut sealer = twinseal_envelope::Sealer::with_header(sink, &header, &fk)?;
+    sealer.copy_from(input)?;
+    Ok(sealer.finish()?)
+}
+
+/// Open a sealed stream whose key the coordinator holds: the header goes
+/// to the coordinator, which checks it and returns the file key.
+pub fn unseal_remote(
+    remote: &RemoteArgs,
+    key: &str,
+    context: &Context,
+    mut input: impl Read,
+    sink: &mut dyn std::io::Write,
+) -> Result<()> {
+    let header = Header::read_from(&mut input).context("reading the sealed header")?;
+    let rt = runtime()?;
+    let req = api::UnwrapRequest { header: B64.encode(header.as_bytes()) };
+    let uk: api::UnwrapResponse = rt.block_on(remote.client()?.post(&format!("/v1/keys/{key}/unwrap"), &req))?;
+    let fk = file_key(&uk.file_key)?;
+    let chained = std::io::Cursor::new(header.as_bytes().to_vec()).chain(input);
+    let mut opener = twinseal_envelope::Opener::with_file_key(chained, &fk, context)?;
+    opener.copy_to(sink)?;
+    Ok(())
+}

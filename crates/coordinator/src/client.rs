@@ -1,0 +1,208 @@
+//! An HTTPS client for the coordinator's API, used by the CLI, workers
+//! and tests. It trusts only the root certificate it is given (pinned),
+//! and optionally presents an app certificate (mutual TLS) or a bearer
+//! token.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use twinseal_api as api;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// A coordinator client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<Arc<Zeroizing<String>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// An app identity for mutual TLS: certificate chain and key, PEM.
+pub struct Identity {
+    /// Certificate(s), PEM.
+    pub cert_pem: String,
+    /// Private key (PKCS#8), PEM or DER. Secret.
+    pub key_der: Zeroizing<Vec<u8>>,
+}
+
+fn http(e: impl std::fmt::Display) -> Error {
+    Error::Http(e.to_string())
+}
+
+impl Client {
+    /// A client for `base_url` (e.g. `https://127.0.0.1:8443`) trusting
+    /// only `root_pem`.
+    pub fn new(base_url: &str, root_pem: &str, token: Option<String>, identity: Option<Identity>) -> Result<Client> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+            roots
+                .add(c.map_err(|_| Error::Config("root certificate is not PEM".into()))?)
+                .map_err(|e| Error::Config(format!("root certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(Error::Config("no root certificate given".into()));
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(http)?
+            .with_root_certificates(roots);
+        let mut cfg = match identity {
+            Some(id) => {
+                let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|_| Error::Config("client certificate is not PEM".into()))?;
+                let key = PrivateKeyDer::from_pem_slice(&id.key_der)
+                    .or_else(|_| PrivateKeyDer::try_from(id.key_der.to_vec()))
+                    .map_err(|_| Error::Config("client key is neither PEM nor PKCS#8 DER".into()))?;
+                builder.with_client_auth_cert(chain, key).map_err(http)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(cfg)
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(http)?;
+        Ok(Client {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            token: token.map(|t| Arc::new(Zeroizing::new(t))),
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t.as_str()),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|e| Error::Http(format!("{e:#}")))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(http)?;
+        if !status.is_success() {
+            let body: Option<api::ErrorBody> = serde_json::from_slice(&bytes).ok();
+            return Err(Error::Remote {
+                status: status.as_u16(),
+                kind: body.as_ref().map(|b| b.kind.clone()).unwrap_or_default(),
+                detail: body
+                    .map(|b| b.detail)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+            });
+        }
+        if bytes.is_empty() {
+            return serde_json::from_slice(b"null").map_err(http);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Http(format!("bad answer: {e}")))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET a JSON answer.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// POST a JSON body.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// PUT a JSON body.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.http.put(self.url(path)).json(body)).await
+    }
+
+    /// DELETE.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
+    /// GET raw bytes (the audit export).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let v: serde_json::Value = self.get(path).await?;
+        serde_json::to_vec(&v).map_err(http)
+    }
+}
+
+/// An app's attested identity: its certificate and in-memory key.
+pub struct AttestedIdentity {
+    /// The coordinator's answer (certificate PEM, serial, expiry, claims).
+    pub response: api::AttestResponse,
+    /// The private key (PKCS#8 DER), generated in memory. Secret.
+    pub key_pkcs8: Zeroizing<Vec<u8>>,
+}
+
+impl AttestedIdentity {
+    /// The mutual-TLS identity.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            cert_pem: self.response.certificate.clone(),
+            key_der: self.key_pkcs8.clone(),
+        }
+    }
+}
+
+impl Client {
+    /// Attest as `app`: make a key pair in memory, fetch a challenge, let
+    /// `collect` produce evidence for `report_data(challenge, public key)`,
+    /// and exchange it with a CSR for a certificate. `names` are the DNS
+    /// names or IP addresses the certificate should also serve.
+    pub async fn attest<F>(&self, app: &str, names: &[String], collect: F) -> Result<AttestedIdentity>
+    where
+        F: FnOnce(&[u8; 64]) -> Result<twinseal_attest::Evidence>,
+    {
+        use base64::Engine;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| Error::Crypto(e.to_string()))?;
+        let params = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| Error::Crypto(e.to_string()))?;
+        let csr = params
+            .serialize_request(&key)
+            .map_err(|e| Error::Crypto(e.to_string()))?;
+        let csr_pem = csr.pem().map_err(|e| Error::Crypto(e.to_string()))?;
+        let spki = crate::ca::parse_csr(&csr_pem)?.spki_der;
+        let ch: api::ChallengeResponse = self.post("/v1/attest/challenge", &()).await?;
+        let challenge = hex::decode(&ch.challenge).map_err(|_| Error::Http("bad challenge".into()))?;
+        let rd = twinseal_attest::report_data(&challenge, &spki);
+        let evidence = collect(&rd)?;
+        let vcek = match &evidence {
+            twinseal_attest::Evidence::SevSnp { vcek_der: Some(v), .. } => {
+                Some(base64::engine::general_purpose::STANDARD.encode(v))
+            }
+            _ => None,
+        };
+        let req = api::AttestRequest {
+            app: app.to_string(),
+            challenge: ch.challenge,
+            evidence: api::EvidenceWire {
+                evidence: base64::engine::general_purpose::STANDARD.encode(evidence.bytes()),
+                vcek,
+            },
+            csr: csr_pem,
+        };
+        let response: api::AttestResponse = self.post("/v1/attest", &req).await?;
+        Ok(AttestedIdentity {
+            response,
+            key_pkcs8: Zeroizing::new(key.serialize_der()),
+        })
+    }
+
+    /// The same client, presenting `identity` over mutual TLS and no token.
+    pub fn with_identity(&self, root_pem: &str, identity: Identity) -> Result<Client> {
+        Client::new(&self.base, root_pem, None, Some(identity))
+    }
+}

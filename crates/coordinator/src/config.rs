@@ -1,0 +1,231 @@
+//! The coordinator's typed TOML configuration (`coordinator.toml`).
+//!
+//! Unknown fields are errors. Relative paths resolve against the directory
+//! of the configuration file. The configuration holds no secrets: the
+//! master key lives in its own file or in a PKCS#11 token, whose PIN comes
+//! from an environment variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::master::MasterKeyConfig;
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Default lifetime of app certificates.
+pub const DEFAULT_CERT_LIFETIME_SECS: u64 = 3600;
+/// Default lifetime of attestation challenges.
+pub const DEFAULT_CHALLENGE_TTL_SECS: u64 = 120;
+/// Default request body limit.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default per-request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Default limit on requests served at once.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Name of the configuration file `coordinator init` writes.
+pub const CONFIG_FILE: &str = "coordinator.toml";
+
+/// The configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the state lives (database, CA, keys).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Address to serve HTTPS on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// DNS names and IP addresses in the coordinator's own certificate.
+    #[serde(default = "default_server_names")]
+    pub server_names: Vec<String>,
+    /// The master key backend.
+    #[serde(default = "default_master_key")]
+    pub master_key: MasterKeyConfig,
+    /// INSECURE: accept simulated-TEE evidence. Development and CI only;
+    /// logs a warning at start and on every use, and marks every
+    /// certificate issued under it with a critical extension.
+    #[serde(default)]
+    pub insecure_allow_simulated_tee: bool,
+    /// Simulated platforms' public keys (hex, SEC1 P-384) to trust when
+    /// simulated evidence is allowed.
+    #[serde(default)]
+    pub simulated_platform_keys: Vec<String>,
+    /// Operators' placement-signing public keys (hex Ed25519).
+    #[serde(default)]
+    pub placement_keys: Vec<String>,
+    /// DCAP collateral (JSON, as `twinseal attest` reads) for SGX and TDX
+    /// quotes; without it, SGX and TDX evidence is rejected.
+    #[serde(default)]
+    pub dcap_collateral: Option<PathBuf>,
+    /// Lifetime of issued app certificates, seconds.
+    #[serde(default = "default_cert_lifetime")]
+    pub cert_lifetime_secs: u64,
+    /// Lifetime of attestation challenges, seconds.
+    #[serde(default = "default_challenge_ttl")]
+    pub challenge_ttl_secs: u64,
+    /// Largest request body, bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Per-request timeout, seconds.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+    /// Requests served at once; more wait.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".")
+}
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("valid default address")
+}
+fn default_server_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+fn default_master_key() -> MasterKeyConfig {
+    MasterKeyConfig::File {
+        path: PathBuf::from("master.key"),
+    }
+}
+fn default_cert_lifetime() -> u64 {
+    DEFAULT_CERT_LIFETIME_SECS
+}
+fn default_challenge_ttl() -> u64 {
+    DEFAULT_CHALLENGE_TTL_SECS
+}
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_timeout() -> u64 {
+    DEFAULT_REQUEST_TIMEOUT_SECS
+}
+fn default_concurrency() -> usize {
+    DEFAULT_MAX_CONCURRENT_REQUESTS
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            listen: default_listen(),
+            server_names: default_server_names(),
+            master_key: default_master_key(),
+            insecure_allow_simulated_tee: false,
+            simulated_platform_keys: Vec::new(),
+            placement_keys: Vec::new(),
+            dcap_collateral: None,
+            cert_lifetime_secs: DEFAULT_CERT_LIFETIME_SECS,
+            challenge_ttl_secs: DEFAULT_CHALLENGE_TTL_SECS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+        }
+    }
+}
+
+impl Config {
+    /// A default configuration whose state lives in `data_dir`.
+    pub fn for_data_dir(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            ..Config::default()
+        }
+    }
+
+    /// Read and validate a configuration file; relative paths resolve
+    /// against its directory.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let mut c: Config = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if c.data_dir.is_relative() {
+            c.data_dir = base.join(&c.data_dir);
+        }
+        if let Some(p) = &c.dcap_collateral
+            && p.is_relative()
+        {
+            c.dcap_collateral = Some(base.join(p));
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// TOML text of this configuration.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("configuration serializes")
+    }
+
+    /// Check values and combinations.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.server_names.is_empty() {
+            return bad("server_names must name at least one DNS name or IP address");
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.cert_lifetime_secs) {
+            return bad("cert_lifetime_secs must be between 60 and 604800");
+        }
+        if !(5..=3600).contains(&self.challenge_ttl_secs) {
+            return bad("challenge_ttl_secs must be between 5 and 3600");
+        }
+        if !(1024..=64 << 20).contains(&self.max_body_bytes) {
+            return bad("max_body_bytes must be between 1024 and 67108864");
+        }
+        if self.request_timeout_secs == 0 || self.max_concurrent_requests == 0 {
+            return bad("request_timeout_secs and max_concurrent_requests must be positive");
+        }
+        if !self.simulated_platform_keys.is_empty() && !self.insecure_allow_simulated_tee {
+            return bad(
+                "simulated_platform_keys is set but insecure_allow_simulated_tee is false",
+            );
+        }
+        for k in self.simulated_platform_keys.iter().chain(&self.placement_keys) {
+            if hex::decode(k).is_err() {
+                return bad("platform and placement keys must be hex");
+            }
+        }
+        Ok(())
+    }
+
+    /// Lifetime of app certificates.
+    pub fn cert_lifetime(&self) -> Duration {
+        Duration::from_secs(self.cert_lifetime_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_resolves_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(&path, Config::default().to_toml()).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("."));
+        assert!(!c.insecure_allow_simulated_tee, "insecure mode is off by default");
+    }
+
+    #[test]
+    fn fail_unknown_fields_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        for (text, why) in [
+            ("colour = 1", "unknown field"),
+            ("cert_lifetime_secs = 1", "cert_lifetime_secs"),
+            ("simulated_platform_keys = [\"00\"]", "insecure_allow_simulated_tee"),
+            ("listen = \"nowhere\"", "listen"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+    }
+}

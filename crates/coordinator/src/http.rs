@@ -1,0 +1,354 @@
+//! The HTTP surface: `app(state) -> Router`, the caller extractor and the
+//! handlers. Handlers only translate between the wire types of
+//! `twinseal-api` and [`Coordinator`] calls.
+//!
+//! Identities: a `Authorization: Bearer <token>` header names a user; a
+//! client certificate from mutual TLS (put into the request's extensions
+//! by the TLS layer as [`PeerCertificate`]) names an app. A request with
+//! neither is anonymous.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use twinseal_api as api;
+
+use crate::error::{Error, Result};
+use crate::manifest::Role;
+use crate::service::{Caller, Coordinator};
+
+/// The shared state of the router.
+pub type AppState = Arc<Coordinator>;
+
+/// The DER client certificate of a mutual-TLS connection.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
+
+/// The remote address of a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub SocketAddr);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let remote = parts
+            .extensions
+            .get::<RemoteAddr>()
+            .map(|r| r.0.to_string());
+        if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
+            let token = h
+                .to_str()
+                .ok()
+                .and_then(|s| s.strip_prefix("Bearer "))
+                .map(str::trim);
+            return match token {
+                Some(t) if !t.is_empty() && t.len() <= 256 => {
+                    state.authenticate_token(t, remote).await
+                }
+                _ => Err(Error::Unauthenticated),
+            };
+        }
+        if let Some(pc) = parts.extensions.get::<PeerCertificate>() {
+            let der = pc.0.clone();
+            return state.authenticate_app(&der, remote).await;
+        }
+        Ok(Caller::Anonymous)
+    }
+}
+
+/// A JSON body whose rejections are stable JSON errors.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::PayloadTooLarge),
+            Err(r) => Err(Error::BadRequest(r.body_text())),
+        }
+    }
+}
+
+/// The router with every `/v1` route, `/metrics`, and the layers for
+/// body size, timeouts, concurrency and tracing.
+pub fn app(state: AppState) -> Router {
+    let config = state.config().clone();
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/v1/ca", get(ca))
+        .route("/v1/attest/challenge", post(challenge))
+        .route("/v1/attest", post(attest))
+        .route("/v1/keys", get(list_keys).post(create_key))
+        .route("/v1/keys/{name}", get(show_key).delete(destroy_key))
+        .route("/v1/keys/{name}/rotate", post(rotate_key))
+        .route("/v1/keys/{name}/disable", post(disable_key))
+        .route("/v1/keys/{name}/enable", post(enable_key))
+        .route("/v1/keys/{name}/datakey", post(data_key))
+        .route("/v1/keys/{name}/unwrap", post(unwrap))
+        .route("/v1/keys/{name}/release", post(release))
+        .route("/v1/manifest", get(show_manifest).put(apply_manifest))
+        .route("/v1/manifest/versions", get(manifest_versions))
+        .route("/v1/users/{name}/token", post(create_token))
+        .route("/v1/certificates", get(list_certificates))
+        .route("/v1/certificates/{serial}/revoke", post(revoke_certificate))
+        .route("/v1/tokenize", post(tokenize))
+        .route("/v1/detokenize", post(detokenize))
+        .route("/v1/audit/checkpoint", get(audit_checkpoint))
+        .route("/v1/audit/export", get(audit_export))
+        .fallback(|| async { Error::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Json(api::ErrorBody {
+                    kind: api::error_type::BAD_REQUEST.into(),
+                    detail: "method not allowed".into(),
+                }),
+            )
+        })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count_status))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.request_timeout_secs),
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn count_status(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    s.metrics.observe_status(resp.status().as_u16());
+    resp
+}
+
+async fn health(State(s): State<AppState>) -> Json<api::Health> {
+    Json(api::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        insecure_allow_simulated_tee: s.config().insecure_allow_simulated_tee,
+    })
+}
+
+async fn openapi() -> Response {
+    let body = serde_json::to_vec(&api::openapi()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn ca(State(s): State<AppState>) -> Json<api::CaInfo> {
+    Json(api::CaInfo {
+        certificate: s.ca().cert_pem(),
+        sha256: s.ca().fingerprint(),
+    })
+}
+
+async fn challenge(State(s): State<AppState>) -> Json<api::ChallengeResponse> {
+    Json(s.challenge())
+}
+
+async fn attest(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::AttestRequest>,
+) -> Result<Json<api::AttestResponse>> {
+    Ok(Json(s.attest(req).await?))
+}
+
+const ADMIN: &[Role] = &[Role::Admin];
+const READERS: &[Role] = &[Role::Admin, Role::Auditor];
+
+async fn list_keys(State(s): State<AppState>, caller: Caller) -> Result<Json<api::KeyList>> {
+    caller.require_role(ADMIN)?;
+    Ok(Json(s.list_keys()))
+}
+
+async fn create_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<api::CreateKeyRequest>,
+) -> Result<(StatusCode, Json<api::KeyInfo>)> {
+    caller.require_role(ADMIN)?;
+    Ok((StatusCode::CREATED, Json(s.create_key(&caller, req).await?)))
+}
+
+async fn show_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<api::KeyInfo>> {
+    caller.require_role(ADMIN)?;
+    Ok(Json(s.key_info(&name)?))
+}
+
+async fn destroy_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<api::KeyInfo>> {
+    caller.require_role(ADMIN)?;
+    Ok(Json(s.destroy_key(&caller, &name).await?))
+}
+
+async fn rotate_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<api::KeyInfo>> {
+    caller.require_role(ADMIN)?;
+    Ok(Json(s.rotate_key(&caller, &name).await?))
+}
+
+async fn disable_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<api::KeyInfo>> {
+    caller.require_role(ADMIN)?;
+    Ok(Json(s.set_key_enabled(&caller, &name, false).await?))
+}
+
+async fn enable_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<api::KeyInfo>> {
+    caller.require_role(ADMIN)?;
+    Ok(Json(s.set_key_enabled(&caller, &name, true).await?))
+}
+
+async fn data_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<api::DataKeyRequest>,
+) -> Result<Json<api::DataKeyResponse>> {
+    Ok(Json(s.data_key(&caller, &name, req).await?))
+}
+
+async fn unwrap(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<api::UnwrapRequest>,
+) -> Result<Json<api::UnwrapResponse>> {
+    Ok(Json(s.unwrap(&caller, &name, req).await?))
+}
+
+async fn release(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<api::ReleaseResponse>> {
+    Ok(Json(s.release(&caller, &name).await?))
+}
+
+async fn show_manifest(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<api::ManifestInfo>> {
+    caller.require_role(READERS)?;
+    Ok(Json(s.manifest_version(None)?))
+}
+
+async fn apply_manifest(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<api::ManifestApplyRequest>,
+) -> Result<Json<api::ManifestInfo>> {
+    caller.require_role(ADMIN)?;
+    Ok(Json(s.apply_manifest(&caller, req.manifest).await?))
+}
+
+async fn manifest_versions(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<api::ManifestVersions>> {
+    caller.require_role(READERS)?;
+    Ok(Json(s.manifest_versions()?))
+}
+
+async fn create_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<api::TokenResponse>)> {
+    caller.require_role(ADMIN)?;
+    Ok((StatusCode::CREATED, Json(s.create_token(&caller, &name).await?)))
+}
+
+async fn list_certificates(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<api::CertificateList>> {
+    caller.require_role(READERS)?;
+    Ok(Json(s.list_certificates()?))
+}
+
+async fn revoke_certificate(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(serial): Path<String>,
+) -> Result<StatusCode> {
+    caller.require_role(ADMIN)?;
+    s.revoke_certificate(&caller, &serial).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn tokenize(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<api::TokenizeRequest>,
+) -> Result<Json<api::TokenizeResponse>> {
+    Ok(Json(s.tokenize(&caller, req, false).await?))
+}
+
+async fn detokenize(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<api::TokenizeRequest>,
+) -> Result<Json<api::TokenizeResponse>> {
+    Ok(Json(s.tokenize(&caller, req, true).await?))
+}
+
+async fn audit_checkpoint(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<api::AuditCheckpoint>> {
+    caller.require_role(READERS)?;
+    Ok(Json(s.audit_checkpoint()?))
+}
+
+async fn audit_export(State(s): State<AppState>, caller: Caller) -> Result<Response> {
+    caller.require_role(&[Role::Auditor])?;
+    let body = s.audit_export()?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}

@@ -1,0 +1,375 @@
+//! The manifest: who may do what. A TOML document applied by an admin,
+//! versioned in the store (every version kept).
+//!
+//! ```toml
+//! [users.admin]
+//! roles = ["admin"]
+//!
+//! [users.alice]
+//! roles = ["data_owner"]
+//! permissions = ["detokenize"]
+//!
+//! [apps.siamese-worker]
+//! tee = ["sgx", "simulated"]
+//! measurements = ["<hex>"]        # MRENCLAVE / MRTD / SNP measurement / simulated digest
+//! signers = ["<hex MRSIGNER>"]    # optional, SGX only
+//! keys = ["model-key"]            # keys it may receive
+//!
+//! [keys.model-key]
+//! allowed_locations = ["eu-west"] # empty or absent: anywhere
+//!
+//! [policy]
+//! accepted_tcb_statuses = ["UpToDate"]
+//!
+//! [[placements]]                  # operator-signed endorsements
+//! platform = "simulated:laptop-1"
+//! location = "eu-west"
+//! signature = "<hex>"
+//!
+//! [datasets.mnist-pairs]
+//! location = "datasets/mnist-pairs.sealed"
+//! key = "dataset-key"
+//!
+//! [workflows.score-mnist]
+//! input = "mnist-pairs"
+//! app = "siamese-worker"
+//! output = "results/score-mnist.sealed"
+//! output_key = "results-key"
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use twinseal_attest::TeeKind;
+use twinseal_policy::{KeyRule, PlacementEndorsement, PolicyConfig};
+
+use crate::error::{Error, Result};
+
+/// Largest manifest accepted, in bytes.
+pub const MAX_MANIFEST_LEN: usize = 1 << 20;
+
+/// A role a user holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Manages keys, the manifest, users' tokens and certificates.
+    Admin,
+    /// Seals data with named keys and opens their own data; never sees key material.
+    DataOwner,
+    /// Reads the audit log, certificates and evidence.
+    Auditor,
+    /// Starts workflows and reads their metrics; never obtains data keys.
+    MlEngineer,
+}
+
+/// An extra permission beside the roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// May reverse tokenization.
+    Detokenize,
+}
+
+/// A user (holder of bearer tokens).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Roles.
+    #[serde(default)]
+    pub roles: BTreeSet<Role>,
+    /// Extra permissions.
+    #[serde(default)]
+    pub permissions: BTreeSet<Permission>,
+}
+
+/// An attested app.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    /// TEE kinds it may run in (`sgx`, `tdx`, `sev-snp`, `simulated`).
+    pub tee: Vec<String>,
+    /// Allowed primary measurements, hex.
+    #[serde(default)]
+    pub measurements: Vec<String>,
+    /// Allowed SGX signers (MRSIGNER), hex.
+    #[serde(default)]
+    pub signers: Vec<String>,
+    /// Keys it may receive (release, data keys, tokenization).
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+/// Release rules for one key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPlacement {
+    /// Locations where it may be released; empty: anywhere.
+    #[serde(default)]
+    pub allowed_locations: Vec<String>,
+}
+
+/// Policy settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// TCB statuses accepted (default: only `UpToDate`).
+    #[serde(default = "default_tcb")]
+    pub accepted_tcb_statuses: Vec<String>,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            accepted_tcb_statuses: default_tcb(),
+        }
+    }
+}
+
+fn default_tcb() -> Vec<String> {
+    vec![twinseal_policy::DEFAULT_ACCEPTED_TCB_STATUS.to_string()]
+}
+
+/// A sealed dataset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// Where it is stored (an object-store path).
+    pub location: String,
+    /// The key it is sealed under.
+    pub key: String,
+}
+
+/// A workflow: sealed input -> attested app -> sealed output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    /// What the app does (`score` or `train`).
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// The input dataset's name.
+    pub input: String,
+    /// The app that runs it.
+    pub app: String,
+    /// Where the sealed output goes.
+    pub output: String,
+    /// The key the output is sealed under.
+    pub output_key: String,
+}
+
+fn default_kind() -> String {
+    "score".to_string()
+}
+
+/// The whole manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Users by name.
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+    /// Apps by name.
+    #[serde(default)]
+    pub apps: BTreeMap<String, App>,
+    /// Placement rules by key name.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyPlacement>,
+    /// Policy settings.
+    #[serde(default)]
+    pub policy: PolicySettings,
+    /// Operator-signed placement endorsements.
+    #[serde(default)]
+    pub placements: Vec<PlacementEndorsement>,
+    /// Datasets by name.
+    #[serde(default)]
+    pub datasets: BTreeMap<String, Dataset>,
+    /// Workflows by name.
+    #[serde(default)]
+    pub workflows: BTreeMap<String, Workflow>,
+}
+
+/// True for names of keys, apps, users, datasets and workflows:
+/// 1 to 64 of `a-z A-Z 0-9 . _ -`, not starting with `.` or `-`.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with(['.', '-'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn tee_kind(s: &str) -> Option<TeeKind> {
+    [TeeKind::Sgx, TeeKind::Tdx, TeeKind::SevSnp, TeeKind::Simulated]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+}
+
+impl Manifest {
+    /// Parse and validate TOML text.
+    pub fn parse(text: &str) -> Result<Manifest> {
+        if text.len() > MAX_MANIFEST_LEN {
+            return Err(Error::BadRequest(format!(
+                "manifest is larger than {MAX_MANIFEST_LEN} bytes"
+            )));
+        }
+        let m: Manifest =
+            toml::from_str(text).map_err(|e| Error::BadRequest(format!("manifest: {e}")))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Check names and references.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::BadRequest(format!("manifest: {m}")));
+        for name in self
+            .users
+            .keys()
+            .chain(self.apps.keys())
+            .chain(self.keys.keys())
+            .chain(self.datasets.keys())
+            .chain(self.workflows.keys())
+        {
+            if !valid_name(name) {
+                return bad(format!("invalid name {name:?}"));
+            }
+        }
+        for (name, app) in &self.apps {
+            if app.tee.is_empty() {
+                return bad(format!("app {name} names no TEE kind"));
+            }
+            for t in &app.tee {
+                if tee_kind(t).is_none() {
+                    return bad(format!(
+                        "app {name}: unknown TEE kind {t:?} (sgx, tdx, sev-snp, simulated)"
+                    ));
+                }
+            }
+            if app.measurements.is_empty() && app.signers.is_empty() {
+                return bad(format!("app {name} allows no measurement or signer"));
+            }
+            for m in app.measurements.iter().chain(&app.signers) {
+                if m.is_empty() || hex::decode(m).is_err() || m.chars().any(|c| c.is_ascii_uppercase()) {
+                    return bad(format!("app {name}: measurement {m:?} is not lowercase hex"));
+                }
+            }
+            for k in &app.keys {
+                if !valid_name(k) {
+                    return bad(format!("app {name}: invalid key name {k:?}"));
+                }
+            }
+        }
+        for (name, w) in &self.workflows {
+            if !self.datasets.contains_key(&w.input) {
+                return bad(format!("workflow {name}: unknown dataset {}", w.input));
+            }
+            if !self.apps.contains_key(&w.app) {
+                return bad(format!("workflow {name}: unknown app {}", w.app));
+            }
+            if !matches!(w.kind.as_str(), "score" | "train") {
+                return bad(format!("workflow {name}: unknown kind {:?}", w.kind));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `app` may run in `tee`.
+    pub fn app_allows_tee(&self, app: &str, tee: TeeKind) -> bool {
+        self.apps
+            .get(app)
+            .is_some_and(|a| a.tee.iter().any(|t| tee_kind(t) == Some(tee)))
+    }
+
+    /// Whether `app` may receive `key`.
+    pub fn app_may_use_key(&self, app: &str, key: &str) -> bool {
+        self.apps
+            .get(app)
+            .is_some_and(|a| a.keys.iter().any(|k| k == key))
+    }
+
+    /// The policy configuration for `app`: its measurements and signers,
+    /// and the placement rules of the keys it may receive.
+    pub fn policy_config(&self, app: &App) -> PolicyConfig {
+        let mut keys = BTreeMap::new();
+        for k in &app.keys {
+            let rule = self.keys.get(k).cloned().unwrap_or_default();
+            keys.insert(
+                k.clone(),
+                KeyRule {
+                    allowed_locations: rule.allowed_locations,
+                },
+            );
+        }
+        PolicyConfig {
+            accepted_tcb_statuses: self.policy.accepted_tcb_statuses.clone(),
+            allowed_measurements: app.measurements.clone(),
+            allowed_signers: app.signers.clone(),
+            keys,
+        }
+    }
+
+    /// Users holding `role`.
+    pub fn users_with(&self, role: Role) -> impl Iterator<Item = &str> {
+        self.users
+            .iter()
+            .filter(move |(_, u)| u.roles.contains(&role))
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[users.admin]
+roles = ["admin"]
+[users.alice]
+roles = ["data_owner"]
+permissions = ["detokenize"]
+[apps.worker]
+tee = ["simulated"]
+measurements = ["00ff"]
+keys = ["model-key"]
+[keys.model-key]
+allowed_locations = ["eu-west"]
+[datasets.pairs]
+location = "pairs.sealed"
+key = "data-key"
+[workflows.score]
+input = "pairs"
+app = "worker"
+output = "out.sealed"
+output_key = "out-key"
+"#;
+
+    #[test]
+    fn parses_and_builds_policy_config() {
+        let m = Manifest::parse(GOOD).unwrap();
+        assert!(m.app_may_use_key("worker", "model-key"));
+        assert!(!m.app_may_use_key("worker", "other"));
+        assert!(m.app_allows_tee("worker", TeeKind::Simulated));
+        assert!(!m.app_allows_tee("worker", TeeKind::Sgx));
+        let c = m.policy_config(&m.apps["worker"]);
+        assert_eq!(c.keys["model-key"].allowed_locations, ["eu-west"]);
+        assert_eq!(m.users_with(Role::Admin).collect::<Vec<_>>(), ["admin"]);
+    }
+
+    #[test]
+    fn fail_bad_manifests() {
+        for (bad, why) in [
+            ("[users.admin]\nroles = [\"root\"]", "unknown variant"),
+            ("[apps.w]\ntee = [\"sgx\"]\nmeasurements = [\"zz\"]", "not lowercase hex"),
+            ("[apps.w]\ntee = [\"nitro\"]\nmeasurements = [\"00\"]", "unknown TEE kind"),
+            ("[apps.w]\ntee = []\nmeasurements = [\"00\"]", "names no TEE kind"),
+            ("[apps.\"a b\"]\ntee = [\"sgx\"]\nmeasurements = [\"00\"]", "invalid name"),
+            ("colour = \"red\"", "unknown field"),
+            (
+                "[workflows.w]\ninput = \"nope\"\napp = \"a\"\noutput = \"o\"\noutput_key = \"k\"",
+                "unknown dataset",
+            ),
+            ("[users", "manifest:"),
+        ] {
+            let e = Manifest::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}

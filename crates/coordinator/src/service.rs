@@ -1,0 +1,1639 @@
+//! The coordinator's state and operations, independent of HTTP: keys,
+//! data keys, attestation and certificates, key release, manifest,
+//! tokens and tokenization. The HTTP layer (`http`) only maps requests to
+//! these calls.
+//!
+//! Hot paths (release, data keys) read in-memory state; the store is
+//! written through its group-committing writer, and every decision is
+//! audited in the same transaction as its effect before it is answered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use rusqlite::{Connection, OptionalExtension, params};
+use twinseal_api as api;
+use twinseal_attest::{
+    Challenge, ChallengeStore, CollateralSource, DcapCollateral, DcapVerifier, Evidence,
+    SimulatedVerifier, SnpVerifier, VerifiedClaims, Verifiers,
+};
+use twinseal_audit::{AuditLog, CheckpointSigner, Event, VerifierKey};
+use twinseal_envelope::{Context, Header, Kek, KeyId, SecretKey};
+use twinseal_policy::{Placements, Policy, Request as PolicyRequest};
+use zeroize::Zeroizing;
+
+use crate::ca::{AppCertRequest, Ca};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, Permission, Role, valid_name};
+use crate::master::MasterKey;
+use crate::metrics::Metrics;
+use crate::store::{self, Store};
+
+/// Prefix of the envelope key ids of coordinator keys: `kms/<name>/v<n>`.
+pub const KEY_ID_PREFIX: &str = "kms/";
+/// Prefix of bearer tokens.
+pub const TOKEN_PREFIX: &str = "tws_";
+
+/// RFC 3339 UTC text of a time.
+pub fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "invalid-time".into())
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b);
+    d.as_ref().try_into().expect("32 bytes")
+}
+
+/// The envelope key id of a key version.
+pub fn key_id(name: &str, version: u32) -> String {
+    format!("{KEY_ID_PREFIX}{name}/v{version}")
+}
+
+/// Parse `kms/<name>/v<n>`.
+pub fn parse_key_id(id: &str) -> Option<(&str, u32)> {
+    let rest = id.strip_prefix(KEY_ID_PREFIX)?;
+    let (name, v) = rest.rsplit_once("/v")?;
+    let version: u32 = v.parse().ok()?;
+    (valid_name(name) && version > 0 && v == version.to_string()).then_some((name, version))
+}
+
+fn key_aad(name: &str, version: u32) -> Vec<u8> {
+    format!("twinseal/v1 stored key {name} {version}").into_bytes()
+}
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// No credentials.
+    Anonymous,
+    /// A user with a bearer token.
+    User(UserCaller),
+    /// An attested app with its certificate (mutual TLS).
+    App(Arc<AppRecord>),
+}
+
+/// A user and what the current manifest grants them.
+#[derive(Clone, Debug)]
+pub struct UserCaller {
+    /// The user's name.
+    pub name: String,
+    /// Roles from the current manifest.
+    pub roles: Vec<Role>,
+    /// Permissions from the current manifest.
+    pub permissions: Vec<Permission>,
+}
+
+impl Caller {
+    /// A name for audit events.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Anonymous => "anonymous".into(),
+            Caller::User(u) => format!("user:{}", u.name),
+            Caller::App(a) => format!("app:{}", a.app),
+        }
+    }
+
+    /// Succeeds when the caller is a user holding one of `roles`.
+    pub fn require_role(&self, roles: &[Role]) -> Result<&UserCaller> {
+        match self {
+            Caller::Anonymous => Err(Error::Unauthenticated),
+            Caller::User(u) if u.roles.iter().any(|r| roles.contains(r)) => Ok(u),
+            _ => Err(Error::Forbidden(format!(
+                "needs one of the roles {}",
+                roles
+                    .iter()
+                    .map(|r| format!("{r:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+/// An issued app certificate and the claims it was issued on.
+#[derive(Debug)]
+pub struct AppRecord {
+    /// Serial, hex.
+    pub serial: String,
+    /// App name.
+    pub app: String,
+    /// Expiry.
+    pub not_after: SystemTime,
+    /// Issued on simulated evidence.
+    pub simulated: bool,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// The verified claims.
+    pub claims: VerifiedClaims,
+    /// SHA-256 of the evidence, hex.
+    pub evidence_digest: String,
+    revoked: AtomicBool,
+}
+
+impl AppRecord {
+    /// Whether an admin revoked it.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+}
+
+/// A key's metadata (never material).
+#[derive(Clone, Debug)]
+struct KeyMeta {
+    state: api::KeyState,
+    current_version: u32,
+    versions: BTreeMap<u32, String>,
+    tags: BTreeMap<String, String>,
+    required_context: BTreeMap<String, String>,
+    created: String,
+}
+
+impl KeyMeta {
+    fn info(&self, name: &str) -> api::KeyInfo {
+        api::KeyInfo {
+            name: name.to_string(),
+            state: self.state,
+            current_version: self.current_version,
+            versions: self
+                .versions
+                .iter()
+                .map(|(v, created)| api::KeyVersionInfo {
+                    version: *v,
+                    key_id: key_id(name, *v),
+                    created: created.clone(),
+                })
+                .collect(),
+            tags: self.tags.clone(),
+            required_context: self.required_context.clone(),
+            created: self.created.clone(),
+        }
+    }
+}
+
+fn state_str(s: api::KeyState) -> &'static str {
+    match s {
+        api::KeyState::Enabled => "enabled",
+        api::KeyState::Disabled => "disabled",
+        api::KeyState::Destroyed => "destroyed",
+    }
+}
+
+fn parse_state(s: &str) -> Result<api::KeyState> {
+    match s {
+        "enabled" => Ok(api::KeyState::Enabled),
+        "disabled" => Ok(api::KeyState::Disabled),
+        "destroyed" => Ok(api::KeyState::Destroyed),
+        other => Err(Error::Store(format!("unknown key state {other:?}"))),
+    }
+}
+
+/// The manifest in force, with the policies built from it.
+pub struct ActiveManifest {
+    /// Version number.
+    pub version: u64,
+    /// SHA-256 of its text, hex.
+    pub digest: String,
+    /// The manifest.
+    pub manifest: Manifest,
+    policies: HashMap<String, Policy>,
+}
+
+impl std::fmt::Debug for ActiveManifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActiveManifest(v{})", self.version)
+    }
+}
+
+/// A secret AES-256 key held in memory.
+struct Material(Zeroizing<[u8; 32]>);
+
+/// The coordinator.
+pub struct Coordinator {
+    config: Config,
+    store: Store,
+    master: Box<dyn MasterKey>,
+    ca: Ca,
+    verifiers: Verifiers,
+    challenges: ChallengeStore,
+    placement_keys: Vec<Vec<u8>>,
+    manifest: RwLock<Arc<ActiveManifest>>,
+    keys: RwLock<HashMap<String, KeyMeta>>,
+    material: Mutex<HashMap<(String, u32), Arc<Material>>>,
+    tokens: RwLock<HashMap<[u8; 32], String>>,
+    certs: RwLock<HashMap<String, Arc<AppRecord>>>,
+    verifier_key: VerifierKey,
+    server_tls: (Vec<u8>, Zeroizing<Vec<u8>>),
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("store", &self.store)
+            .field("master", &self.master.id())
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `init` reports once.
+pub struct InitReport {
+    /// The first admin's bearer token. Shown once; stored only as a hash.
+    pub admin_token: Zeroizing<String>,
+    /// SHA-256 of the root certificate: what clients pin.
+    pub ca_fingerprint: String,
+    /// The root certificate, PEM.
+    pub ca_pem: String,
+    /// The audit checkpoint verifier key.
+    pub audit_verifier_key: String,
+}
+
+fn new_token() -> Result<(Zeroizing<String>, [u8; 32])> {
+    let mut b = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(&mut b[..]).map_err(|_| Error::Crypto("no randomness".into()))?;
+    let token = Zeroizing::new(format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b[..])
+    ));
+    let hash = sha256(token.as_bytes());
+    Ok((token, hash))
+}
+
+/// The manifest `init` applies: one admin user.
+pub const INITIAL_MANIFEST: &str = "# Applied by `twinseal coordinator init`.\n[users.admin]\nroles = [\"admin\"]\n";
+
+/// Create the state in `config.data_dir`: database, master key, root CA,
+/// server certificate, audit signing key, the first manifest and the
+/// first admin token. Refuses to touch an existing database.
+pub fn init(config: &Config) -> Result<InitReport> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let db_path = dir.join(store::DB_FILE);
+    if db_path.exists() {
+        return Err(Error::Conflict(format!(
+            "{} already exists: the coordinator is initialized",
+            db_path.display()
+        )));
+    }
+    let master = config.master_key.init(dir)?;
+    let now = SystemTime::now();
+    let (ca, ca_key) = Ca::generate(now)?;
+    let server = ca.issue_server(&config.server_names, now)?;
+    let origin = format!("twinseal.coordinator/{}", &ca.fingerprint()[..16]);
+    let (signer, signer_pkcs8) = CheckpointSigner::generate(&origin)?;
+    let vkey = signer.verifier_key();
+    let (token, token_hash) = new_token()?;
+
+    let mut conn = store::open_connection(&db_path, true)?;
+    let tx = conn.transaction()?;
+    store::create_schema(&tx)?;
+    store::meta_put(&tx, "master_key_id", master.id().as_bytes())?;
+    store::meta_put(&tx, "ca_cert", ca.cert_der())?;
+    store::meta_put(&tx, "ca_key", &master.wrap(&ca_key, b"twinseal/v1 ca key")?)?;
+    store::meta_put(&tx, "server_cert", &server.cert_der)?;
+    store::meta_put(
+        &tx,
+        "server_key",
+        &master.wrap(&server.key_pkcs8, b"twinseal/v1 server key")?,
+    )?;
+    store::meta_put(&tx, "audit_origin", origin.as_bytes())?;
+    store::meta_put(
+        &tx,
+        "audit_signer",
+        &master.wrap(&signer_pkcs8, b"twinseal/v1 audit signer")?,
+    )?;
+    store::meta_put(&tx, "audit_verifier_key", vkey.to_string().as_bytes())?;
+    let digest = hex::encode(sha256(INITIAL_MANIFEST.as_bytes()));
+    tx.execute(
+        "INSERT INTO manifests (version, text, digest, applied_at, applied_by) VALUES (1, ?1, ?2, ?3, 'init')",
+        params![INITIAL_MANIFEST, digest, rfc3339(now)],
+    )?;
+    tx.execute(
+        "INSERT INTO tokens (hash, user, created) VALUES (?1, 'admin', ?2)",
+        params![&token_hash[..], rfc3339(now)],
+    )?;
+    AuditLog::append(
+        &tx,
+        now,
+        &Event::ManifestApplied {
+            actor: "init".into(),
+            version: 1,
+            digest,
+        },
+    )?;
+    AuditLog::append(
+        &tx,
+        now,
+        &Event::CredentialCreated {
+            actor: "init".into(),
+            name: "admin".into(),
+            role: "admin".into(),
+        },
+    )?;
+    AuditLog::checkpoint(&tx, &signer, now)?;
+    tx.commit()?;
+    // Auditors verify exports with this key; it is public.
+    std::fs::write(dir.join("audit.pub"), format!("{vkey}\n"))
+        .map_err(|e| Error::io("writing audit.pub", e))?;
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).map_err(|e| Error::io("writing ca.pem", e))?;
+    Ok(InitReport {
+        admin_token: token,
+        ca_fingerprint: ca.fingerprint(),
+        ca_pem: ca.cert_pem(),
+        audit_verifier_key: vkey.to_string(),
+    })
+}
+
+impl Coordinator {
+    /// Open an initialized coordinator. Must run inside a Tokio runtime.
+    pub fn open(config: Config) -> Result<Arc<Coordinator>> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        let db_path = dir.join(store::DB_FILE);
+        if !db_path.exists() {
+            return Err(Error::Config(format!(
+                "{} does not exist: run `twinseal coordinator init --data-dir {}` first",
+                db_path.display(),
+                dir.display()
+            )));
+        }
+        let master = config.master_key.open(&dir)?;
+        let conn = store::open_connection(&db_path, false)?;
+        let get = |k: &str| -> Result<Vec<u8>> {
+            store::meta_get(&conn, k)?.ok_or_else(|| Error::Store(format!("missing {k}")))
+        };
+        let stored_id = String::from_utf8(get("master_key_id")?).unwrap_or_default();
+        if stored_id != master.id() {
+            return Err(Error::Config(format!(
+                "the master key {} is not the one this state was created with ({stored_id})",
+                master.id()
+            )));
+        }
+        let ca_key = master.unwrap(&get("ca_key")?, b"twinseal/v1 ca key")?;
+        let ca = Ca::from_parts(get("ca_cert")?, &ca_key)?;
+        let server_key = master.unwrap(&get("server_key")?, b"twinseal/v1 server key")?;
+        let server_tls = (get("server_cert")?, Zeroizing::new(server_key.to_vec()));
+        let origin = String::from_utf8(get("audit_origin")?)
+            .map_err(|_| Error::Store("audit origin is not UTF-8".into()))?;
+        let signer_pkcs8 = master.unwrap(&get("audit_signer")?, b"twinseal/v1 audit signer")?;
+        let signer = CheckpointSigner::from_pkcs8(&origin, &signer_pkcs8)?;
+        let verifier_key = signer.verifier_key();
+
+        let mut verifiers = Verifiers::new();
+        match SnpVerifier::new() {
+            Ok(v) => verifiers = verifiers.with(v),
+            Err(e) => tracing::warn!(error = %e, "SEV-SNP verification unavailable"),
+        }
+        if let Some(path) = &config.dcap_collateral {
+            let bytes = std::fs::read(path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            let c = DcapCollateral::from_json(&bytes)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            let c2 = DcapCollateral::from_json(&bytes)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            verifiers = verifiers
+                .with(DcapVerifier::sgx(CollateralSource::Fixed(c)))
+                .with(DcapVerifier::tdx(CollateralSource::Fixed(c2)));
+        }
+        if config.insecure_allow_simulated_tee {
+            tracing::warn!(
+                "INSECURE: insecure_allow_simulated_tee = true: simulated-TEE evidence is accepted; \
+                 certificates issued on it are marked, but it proves nothing about hardware"
+            );
+            let keys = config
+                .simulated_platform_keys
+                .iter()
+                .map(|k| hex::decode(k).map_err(|_| Error::Config("simulated key is not hex".into())))
+                .collect::<Result<Vec<_>>>()?;
+            verifiers = verifiers.insecure_allow_simulated_tee(SimulatedVerifier::insecure_new(keys));
+        }
+        let placement_keys = config
+            .placement_keys
+            .iter()
+            .map(|k| hex::decode(k).map_err(|_| Error::Config("placement key is not hex".into())))
+            .collect::<Result<Vec<_>>>()?;
+
+        // In-memory state from the store.
+        let (mversion, mtext, mdigest): (i64, String, String) = conn.query_row(
+            "SELECT version, text, digest FROM manifests ORDER BY version DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let manifest = Manifest::parse(&mtext)?;
+        let active = build_active(mversion as u64, mdigest, manifest, &placement_keys)?;
+        let keys = load_keys(&conn)?;
+        let mut tokens = HashMap::new();
+        {
+            let mut st = conn.prepare("SELECT hash, user FROM tokens")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (h, u) = row?;
+                if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
+                    tokens.insert(h, u);
+                }
+            }
+        }
+        drop(conn);
+        let store = Store::open(&dir, signer)?;
+        let c = Arc::new(Coordinator {
+            challenges: ChallengeStore::new(Duration::from_secs(config.challenge_ttl_secs)),
+            config,
+            store,
+            master,
+            ca,
+            verifiers,
+            placement_keys,
+            manifest: RwLock::new(Arc::new(active)),
+            keys: RwLock::new(keys),
+            material: Mutex::new(HashMap::new()),
+            tokens: RwLock::new(tokens),
+            certs: RwLock::new(HashMap::new()),
+            verifier_key,
+            server_tls,
+            metrics: Metrics::new(),
+        });
+        Ok(c)
+    }
+
+    /// Record the start in the audit log (call once the server listens).
+    pub async fn audit_start(&self) -> Result<()> {
+        let insecure = self.config.insecure_allow_simulated_tee;
+        self.audit(Event::CoordinatorStarted {
+            version: env!("CARGO_PKG_VERSION").into(),
+            insecure_allow_simulated_tee: insecure,
+        })
+        .await
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The root CA.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// The coordinator's TLS certificate (DER) and key (PKCS#8).
+    pub fn server_tls(&self) -> (&[u8], &[u8]) {
+        (&self.server_tls.0, &self.server_tls.1)
+    }
+
+    /// The audit checkpoint verifier key.
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.verifier_key
+    }
+
+    /// The store (for the audit export and tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The manifest in force.
+    pub fn manifest(&self) -> Arc<ActiveManifest> {
+        self.manifest.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Flush and stop the store writer.
+    pub fn shutdown(&self) {
+        self.store.close();
+    }
+
+    /// Append one event in its own job and wait until it is durable.
+    pub async fn audit(&self, event: Event) -> Result<()> {
+        self.store
+            .write(move |c| {
+                AuditLog::append(c, SystemTime::now(), &event)?;
+                Ok(())
+            })
+            .await
+    }
+
+    // ----- identities -----
+
+    /// Resolve a bearer token. Unknown tokens are audited as login failures.
+    pub async fn authenticate_token(&self, token: &str, remote: Option<String>) -> Result<Caller> {
+        let hash = sha256(token.as_bytes());
+        let user = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+            .cloned();
+        let m = self.manifest();
+        match user.as_ref().and_then(|u| m.manifest.users.get(u).map(|x| (u, x))) {
+            Some((name, u)) => Ok(Caller::User(UserCaller {
+                name: name.clone(),
+                roles: u.roles.iter().copied().collect(),
+                permissions: u.permissions.iter().copied().collect(),
+            })),
+            None => {
+                self.metrics.login_failures.inc();
+                let reason = if user.is_some() {
+                    "token of a user no longer in the manifest"
+                } else {
+                    "unknown bearer token"
+                };
+                self.audit(Event::LoginFailed {
+                    reason: reason.into(),
+                    remote,
+                })
+                .await?;
+                Err(Error::Unauthenticated)
+            }
+        }
+    }
+
+    /// Resolve an app's client certificate (DER). The certificate must be
+    /// one this coordinator issued (exact bytes), unexpired and unrevoked.
+    pub async fn authenticate_app(&self, der: &[u8], remote: Option<String>) -> Result<Caller> {
+        let outcome = self.lookup_app(der).await;
+        match outcome {
+            Ok(rec) => Ok(Caller::App(rec)),
+            Err(reason) => {
+                self.metrics.login_failures.inc();
+                self.audit(Event::LoginFailed {
+                    reason: format!("app certificate: {reason}"),
+                    remote,
+                })
+                .await?;
+                Err(Error::Unauthenticated)
+            }
+        }
+    }
+
+    async fn lookup_app(&self, der: &[u8]) -> std::result::Result<Arc<AppRecord>, String> {
+        let facts = crate::ca::cert_facts(der).map_err(|_| "unparsable".to_string())?;
+        let cached = self
+            .certs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&facts.serial)
+            .cloned();
+        let rec = match cached {
+            Some(r) => r,
+            None => self.load_app(&facts.serial).map_err(|e| e.to_string())?,
+        };
+        if rec.der != der {
+            return Err("not issued by this coordinator".into());
+        }
+        if rec.is_revoked() {
+            return Err(format!("serial {} is revoked", rec.serial));
+        }
+        if SystemTime::now() > rec.not_after {
+            return Err(format!("serial {} has expired", rec.serial));
+        }
+        Ok(rec)
+    }
+
+    /// Load a certificate issued before a restart and re-verify the
+    /// evidence it carries (with the challenge it was issued on).
+    fn load_app(&self, serial: &str) -> Result<Arc<AppRecord>> {
+        type Row = (String, i64, bool, bool, String, Vec<u8>, Vec<u8>);
+        let row: Option<Row> = self.store.read(|c| {
+            Ok(c.query_row(
+                "SELECT app, not_after, simulated, revoked, evidence_digest, challenge, der FROM certificates WHERE serial = ?1",
+                [serial],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+            ).optional()?)
+        })?;
+        let (app, not_after, simulated, revoked, evidence_digest, challenge, der) =
+            row.ok_or_else(|| Error::NotFound("not issued by this coordinator".into()))?;
+        let claims = twinseal_attest::cert::verify_certificate(
+            &der,
+            &self.verifiers,
+            &challenge,
+            SystemTime::now(),
+        )
+        .map_err(|e| Error::AttestationRejected(vec![e.to_string()]))?;
+        let rec = Arc::new(AppRecord {
+            serial: serial.to_string(),
+            app,
+            not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64),
+            simulated,
+            der,
+            claims,
+            evidence_digest,
+            revoked: AtomicBool::new(revoked),
+        });
+        self.certs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(serial.to_string(), rec.clone());
+        Ok(rec)
+    }
+
+    // ----- attestation -----
+
+    /// A one-time challenge.
+    pub fn challenge(&self) -> api::ChallengeResponse {
+        let c = self.challenges.issue(SystemTime::now());
+        api::ChallengeResponse {
+            challenge: c.to_hex(),
+            ttl_secs: self.config.challenge_ttl_secs,
+        }
+    }
+
+    /// Verify evidence bound to a challenge and the CSR's key, appraise it
+    /// against the manifest and policy, and issue an app certificate.
+    pub async fn attest(&self, req: api::AttestRequest) -> Result<api::AttestResponse> {
+        let started = std::time::Instant::now();
+        let out = self.attest_inner(req).await;
+        self.metrics.observe_attest(out.is_ok(), started.elapsed());
+        out
+    }
+
+    async fn attest_inner(&self, req: api::AttestRequest) -> Result<api::AttestResponse> {
+        // Malformed input is a 400 and changes nothing (not even the challenge).
+        let challenge: [u8; 32] = hex::decode(&req.challenge)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| Error::BadRequest("challenge must be 64 hex digits".into()))?;
+        let challenge = Challenge::from_bytes(challenge);
+        let evidence = decode_evidence(&req.evidence)?;
+        let csr = crate::ca::parse_csr(&req.csr)?;
+        if !valid_name(&req.app) {
+            return Err(Error::BadRequest("invalid app name".into()));
+        }
+        let evidence_digest = hex::encode(sha256(evidence.bytes()));
+        let now = SystemTime::now();
+        let app = req.app.clone();
+        let reject = |reasons: Vec<String>, ev: Vec<u8>| async move {
+            tracing::warn!(app = %app, reasons = ?reasons, "attestation rejected");
+            let ev_reasons = reasons.clone();
+            let app2 = app.clone();
+            self.store
+                .write(move |c| {
+                    let digest = AuditLog::append_evidence(c, &ev)?;
+                    AuditLog::append(
+                        c,
+                        now,
+                        &Event::AttestationRejected {
+                            app: Some(app2),
+                            reasons: ev_reasons,
+                            evidence_digest: Some(digest),
+                        },
+                    )?;
+                    Ok(())
+                })
+                .await?;
+            Err::<api::AttestResponse, Error>(Error::AttestationRejected(reasons))
+        };
+        let claims = match self.verifiers.verify_bound(
+            &self.challenges,
+            &challenge,
+            &csr.spki_der,
+            &evidence,
+            now,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = e.reason().map(str::to_string).unwrap_or_else(|| e.to_string());
+                return reject(vec![reason], evidence.bytes().to_vec()).await;
+            }
+        };
+        if claims.is_simulated() {
+            tracing::warn!(app = %req.app, "INSECURE: accepting simulated-TEE evidence (insecure_allow_simulated_tee)");
+        }
+        let m = self.manifest();
+        let mut reasons = Vec::new();
+        let mut location = None;
+        match (m.manifest.apps.get(&req.app), m.policies.get(&req.app)) {
+            (Some(_), Some(policy)) => {
+                if !m.manifest.app_allows_tee(&req.app, claims.tee()) {
+                    reasons.push(format!("TEE kind {} is not allowed for app {}", claims.tee(), req.app));
+                }
+                let d = policy
+                    .evaluate(
+                        &claims,
+                        &PolicyRequest {
+                            key_id: None,
+                            insecure_allow_simulated_tee: self.config.insecure_allow_simulated_tee,
+                        },
+                    )
+                    .map_err(|e| Error::Crypto(format!("policy: {e}")))?;
+                reasons.extend(d.reasons);
+                location = d.location;
+            }
+            _ => reasons.push(format!("app {} is not in the manifest", req.app)),
+        }
+        if !reasons.is_empty() {
+            return reject(reasons, evidence.bytes().to_vec()).await;
+        }
+        let simulated = claims.is_simulated();
+        let cert = self.ca.issue_app(
+            &csr,
+            &AppCertRequest {
+                app: &req.app,
+                evidence: &evidence,
+                simulated,
+                now,
+                lifetime: self.config.cert_lifetime(),
+            },
+        )?;
+        let record = Arc::new(AppRecord {
+            serial: cert.serial.clone(),
+            app: req.app.clone(),
+            not_after: cert.not_after,
+            simulated,
+            der: cert.der.clone(),
+            evidence_digest: evidence_digest.clone(),
+            revoked: AtomicBool::new(false),
+            claims: claims.clone(),
+        });
+        let (app, serial, der, ev) = (
+            req.app.clone(),
+            cert.serial.clone(),
+            cert.der.clone(),
+            evidence.bytes().to_vec(),
+        );
+        let (tee, measurement, loc) = (
+            claims.tee().to_string(),
+            claims.measurement().to_hex(),
+            location.clone(),
+        );
+        let not_after = cert.not_after;
+        let challenge_bytes = challenge.as_bytes().to_vec();
+        self.store
+            .write(move |c| {
+                let digest = AuditLog::append_evidence(c, &ev)?;
+                AuditLog::append(
+                    c,
+                    now,
+                    &Event::AttestationVerified {
+                        app: app.clone(),
+                        tee,
+                        measurement,
+                        simulated,
+                        evidence_digest: digest.clone(),
+                        location: loc,
+                    },
+                )?;
+                AuditLog::append(
+                    c,
+                    now,
+                    &Event::CertificateIssued {
+                        app: app.clone(),
+                        serial: serial.clone(),
+                        not_after: rfc3339(not_after),
+                        simulated,
+                        evidence_digest: digest.clone(),
+                    },
+                )?;
+                c.execute(
+                    "INSERT INTO certificates (serial, app, not_after, simulated, evidence_digest, challenge, der, issued) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![serial, app, unix(not_after), simulated, digest, challenge_bytes, der, unix(now)],
+                )?;
+                Ok(())
+            })
+            .await?;
+        self.certs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cert.serial.clone(), record);
+        Ok(api::AttestResponse {
+            certificate: crate::ca::pem_cert(&cert.der),
+            ca: self.ca.cert_pem(),
+            serial: cert.serial,
+            not_after: rfc3339(cert.not_after),
+            simulated,
+            tee: claims.tee().to_string(),
+            measurement: claims.measurement().to_hex(),
+            location,
+        })
+    }
+
+    // ----- keys -----
+
+    fn key_meta(&self, name: &str) -> Option<KeyMeta> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn reload_key(&self, name: &str) -> Result<()> {
+        let meta = self.store.read(|c| load_key(c, name))?;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        match meta {
+            Some(m) => keys.insert(name.to_string(), m),
+            None => keys.remove(name),
+        };
+        Ok(())
+    }
+
+    /// Unwrapped material of one version (cached in memory).
+    fn material(&self, name: &str, version: u32) -> Result<Arc<Material>> {
+        let k = (name.to_string(), version);
+        if let Some(m) = self.material.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
+            return Ok(m.clone());
+        }
+        let wrapped: Option<Vec<u8>> = self.store.read(|c| {
+            Ok(c.query_row(
+                "SELECT wrapped FROM key_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()?
+            .flatten())
+        })?;
+        let wrapped =
+            wrapped.ok_or_else(|| Error::KeyUnavailable(format!("{name} v{version} has no material")))?;
+        let plain = self.master.unwrap(&wrapped, &key_aad(name, version))?;
+        let bytes: [u8; 32] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Store(format!("{name} v{version}: stored key has the wrong length")))?;
+        let m = Arc::new(Material(Zeroizing::new(bytes)));
+        self.material
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k, m.clone());
+        Ok(m)
+    }
+
+    fn forget_material(&self, name: &str) {
+        self.material
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(n, _), _| n != name);
+    }
+
+    fn new_wrapped(&self, name: &str, version: u32) -> Result<Vec<u8>> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(&mut k[..]).map_err(|_| Error::Crypto("no randomness".into()))?;
+        Ok(self.master.wrap(&k[..], &key_aad(name, version))?)
+    }
+
+    /// Create a key (version 1).
+    pub async fn create_key(&self, caller: &Caller, req: api::CreateKeyRequest) -> Result<api::KeyInfo> {
+        let actor = caller.actor();
+        if !valid_name(&req.name) {
+            return Err(Error::BadRequest(
+                "key names are 1 to 64 of a-z A-Z 0-9 . _ - (not starting with . or -)".into(),
+            ));
+        }
+        let ctx = Context::from_pairs(req.required_context.clone())
+            .map_err(|e| Error::BadRequest(format!("required_context: {e}")))?;
+        if ctx.has_reserved_keys() {
+            return Err(Error::BadRequest("required_context uses reserved keys".into()));
+        }
+        let wrapped = self.new_wrapped(&req.name, 1)?;
+        let now = rfc3339(SystemTime::now());
+        let name = req.name.clone();
+        let tags = req.tags.clone();
+        let tags_json = serde_json::to_string(&req.tags).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let ctx_json =
+            serde_json::to_string(&req.required_context).map_err(|e| Error::BadRequest(e.to_string()))?;
+        self.store
+            .write(move |c| {
+                let exists: bool = c
+                    .query_row("SELECT 1 FROM keys WHERE name = ?1", [&name], |_| Ok(true))
+                    .optional()?
+                    .unwrap_or(false);
+                if exists {
+                    return Err(Error::Conflict(format!("key {name} exists (names are never reused)")));
+                }
+                c.execute(
+                    "INSERT INTO keys (name, state, current_version, tags, required_context, created) VALUES (?1, 'enabled', 1, ?2, ?3, ?4)",
+                    params![name, tags_json, ctx_json, now],
+                )?;
+                c.execute(
+                    "INSERT INTO key_versions (name, version, wrapped, created) VALUES (?1, 1, ?2, ?3)",
+                    params![name, wrapped, now],
+                )?;
+                AuditLog::append(c, SystemTime::now(), &Event::KeyCreated { actor, key: name.clone(), version: 1, tags })?;
+                Ok(())
+            })
+            .await?;
+        self.reload_key(&req.name)?;
+        self.key_info(&req.name)
+    }
+
+    /// Metadata of one key.
+    pub fn key_info(&self, name: &str) -> Result<api::KeyInfo> {
+        self.key_meta(name)
+            .map(|m| m.info(name))
+            .ok_or_else(|| Error::NotFound(format!("key {name}")))
+    }
+
+    /// Metadata of every key.
+    pub fn list_keys(&self) -> api::KeyList {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = keys.iter().map(|(n, m)| m.info(n)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        api::KeyList { keys: out }
+    }
+
+    /// Rotate: a new current version; old versions keep opening old data.
+    pub async fn rotate_key(&self, caller: &Caller, name: &str) -> Result<api::KeyInfo> {
+        let meta = self.key_meta(name).ok_or_else(|| Error::NotFound(format!("key {name}")))?;
+        if meta.state == api::KeyState::Destroyed {
+            return Err(Error::KeyUnavailable(format!("key {name} is destroyed")));
+        }
+        let actor = caller.actor();
+        let n = name.to_string();
+        let version = meta.current_version + 1;
+        let wrapped = self.new_wrapped(name, version)?;
+        self.store
+            .write(move |c| {
+                let current: u32 = c.query_row(
+                    "SELECT current_version FROM keys WHERE name = ?1 AND state != 'destroyed'",
+                    [&n],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| Error::KeyUnavailable(format!("key {n} is destroyed")))?;
+                if current + 1 != version {
+                    return Err(Error::Conflict(format!("key {n} was rotated concurrently")));
+                }
+                c.execute(
+                    "INSERT INTO key_versions (name, version, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
+                    params![n, version, wrapped, rfc3339(SystemTime::now())],
+                )?;
+                c.execute("UPDATE keys SET current_version = ?2 WHERE name = ?1", params![n, version])?;
+                AuditLog::append(c, SystemTime::now(), &Event::KeyRotated { actor, key: n.clone(), version })?;
+                Ok(())
+            })
+            .await?;
+        self.reload_key(name)?;
+        self.key_info(name)
+    }
+
+    /// Disable or enable a key.
+    pub async fn set_key_enabled(&self, caller: &Caller, name: &str, enabled: bool) -> Result<api::KeyInfo> {
+        let actor = caller.actor();
+        let n = name.to_string();
+        self.store
+            .write(move |c| {
+                let state: String = c
+                    .query_row("SELECT state FROM keys WHERE name = ?1", [&n], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| Error::NotFound(format!("key {n}")))?;
+                if state == "destroyed" {
+                    return Err(Error::KeyUnavailable(format!("key {n} is destroyed")));
+                }
+                let new = if enabled { "enabled" } else { "disabled" };
+                c.execute("UPDATE keys SET state = ?2 WHERE name = ?1", params![n, new])?;
+                let ev = if enabled {
+                    Event::KeyEnabled { actor, key: n.clone() }
+                } else {
+                    Event::KeyDisabled { actor, key: n.clone() }
+                };
+                AuditLog::append(c, SystemTime::now(), &ev)?;
+                Ok(())
+            })
+            .await?;
+        self.reload_key(name)?;
+        self.key_info(name)
+    }
+
+    /// Destroy (crypto-shred): every version's wrapped material is deleted
+    /// (SQLite's secure delete overwrites it, and the WAL is checkpointed
+    /// and truncated), and the destruction is audited. Irreversible.
+    pub async fn destroy_key(&self, caller: &Caller, name: &str) -> Result<api::KeyInfo> {
+        let actor = caller.actor();
+        let n = name.to_string();
+        self.store
+            .write(move |c| {
+                let state: String = c
+                    .query_row("SELECT state FROM keys WHERE name = ?1", [&n], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| Error::NotFound(format!("key {n}")))?;
+                if state == "destroyed" {
+                    return Err(Error::KeyUnavailable(format!("key {n} is already destroyed")));
+                }
+                let versions: Vec<u32> = {
+                    let mut st = c.prepare("SELECT version FROM key_versions WHERE name = ?1 AND wrapped IS NOT NULL ORDER BY version")?;
+                    st.query_map([&n], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+                };
+                c.execute("UPDATE key_versions SET wrapped = NULL WHERE name = ?1", [&n])?;
+                c.execute("UPDATE keys SET state = 'destroyed' WHERE name = ?1", [&n])?;
+                AuditLog::append(c, SystemTime::now(), &Event::KeyDestroyed { actor, key: n.clone(), versions })?;
+                Ok(())
+            })
+            .await?;
+        self.forget_material(name);
+        self.reload_key(name)?;
+        // Move the overwritten pages out of the WAL too.
+        self.store.read(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })?;
+        self.key_info(name)
+    }
+
+    fn may_use_key_as_app(&self, caller: &Caller, key: &str) -> bool {
+        match caller {
+            Caller::App(a) => self.manifest().manifest.app_may_use_key(&a.app, key),
+            _ => false,
+        }
+    }
+
+    fn usable_key(&self, name: &str) -> Result<KeyMeta> {
+        let meta = self.key_meta(name).ok_or_else(|| Error::NotFound(format!("key {name}")))?;
+        match meta.state {
+            api::KeyState::Enabled => Ok(meta),
+            s => Err(Error::KeyUnavailable(format!("key {name} is {}", state_str(s)))),
+        }
+    }
+
+    fn check_required_context(meta: &KeyMeta, name: &str, ctx: &Context) -> Result<()> {
+        for (k, v) in &meta.required_context {
+            if ctx.get(k) != Some(v.as_str()) {
+                return Err(Error::Forbidden(format!(
+                    "key {name} requires the encryption context {k}={v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Audit a denial, then return it as the error.
+    async fn deny(&self, ev: Event, err: Error) -> Error {
+        match self.audit(ev).await {
+            Ok(()) => err,
+            Err(e) => e,
+        }
+    }
+
+    /// A fresh envelope header with one stanza under the key's current
+    /// version, and its file key. For admins, data owners and apps the
+    /// manifest gives the key.
+    pub async fn data_key(&self, caller: &Caller, name: &str, req: api::DataKeyRequest) -> Result<api::DataKeyResponse> {
+        let allowed = self.may_use_key_as_app(caller, name)
+            || caller.require_role(&[Role::Admin, Role::DataOwner]).is_ok();
+        if !allowed {
+            let err = match caller {
+                Caller::Anonymous => return Err(Error::Unauthenticated),
+                _ => Error::Forbidden(format!("may not use key {name}")),
+            };
+            let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![err.to_string()] };
+            return Err(self.deny(ev, err).await);
+        }
+        let ctx = Context::from_pairs(req.context.clone())
+            .map_err(|e| Error::BadRequest(format!("context: {e}")))?;
+        let meta = self.usable_key(name)?;
+        if let Err(e) = Self::check_required_context(&meta, name, &ctx) {
+            let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![e.to_string()] };
+            return Err(self.deny(ev, e).await);
+        }
+        let version = meta.current_version;
+        let m = self.material(name, version)?;
+        let id = key_id(name, version);
+        let kek = Kek::new(
+            KeyId::new(id.clone()).map_err(|e| Error::Crypto(e.to_string()))?,
+            SecretKey::from_bytes(*m.0),
+        );
+        let (header, file_key) = twinseal_envelope::new_header(&[kek], &ctx)
+            .map_err(|e| Error::Crypto(e.to_string()))?;
+        let ev = Event::DataKeyGenerated { actor: caller.actor(), key: name.into(), version, context: req.context };
+        self.audit_checked(name, ev).await?;
+        Ok(api::DataKeyResponse {
+            header: B64.encode(&header),
+            file_key: B64.encode(file_key.expose()),
+            key_id: id,
+        })
+    }
+
+    /// Append `ev` only if `key` is still enabled at commit time.
+    async fn audit_checked(&self, key: &str, ev: Event) -> Result<()> {
+        let key = key.to_string();
+        self.store
+            .write(move |c| {
+                let state: Option<String> = c
+                    .query_row("SELECT state FROM keys WHERE name = ?1", [&key], |r| r.get(0))
+                    .optional()?;
+                if state.as_deref() != Some("enabled") {
+                    return Err(Error::KeyUnavailable(format!("key {key} is not enabled")));
+                }
+                AuditLog::append(c, SystemTime::now(), &ev)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The file key of an envelope header with a stanza under one of this
+    /// key's versions, after its commitment and MAC (and so its context)
+    /// verified. For data owners and apps the manifest gives the key.
+    pub async fn unwrap(&self, caller: &Caller, name: &str, req: api::UnwrapRequest) -> Result<api::UnwrapResponse> {
+        let allowed = self.may_use_key_as_app(caller, name)
+            || caller.require_role(&[Role::DataOwner]).is_ok();
+        if !allowed {
+            let err = match caller {
+                Caller::Anonymous => return Err(Error::Unauthenticated),
+                _ => Error::Forbidden(format!("may not unwrap under key {name}")),
+            };
+            let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![err.to_string()] };
+            return Err(self.deny(ev, err).await);
+        }
+        let bytes = B64
+            .decode(&req.header)
+            .map_err(|_| Error::BadRequest("header is not base64".into()))?;
+        let header = Header::parse(&bytes).map_err(|e| Error::BadRequest(format!("header: {e}")))?;
+        let meta = self.usable_key(name)?;
+        let (version, id) = header
+            .stanzas()
+            .iter()
+            .find_map(|s| {
+                parse_key_id(s.key_id.as_str())
+                    .filter(|(n, _)| *n == name)
+                    .map(|(_, v)| (v, s.key_id.as_str().to_string()))
+            })
+            .ok_or_else(|| Error::BadRequest(format!("the header has no stanza for key {name}")))?;
+        if !meta.versions.contains_key(&version) {
+            return Err(Error::KeyUnavailable(format!("{name} v{version} does not exist")));
+        }
+        let m = self.material(name, version)?;
+        let kek = Kek::new(
+            KeyId::new(id.clone()).map_err(|e| Error::Crypto(e.to_string()))?,
+            SecretKey::from_bytes(*m.0),
+        );
+        let file_key = match header.unwrap_file_key(&[kek]) {
+            Ok(k) => k,
+            Err(_) => {
+                let err = Error::BadRequest("the header does not authenticate under this key".into());
+                let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![err.to_string()] };
+                return Err(self.deny(ev, err).await);
+            }
+        };
+        let context: BTreeMap<String, String> = header
+            .context()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Err(e) = Self::check_required_context(&meta, name, header.context()) {
+            let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![e.to_string()] };
+            return Err(self.deny(ev, e).await);
+        }
+        let ev = Event::DataKeyUnwrapped { actor: caller.actor(), key: name.into(), version, context: context.clone() };
+        self.audit_checked(name, ev).await?;
+        Ok(api::UnwrapResponse {
+            file_key: B64.encode(file_key.expose()),
+            key_id: id,
+            context,
+        })
+    }
+
+    /// Release a key's material to an attested app over mutual TLS: the
+    /// certificate must be valid and unrevoked, the manifest must give the
+    /// app the key, and the policy is evaluated again with the
+    /// certificate's claims. Every decision is audited before the answer;
+    /// if the audit write fails, the release is refused.
+    pub async fn release(&self, caller: &Caller, name: &str) -> Result<api::ReleaseResponse> {
+        let started = std::time::Instant::now();
+        let out = self.release_inner(caller, name).await;
+        self.metrics.observe_release(out.is_ok(), started.elapsed());
+        out
+    }
+
+    async fn release_inner(&self, caller: &Caller, name: &str) -> Result<api::ReleaseResponse> {
+        let app = match caller {
+            Caller::App(a) => a.clone(),
+            Caller::Anonymous => return Err(Error::Unauthenticated),
+            Caller::User(_) => return Err(Error::Forbidden("only attested apps receive keys".into())),
+        };
+        let m = self.manifest();
+        let mut reasons = Vec::new();
+        if !m.manifest.apps.contains_key(&app.app) {
+            reasons.push(format!("app {} is not in the manifest", app.app));
+        } else if !m.manifest.app_may_use_key(&app.app, name) {
+            reasons.push(format!("the manifest does not give key {name} to app {}", app.app));
+        } else {
+            if !m.manifest.app_allows_tee(&app.app, app.claims.tee()) {
+                reasons.push(format!("TEE kind {} is not allowed for app {}", app.claims.tee(), app.app));
+            }
+            if let Some(policy) = m.policies.get(&app.app) {
+                let d = policy
+                    .evaluate(
+                        &app.claims,
+                        &PolicyRequest {
+                            key_id: Some(name.to_string()),
+                            insecure_allow_simulated_tee: self.config.insecure_allow_simulated_tee,
+                        },
+                    )
+                    .map_err(|e| Error::Crypto(format!("policy: {e}")))?;
+                reasons.extend(d.reasons);
+            }
+        }
+        let meta = self.key_meta(name);
+        match &meta {
+            None => reasons.push(format!("unknown key {name}")),
+            Some(k) if k.state != api::KeyState::Enabled => {
+                reasons.push(format!("key {name} is {}", state_str(k.state)))
+            }
+            _ => {}
+        }
+        let location = None::<String>;
+        if reasons.is_empty() && app.simulated {
+            tracing::warn!(app = %app.app, key = name, "INSECURE: releasing a key to a simulated-TEE app");
+        }
+        let mut versions = Vec::new();
+        if reasons.is_empty() {
+            let meta = meta.as_ref().expect("checked above");
+            for v in meta.versions.keys() {
+                match self.material(name, *v) {
+                    Ok(mat) => versions.push(api::ReleasedVersion {
+                        version: *v,
+                        key_id: key_id(name, *v),
+                        material: B64.encode(&mat.0[..]),
+                    }),
+                    Err(e) => reasons.push(format!("{e}")),
+                }
+            }
+        }
+        let (serial, app_name, key) = (app.serial.clone(), app.app.clone(), name.to_string());
+        let current = meta.as_ref().map(|m| m.current_version).unwrap_or(0);
+        let denied = !reasons.is_empty();
+        // The decisive checks against committed state, in the same job as
+        // the audit entry: the key is enabled and the certificate unrevoked.
+        let outcome = self
+            .store
+            .write(move |c| {
+                if denied {
+                    AuditLog::append(c, SystemTime::now(), &Event::KeyReleaseDenied {
+                        app: Some(app_name), serial: Some(serial), key, reasons: reasons.clone(),
+                    })?;
+                    return Ok(Err(reasons));
+                }
+                let state: Option<String> = c
+                    .query_row("SELECT state FROM keys WHERE name = ?1", [&key], |r| r.get(0))
+                    .optional()?;
+                let revoked: bool = c
+                    .query_row("SELECT revoked FROM certificates WHERE serial = ?1", [&serial], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(true);
+                let mut late = Vec::new();
+                if state.as_deref() != Some("enabled") {
+                    late.push(format!("key {key} is not enabled"));
+                }
+                if revoked {
+                    late.push(format!("certificate {serial} is revoked"));
+                }
+                if !late.is_empty() {
+                    AuditLog::append(c, SystemTime::now(), &Event::KeyReleaseDenied {
+                        app: Some(app_name), serial: Some(serial), key, reasons: late.clone(),
+                    })?;
+                    return Ok(Err(late));
+                }
+                AuditLog::append(c, SystemTime::now(), &Event::KeyReleased {
+                    app: app_name, serial, key, version: current, location,
+                })?;
+                Ok(Ok(()))
+            })
+            .await?;
+        match outcome {
+            Ok(()) => Ok(api::ReleaseResponse {
+                key: name.to_string(),
+                current_version: current,
+                versions,
+            }),
+            Err(reasons) => {
+                tracing::warn!(app = %app.app, key = name, reasons = ?reasons, "key release denied");
+                Err(Error::Denied(reasons))
+            }
+        }
+    }
+
+    // ----- manifest and users -----
+
+    /// Apply a manifest (admin). Refused when no admin with a token would
+    /// remain, or when placements or policies do not load.
+    pub async fn apply_manifest(&self, caller: &Caller, text: String) -> Result<api::ManifestInfo> {
+        let actor = caller.actor();
+        let result = self.check_manifest(&text);
+        let (manifest, digest) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let ev = Event::ManifestRejected { actor, reason: e.to_string() };
+                return Err(self.deny(ev, e).await);
+            }
+        };
+        let now = SystemTime::now();
+        let (t, d, a) = (text.clone(), digest.clone(), actor.clone());
+        let version = self
+            .store
+            .write(move |c| {
+                let v: i64 = c.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM manifests", [], |r| r.get(0))?;
+                c.execute(
+                    "INSERT INTO manifests (version, text, digest, applied_at, applied_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![v, t, d, rfc3339(now), a],
+                )?;
+                AuditLog::append(c, now, &Event::ManifestApplied { actor: a, version: v as u64, digest: d })?;
+                Ok(v as u64)
+            })
+            .await?;
+        let active = build_active(version, digest.clone(), manifest, &self.placement_keys)?;
+        *self.manifest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(active);
+        Ok(api::ManifestInfo {
+            version,
+            digest,
+            applied_at: rfc3339(now),
+            applied_by: actor,
+            manifest: None,
+        })
+    }
+
+    fn check_manifest(&self, text: &str) -> Result<(Manifest, String)> {
+        let manifest = Manifest::parse(text)?;
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        let admins_with_tokens = manifest
+            .users_with(Role::Admin)
+            .filter(|u| tokens.values().any(|t| t == u))
+            .count();
+        if admins_with_tokens == 0 {
+            return Err(Error::Conflict(
+                "the manifest would lock out every admin (no admin user with a token would remain)".into(),
+            ));
+        }
+        drop(tokens);
+        let digest = hex::encode(sha256(text.as_bytes()));
+        // Building it checks placements and policies.
+        build_active(0, digest.clone(), manifest.clone(), &self.placement_keys)?;
+        Ok((manifest, digest))
+    }
+
+    /// A stored manifest version (`None`: the current one).
+    pub fn manifest_version(&self, version: Option<u64>) -> Result<api::ManifestInfo> {
+        let v = version.unwrap_or(self.manifest().version) as i64;
+        self.store.read(|c| {
+            c.query_row(
+                "SELECT version, text, digest, applied_at, applied_by FROM manifests WHERE version = ?1",
+                [v],
+                |r| {
+                    Ok(api::ManifestInfo {
+                        version: r.get::<_, i64>(0)? as u64,
+                        manifest: Some(r.get(1)?),
+                        digest: r.get(2)?,
+                        applied_at: r.get(3)?,
+                        applied_by: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("manifest version {v}")))
+        })
+    }
+
+    /// Every manifest version (without texts).
+    pub fn manifest_versions(&self) -> Result<api::ManifestVersions> {
+        self.store.read(|c| {
+            let mut st = c.prepare("SELECT version, digest, applied_at, applied_by FROM manifests ORDER BY version")?;
+            let versions = st
+                .query_map([], |r| {
+                    Ok(api::ManifestInfo {
+                        version: r.get::<_, i64>(0)? as u64,
+                        digest: r.get(1)?,
+                        applied_at: r.get(2)?,
+                        applied_by: r.get(3)?,
+                        manifest: None,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(api::ManifestVersions { versions })
+        })
+    }
+
+    /// A new bearer token for a manifest user (admin).
+    pub async fn create_token(&self, caller: &Caller, user: &str) -> Result<api::TokenResponse> {
+        let m = self.manifest();
+        let u = m
+            .manifest
+            .users
+            .get(user)
+            .ok_or_else(|| Error::NotFound(format!("user {user} is not in the manifest")))?;
+        let role = u.roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(",");
+        let (token, hash) = new_token()?;
+        let (actor, name) = (caller.actor(), user.to_string());
+        self.store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO tokens (hash, user, created) VALUES (?1, ?2, ?3)",
+                    params![&hash[..], name, rfc3339(SystemTime::now())],
+                )?;
+                AuditLog::append(c, SystemTime::now(), &Event::CredentialCreated { actor, name, role })?;
+                Ok(())
+            })
+            .await?;
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, user.to_string());
+        Ok(api::TokenResponse {
+            user: user.to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    // ----- certificates -----
+
+    /// Issued certificates, newest first.
+    pub fn list_certificates(&self) -> Result<api::CertificateList> {
+        self.store.read(|c| {
+            let mut st = c.prepare(
+                "SELECT serial, app, not_after, simulated, revoked, evidence_digest FROM certificates ORDER BY issued DESC, serial",
+            )?;
+            let certificates = st
+                .query_map([], |r| {
+                    Ok(api::CertificateInfo {
+                        serial: r.get(0)?,
+                        app: r.get(1)?,
+                        not_after: rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(r.get::<_, i64>(2)?.max(0) as u64)),
+                        simulated: r.get(3)?,
+                        revoked: r.get(4)?,
+                        evidence_digest: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(api::CertificateList { certificates })
+        })
+    }
+
+    /// Revoke an app certificate (admin): its next request fails.
+    pub async fn revoke_certificate(&self, caller: &Caller, serial: &str) -> Result<()> {
+        let (actor, s) = (caller.actor(), serial.to_string());
+        self.store
+            .write(move |c| {
+                let app: String = c
+                    .query_row("SELECT app FROM certificates WHERE serial = ?1", [&s], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| Error::NotFound(format!("certificate {s}")))?;
+                c.execute("UPDATE certificates SET revoked = 1 WHERE serial = ?1", [&s])?;
+                AuditLog::append(c, SystemTime::now(), &Event::CertificateRevoked { app, serial: s, actor })?;
+                Ok(())
+            })
+            .await?;
+        if let Some(r) = self.certs.read().unwrap_or_else(|e| e.into_inner()).get(serial) {
+            r.revoked.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    // ----- tokenization -----
+
+    /// FF1 tokenization under a named key: admins, data owners, and apps
+    /// the manifest gives the key.
+    pub async fn tokenize(&self, caller: &Caller, req: api::TokenizeRequest, reverse: bool) -> Result<api::TokenizeResponse> {
+        let allowed = if reverse {
+            matches!(caller, Caller::User(u) if u.permissions.contains(&Permission::Detokenize))
+        } else {
+            self.may_use_key_as_app(caller, &req.key)
+                || caller.require_role(&[Role::Admin, Role::DataOwner]).is_ok()
+        };
+        if !allowed {
+            if matches!(caller, Caller::Anonymous) {
+                return Err(Error::Unauthenticated);
+            }
+            let err = Error::Forbidden(if reverse {
+                "detokenize needs the detokenize permission".into()
+            } else {
+                format!("may not tokenize with key {}", req.key)
+            });
+            let ev = Event::TokenizationDenied { actor: caller.actor(), key: req.key.clone(), reason: err.to_string() };
+            return Err(self.deny(ev, err).await);
+        }
+        let meta = self.usable_key(&req.key)?;
+        let version = if reverse { req.version.unwrap_or(meta.current_version) } else { meta.current_version };
+        if !meta.versions.contains_key(&version) {
+            return Err(Error::NotFound(format!("{} v{version}", req.key)));
+        }
+        let m = self.material(&req.key, version)?;
+        let values = crate::tokenize::apply(&m.0, req.alphabet, req.tweak.as_bytes(), &req.values, !reverse)?;
+        let count = values.len() as u64;
+        let ev = if reverse {
+            Event::Detokenized { actor: caller.actor(), key: req.key.clone(), count }
+        } else {
+            Event::Tokenized { actor: caller.actor(), key: req.key.clone(), count }
+        };
+        self.audit_checked(&req.key, ev).await?;
+        Ok(api::TokenizeResponse { version, values })
+    }
+
+    // ----- audit -----
+
+    /// The latest signed checkpoint.
+    pub fn audit_checkpoint(&self) -> Result<api::AuditCheckpoint> {
+        let cp = self
+            .store
+            .read(|c| Ok(AuditLog::latest_checkpoint(c)?))?
+            .ok_or_else(|| Error::NotFound("no checkpoint yet".into()))?;
+        Ok(api::AuditCheckpoint {
+            size: cp.size,
+            note: cp.note,
+            verifier_key: self.verifier_key.to_string(),
+        })
+    }
+
+    /// The full audit bundle (entries, checkpoints, evidence), JSON.
+    pub fn audit_export(&self) -> Result<Vec<u8>> {
+        let bundle = self.store.read(|c| Ok(AuditLog::export(c)?))?;
+        Ok(bundle.to_json())
+    }
+}
+
+fn decode_evidence(w: &api::EvidenceWire) -> Result<Evidence> {
+    const MAX: usize = 256 * 1024;
+    let bytes = B64
+        .decode(&w.evidence)
+        .map_err(|_| Error::BadRequest("evidence is not base64".into()))?;
+    if bytes.len() > MAX {
+        return Err(Error::BadRequest("evidence is too large".into()));
+    }
+    let mut ev = Evidence::detect(&bytes).map_err(|_| Error::BadRequest("unrecognised evidence format".into()))?;
+    if let Some(v) = &w.vcek {
+        let der = B64
+            .decode(v)
+            .map_err(|_| Error::BadRequest("vcek is not base64".into()))?;
+        match &mut ev {
+            Evidence::SevSnp { vcek_der, .. } => *vcek_der = Some(der),
+            _ => return Err(Error::BadRequest("a VCEK only goes with SEV-SNP evidence".into())),
+        }
+    }
+    Ok(ev)
+}
+
+fn build_active(version: u64, digest: String, manifest: Manifest, placement_keys: &[Vec<u8>]) -> Result<ActiveManifest> {
+    let placements = Placements::verify(&manifest.placements, placement_keys)
+        .map_err(|e| Error::BadRequest(format!("manifest placements: {e}")))?;
+    let mut policies = HashMap::new();
+    for (name, app) in &manifest.apps {
+        let p = Policy::default_policy(&manifest.policy_config(app), &placements)
+            .map_err(|e| Error::BadRequest(format!("policy for app {name}: {e}")))?;
+        policies.insert(name.clone(), p);
+    }
+    Ok(ActiveManifest {
+        version,
+        digest,
+        manifest,
+        policies,
+    })
+}
+
+fn load_key(c: &Connection, name: &str) -> Result<Option<KeyMeta>> {
+    let row: Option<(String, u32, String, String, String)> = c
+        .query_row(
+            "SELECT state, current_version, tags, required_context, created FROM keys WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((state, current_version, tags, ctx, created)) = row else {
+        return Ok(None);
+    };
+    let mut st = c.prepare(
+        "SELECT version, created FROM key_versions WHERE name = ?1 AND wrapped IS NOT NULL ORDER BY version",
+    )?;
+    let versions = st
+        .query_map([name], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+    Ok(Some(KeyMeta {
+        state: parse_state(&state)?,
+        current_version,
+        versions,
+        tags: serde_json::from_str(&tags).map_err(|e| Error::Store(e.to_string()))?,
+        required_context: serde_json::from_str(&ctx).map_err(|e| Error::Store(e.to_string()))?,
+        created,
+    }))
+}
+
+fn load_keys(c: &Connection) -> Result<HashMap<String, KeyMeta>> {
+    let names: Vec<String> = {
+        let mut st = c.prepare("SELECT name FROM keys")?;
+        st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+    };
+    let mut out = HashMap::new();
+    for n in names {
+        if let Some(m) = load_key(c, &n)? {
+            out.insert(n, m);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_round_trip_and_reject_lookalikes() {
+        assert_eq!(parse_key_id(&key_id("model-key", 3)), Some(("model-key", 3)));
+        for bad in ["kms/model/v0", "kms/model/v01", "kms//v1", "kms/a b/v1", "local-00/v1", "kms/model/vx"] {
+            assert_eq!(parse_key_id(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Test harness: a coordinator in a temporary directory with the simulated
+//! TEE enabled, driven through `app(state)` without sockets.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use twinseal_attest::SimulatedPlatform;
+use twinseal_coordinator::http::PeerCertificate;
+use twinseal_coordinator::{Config, Coordinator, app, init};
+
+/// The measurement the test apps claim.
+pub const MEASUREMENT: [u8; 48] = [0x11; 48];
+
+pub fn measurement_hex() -> String {
+    hex::encode(MEASUREMENT)
+}
+
+/// A manifest with an admin, a data owner who may detokenize, an auditor,
+/// an ML engineer, and two apps: `worker` (gets `model-key`) and `other`
+/// (gets `other-key`).
+pub fn manifest() -> String {
+    format!(
+        r#"
+[users.admin]
+roles = ["admin"]
+[users.alice]
+roles = ["data_owner"]
+permissions = ["detokenize"]
+[users.audrey]
+roles = ["auditor"]
+[users.mallory]
+roles = ["ml_engineer"]
+[apps.worker]
+tee = ["simulated"]
+measurements = ["{m}"]
+keys = ["model-key"]
+[apps.other]
+tee = ["simulated"]
+measurements = ["{m}"]
+keys = ["other-key"]
+"#,
+        m = measurement_hex()
+    )
+}
+
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    Token(String),
+    Cert(Vec<u8>),
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub state: Arc<Coordinator>,
+    pub router: Router,
+    pub admin: String,
+    pub platform: SimulatedPlatform,
+}
+
+pub fn config_for(dir: &std::path::Path, platform: &SimulatedPlatform) -> Config {
+    Config {
+        insecure_allow_simulated_tee: true,
+        simulated_platform_keys: vec![hex::encode(platform.public_key())],
+        ..Config::for_data_dir(dir)
+    }
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = SimulatedPlatform::generate("paris-1").unwrap();
+        let config = config_for(dir.path(), &platform);
+        let report = init(&config).unwrap();
+        let state = Coordinator::open(config).unwrap();
+        let router = app(state.clone());
+        Harness {
+            dir,
+            state,
+            router,
+            admin: report.admin_token.to_string(),
+            platform,
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, auth: &Auth, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Auth::Token(t) = auth {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        let mut req = req.body(body).unwrap();
+        if let Auth::Cert(der) = auth {
+            req.extensions_mut().insert(PeerCertificate(Arc::new(der.clone())));
+        }
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20).await.unwrap();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
+    }
+
+    pub fn admin(&self) -> Auth {
+        Auth::Token(self.admin.clone())
+    }
+
+    /// Apply the standard manifest and return tokens for alice, audrey, mallory.
+    pub async fn setup_users(&self) -> (Auth, Auth, Auth) {
+        let (s, v) = self
+            .call(Method::PUT, "/v1/manifest", &self.admin(), Some(json!({"manifest": manifest()})))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let mut out = Vec::new();
+        for u in ["alice", "audrey", "mallory"] {
+            let (s, v) = self.call(Method::POST, &format!("/v1/users/{u}/token"), &self.admin(), None).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            out.push(Auth::Token(v["token"].as_str().unwrap().to_string()));
+        }
+        (out.remove(0), out.remove(0), out.remove(0))
+    }
+
+    pub async fn create_key(&self, name: &str) {
+        let (s, v) = self.call(Method::POST, "/v1/keys", &self.admin(), Some(json!({"name": name}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    /// A fresh key pair and its CSR (PEM) and SPKI.
+    pub fn csr() -> (rcgen::KeyPair, String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let pem = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let spki = twinseal_coordinator::ca::parse_csr(&pem).unwrap().spki_der;
+        (key, pem, spki)
+    }
+
+    pub async fn challenge(&self) -> String {
+        let (s, v) = self.call(Method::POST, "/v1/attest/challenge", &Auth::None, None).await;
+        assert_eq!(s, StatusCode::OK);
+        v["challenge"].as_str().unwrap().to_string()
+    }
+
+    /// Attest as `app` with `platform` and `measurement`; returns the status
+    /// and answer.
+    pub async fn attest_with(&self, app: &str, platform: &SimulatedPlatform, measurement: &[u8; 48]) -> (StatusCode, Value) {
+        let (_, csr, spki) = Self::csr();
+        let challenge = self.challenge().await;
+        let rd = twinseal_attest::report_data(&hex::decode(&challenge).unwrap(), &spki);
+        let ev = platform.attest_with_measurement(measurement, &rd, SystemTime::now()).unwrap();
+        self.attest_raw(app, &challenge, ev.bytes(), &csr).await
+    }
+
+    pub async fn attest_raw(&self, app: &str, challenge: &str, evidence: &[u8], csr: &str) -> (StatusCode, Value) {
+        let body = json!({
+            "app": app,
+            "challenge": challenge,
+            "evidence": {"evidence": B64.encode(evidence)},
+            "csr": csr,
+        });
+        self.call(Method::POST, "/v1/attest", &Auth::None, Some(body)).await
+    }
+
+    /// Attest as `app` successfully; returns its certificate (DER).
+    pub async fn app_cert(&self, app: &str) -> Vec<u8> {
+        let (s, v) = self.attest_with(app, &self.platform, &MEASUREMENT).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        pem_to_der(v["certificate"].as_str().unwrap())
+    }
+
+    /// Every audit event's `type`, in order.
+    pub async fn audit_kinds(&self) -> Vec<String> {
+        let bundle = self.state.audit_export().unwrap();
+        let b: Value = serde_json::from_slice(&bundle).unwrap();
+        b["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"]["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+pub fn pem_to_der(pem: &str) -> Vec<u8> {
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    B64.decode(b64).unwrap()
+}

@@ -1,0 +1,184 @@
+//! Key lifecycle, data keys for the envelope format, tokenization, and
+//! the store never holding plaintext key material.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{Auth, Harness};
+use serde_json::json;
+use twinseal_envelope::{Context, FileKey};
+
+fn file_key(v: &serde_json::Value) -> FileKey {
+    let b: [u8; 32] = B64.decode(v.as_str().unwrap()).unwrap().try_into().unwrap();
+    FileKey::from_bytes(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_keys_seal_and_open_through_rotation_and_context_rules() {
+    let h = Harness::new();
+    let (alice, _, mallory) = h.setup_users().await;
+    let (s, v) = h
+        .call(Method::POST, "/v1/keys", &h.admin(), Some(json!({"name": "model-key", "required_context": {"purpose": "model"}})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let ctx = Context::from_pairs([("purpose", "model"), ("name", "seed")]).unwrap();
+    let (s, dk) = h
+        .call(Method::POST, "/v1/keys/model-key/datakey", &alice, Some(json!({"context": {"purpose": "model", "name": "seed"}})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{dk}");
+    let header = B64.decode(dk["header"].as_str().unwrap()).unwrap();
+    let sealed = twinseal_envelope::seal_bytes_with_header(b"weights", &header, &file_key(&dk["file_key"])).unwrap();
+
+    // Rotate; the old file still opens (its stanza names v1).
+    h.call(Method::POST, "/v1/keys/model-key/rotate", &h.admin(), None).await;
+    let (s, uk) = h
+        .call(Method::POST, "/v1/keys/model-key/unwrap", &alice, Some(json!({"header": dk["header"]})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{uk}");
+    assert_eq!(uk["key_id"], "kms/model-key/v1");
+    assert_eq!(uk["context"]["name"], "seed");
+    let opened = twinseal_envelope::open_bytes_with_file_key(&sealed, &file_key(&uk["file_key"]), &ctx).unwrap();
+    assert_eq!(opened, b"weights");
+    // New data keys use v2.
+    let (_, dk2) = h
+        .call(Method::POST, "/v1/keys/model-key/datakey", &alice, Some(json!({"context": {"purpose": "model"}})))
+        .await;
+    assert_eq!(dk2["key_id"], "kms/model-key/v2");
+
+    // The required context is enforced.
+    let (s, _) = h
+        .call(Method::POST, "/v1/keys/model-key/datakey", &alice, Some(json!({"context": {"purpose": "other"}})))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A tampered header does not unwrap; an ML engineer may not unwrap.
+    let mut bad = header.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    let (s, _) = h
+        .call(Method::POST, "/v1/keys/model-key/unwrap", &alice, Some(json!({"header": B64.encode(&bad)})))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h
+        .call(Method::POST, "/v1/keys/model-key/unwrap", &mallory, Some(json!({"header": dk["header"]})))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Disabled keys refuse; destroyed keys are gone for good.
+    h.call(Method::POST, "/v1/keys/model-key/disable", &h.admin(), None).await;
+    let (s, v) = h
+        .call(Method::POST, "/v1/keys/model-key/unwrap", &alice, Some(json!({"header": dk["header"]})))
+        .await;
+    assert_eq!((s, v["type"].as_str()), (StatusCode::CONFLICT, Some("key_unavailable")));
+    h.call(Method::POST, "/v1/keys/model-key/enable", &h.admin(), None).await;
+    let (s, v) = h.call(Method::DELETE, "/v1/keys/model-key", &h.admin(), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "destroyed");
+    assert_eq!(v["versions"].as_array().unwrap().len(), 0);
+    let (s, _) = h
+        .call(Method::POST, "/v1/keys/model-key/unwrap", &alice, Some(json!({"header": dk["header"]})))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = h.call(Method::POST, "/v1/keys/model-key/enable", &h.admin(), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a destroyed key cannot come back");
+    let (s, _) = h.call(Method::POST, "/v1/keys", &h.admin(), Some(json!({"name": "model-key"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "names are never reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_never_holds_plaintext_keys() {
+    let h = Harness::new();
+    h.setup_users().await;
+    h.create_key("model-key").await;
+    h.call(Method::POST, "/v1/keys/model-key/rotate", &h.admin(), None).await;
+    let cert = h.app_cert("worker").await;
+    let (s, r) = h.call(Method::POST, "/v1/keys/model-key/release", &Auth::Cert(cert), None).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let mut secrets: Vec<Vec<u8>> = r["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| B64.decode(v["material"].as_str().unwrap()).unwrap())
+        .collect();
+    secrets.push(h.admin.as_bytes().to_vec());
+    assert_eq!(secrets.len(), 3);
+    h.state.shutdown();
+    let mut haystack = Vec::new();
+    for entry in std::fs::read_dir(h.dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name().unwrap() != "master.key" {
+            haystack.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    for s in &secrets {
+        for needle in [s.clone(), hex::encode(s).into_bytes(), B64.encode(s).into_bytes()] {
+            assert!(
+                !haystack.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "a secret appears in the data directory"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_stable_error_and_changes_nothing() {
+    let h = Harness::new();
+    let (alice, _, _) = h.setup_users().await;
+    h.create_key("model-key").await;
+    let before = h.audit_kinds().await.len();
+    let keys_before = h.state.list_keys().keys.len();
+    let big = "x".repeat(2 << 20);
+    for (method, path, body, want) in [
+        (Method::POST, "/v1/keys", json!({"name": big}), StatusCode::PAYLOAD_TOO_LARGE),
+        (Method::POST, "/v1/keys", json!({"name": "a b"}), StatusCode::BAD_REQUEST),
+        (Method::POST, "/v1/keys", json!({"name": "k", "colour": 1}), StatusCode::BAD_REQUEST),
+        (Method::POST, "/v1/keys", json!("not an object"), StatusCode::BAD_REQUEST),
+        (Method::PUT, "/v1/manifest", json!({"manifest": "[users"}), StatusCode::BAD_REQUEST),
+        (Method::POST, "/v1/keys/model-key/unwrap", json!({"header": "!!"}), StatusCode::BAD_REQUEST),
+        (Method::POST, "/v1/keys/model-key/unwrap", json!({"header": B64.encode(b"TWINSEAL")}), StatusCode::BAD_REQUEST),
+        (Method::POST, "/v1/tokenize", json!({"key": "model-key", "alphabet": "digits", "values": ["12"]}), StatusCode::BAD_REQUEST),
+        (Method::POST, "/v1/tokenize", json!({"key": "model-key", "alphabet": "hex", "values": []}), StatusCode::BAD_REQUEST),
+    ] {
+        let auth = if path.contains("unwrap") || path.contains("tokenize") { alice.clone() } else { h.admin() };
+        let (s, v) = h.call(method.clone(), path, &auth, Some(body)).await;
+        assert_eq!(s, want, "{method} {path}: {v}");
+        assert!(v["type"].is_string() && v["detail"].is_string(), "{v}");
+    }
+    // Not JSON at all.
+    let req = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/v1/keys")
+        .header("authorization", format!("Bearer {}", h.admin))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from("{\"name\":"))
+        .unwrap();
+    let (s, v) = h.send(req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = h.call(Method::GET, "/v1/nowhere", &Auth::None, None).await;
+    assert_eq!((s, v["type"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(h.state.list_keys().keys.len(), keys_before);
+    assert_eq!(h.audit_kinds().await.len(), before, "bad input is not a decision");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenization_round_trips_and_detokenize_needs_its_permission() {
+    let h = Harness::new();
+    let (alice, audrey, _) = h.setup_users().await;
+    h.create_key("ids").await;
+    let req = json!({"key": "ids", "alphabet": "digits", "values": ["4111111111111111", "000123"], "tweak": "pan"});
+    let (s, t) = h.call(Method::POST, "/v1/tokenize", &h.admin(), Some(req)).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let tokens = t["values"].clone();
+    assert_eq!(tokens[0].as_str().unwrap().len(), 16);
+    assert_ne!(tokens[0], "4111111111111111");
+    let back = json!({"key": "ids", "alphabet": "digits", "values": tokens, "tweak": "pan"});
+    let (s, _) = h.call(Method::POST, "/v1/detokenize", &audrey, Some(back.clone())).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, d) = h.call(Method::POST, "/v1/detokenize", &alice, Some(back)).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["values"], json!(["4111111111111111", "000123"]));
+    let kinds = h.audit_kinds().await;
+    assert!(kinds.iter().any(|k| k == "tokenized") && kinds.iter().any(|k| k == "detokenized"));
+    assert!(kinds.iter().any(|k| k == "tokenization_denied"));
+}
