@@ -361,7 +361,9 @@ pub(crate) fn encode_entry(index: u64, time: &str, prev: &str, event: &Event) ->
 
 /// `at` as RFC 3339 UTC with microseconds, the one form entries use.
 pub(crate) fn format_time(at: SystemTime) -> Result<String> {
-    let since = at.duration_since(UNIX_EPOCH).map_err(|_| Error::InvalidTime)?;
+    let since = at
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| Error::InvalidTime)?;
     let t = OffsetDateTime::from_unix_timestamp_nanos(since.as_nanos() as i128)
         .map_err(|_| Error::InvalidTime)?;
     if t.year() > 9999 {
@@ -380,7 +382,8 @@ pub(crate) fn format_time(at: SystemTime) -> Result<String> {
 }
 
 /// The previous-hash of entry 0.
-pub(crate) const ZERO_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const ZERO_PREV: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -604,7 +607,10 @@ pub(crate) mod tests {
     fn times_are_rfc3339_utc_microseconds() {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
         assert_eq!(format_time(t).unwrap(), "2023-11-14T22:13:20.123456Z");
-        assert_eq!(format_time(UNIX_EPOCH).unwrap(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_time(UNIX_EPOCH).unwrap(),
+            "1970-01-01T00:00:00.000000Z"
+        );
         let parsed = OffsetDateTime::parse(
             &format_time(t).unwrap(),
             &time::format_description::well_known::Rfc3339,

@@ -97,13 +97,17 @@ fn parse_entry(idx: i64, data: &str) -> Result<Entry> {
     let entry: Entry = serde_json::from_str(data)
         .map_err(|e| Error::Corrupt(format!("entry {idx} does not parse: {e}")))?;
     if i64::try_from(entry.index).ok() != Some(idx) {
-        return Err(Error::Corrupt(format!("entry {idx} names index {}", entry.index)));
+        return Err(Error::Corrupt(format!(
+            "entry {idx} names index {}",
+            entry.index
+        )));
     }
     Ok(entry)
 }
 
 fn load_leaves(conn: &Connection, size: u64) -> Result<Vec<Hash>> {
-    let mut stmt = conn.prepare_cached("SELECT idx, leaf FROM audit_entries WHERE idx < ?1 ORDER BY idx")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT idx, leaf FROM audit_entries WHERE idx < ?1 ORDER BY idx")?;
     let mut rows = stmt.query([to_i64(size)?])?;
     let mut leaves = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     while let Some(row) = rows.next()? {
@@ -296,7 +300,8 @@ impl AuditLog {
         }
         let mut evidence = std::collections::BTreeMap::new();
         {
-            let mut stmt = conn.prepare("SELECT digest, bytes FROM audit_evidence ORDER BY digest")?;
+            let mut stmt =
+                conn.prepare("SELECT digest, bytes FROM audit_evidence ORDER BY digest")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let digest: String = row.get(0)?;
@@ -384,7 +389,11 @@ mod tests {
         assert!(AuditLog::inclusion_proof(&conn, 0, 22).is_err());
         assert!(AuditLog::consistency_proof(&conn, 5, 4).is_err());
         assert!(AuditLog::consistency_proof(&conn, 5, 22).is_err());
-        assert!(AuditLog::consistency_proof(&conn, 0, 21).unwrap().is_empty());
+        assert!(
+            AuditLog::consistency_proof(&conn, 0, 21)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -392,7 +392,11 @@ mod tests {
     fn naive_subproof(m: usize, leaves: &[Hash], whole: bool) -> Vec<Hash> {
         let n = leaves.len();
         if m == n {
-            return if whole { vec![] } else { vec![naive_mth(leaves)] };
+            return if whole {
+                vec![]
+            } else {
+                vec![naive_mth(leaves)]
+            };
         }
         let k = split(n as u64) as usize;
         if m <= k {
@@ -434,7 +438,11 @@ mod tests {
         let leaves = ct_leaves();
         let tree = Tree::new(leaves.clone());
         for (n, want) in CT_ROOTS.iter().enumerate() {
-            assert_eq!(root_from_leaves(&leaves[..n]), h(want), "frontier, size {n}");
+            assert_eq!(
+                root_from_leaves(&leaves[..n]),
+                h(want),
+                "frontier, size {n}"
+            );
             assert_eq!(tree.root(n as u64), h(want), "tree, size {n}");
             assert_eq!(naive_mth(&leaves[..n]), h(want), "naive, size {n}");
         }
@@ -538,8 +546,16 @@ mod tests {
                         &root
                     ));
                 }
-                assert!(!verify_inclusion(&all[m], m as u64, n as u64, &proof, &[0xaa; 32]));
-                assert!(!verify_inclusion(&all[m], n as u64, n as u64, &proof, &root));
+                assert!(!verify_inclusion(
+                    &all[m],
+                    m as u64,
+                    n as u64,
+                    &proof,
+                    &[0xaa; 32]
+                ));
+                assert!(!verify_inclusion(
+                    &all[m], n as u64, n as u64, &proof, &root
+                ));
                 // A flipped, truncated or extended proof is refused.
                 if let Some(last) = proof.len().checked_sub(1) {
                     let mut bad = proof.clone();
@@ -555,7 +571,9 @@ mod tests {
                 }
                 let mut longer = proof.clone();
                 longer.push([7; 32]);
-                assert!(!verify_inclusion(&all[m], m as u64, n as u64, &longer, &root));
+                assert!(!verify_inclusion(
+                    &all[m], m as u64, n as u64, &longer, &root
+                ));
             }
         }
     }
@@ -582,11 +600,23 @@ mod tests {
                 // Reversed sizes, wrong roots, mangled proofs: refused.
                 assert!(!verify_consistency(n, o, &roots[new], &roots[old], &proof));
                 if old > 0 {
-                    assert!(!verify_consistency(o, n, &roots[old - 1], &roots[new], &proof));
+                    assert!(!verify_consistency(
+                        o,
+                        n,
+                        &roots[old - 1],
+                        &roots[new],
+                        &proof
+                    ));
                 }
                 // (The empty tree is a prefix of every tree, whatever its head.)
                 if old > 0 {
-                    assert!(!verify_consistency(o, n, &roots[old], &roots[new - 1], &proof));
+                    assert!(!verify_consistency(
+                        o,
+                        n,
+                        &roots[old],
+                        &roots[new - 1],
+                        &proof
+                    ));
                 }
                 if let Some(last) = proof.len().checked_sub(1) {
                     let mut bad = proof.clone();

@@ -181,7 +181,8 @@ impl CheckpointSigner {
         if !valid_name(origin) {
             return Err(Error::InvalidName(origin.to_string()));
         }
-        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| Error::Crypto)?;
+        let doc =
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| Error::Crypto)?;
         let pkcs8 = Zeroizing::new(doc.as_ref().to_vec());
         let signer = Self::from_pkcs8(origin, &pkcs8)?;
         Ok((signer, pkcs8))
@@ -289,9 +290,9 @@ fn parse_note(note: &str) -> Result<ParsedNote<'_>> {
         let rest = line.strip_prefix(SIG_PREFIX).ok_or(Error::MalformedNote(
             "a signature line must start with an em dash and a space",
         ))?;
-        let (name, b64) = rest
-            .split_once(' ')
-            .ok_or(Error::MalformedNote("a signature line needs a name and a signature"))?;
+        let (name, b64) = rest.split_once(' ').ok_or(Error::MalformedNote(
+            "a signature line needs a name and a signature",
+        ))?;
         if !valid_name(name) {
             return Err(Error::MalformedNote("invalid key name in a signature line"));
         }
@@ -418,7 +419,9 @@ mod tests {
     }
 
     fn signer() -> CheckpointSigner {
-        CheckpointSigner::generate("twinseal.coordinator/test").unwrap().0
+        CheckpointSigner::generate("twinseal.coordinator/test")
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -568,8 +571,14 @@ mod tests {
             note.split("\n\n").next().unwrap().to_string() + "\n\n",
             note.trim_end().to_string(),
             // Bad base64, a short blob, a name with a space.
-            note.replace(" twinseal.coordinator/test ", " twinseal.coordinator/test !!"),
-            format!("{}\u{2014} twinseal.coordinator/test AAAA\n", &note[..note.find("\u{2014}").unwrap()]),
+            note.replace(
+                " twinseal.coordinator/test ",
+                " twinseal.coordinator/test !!",
+            ),
+            format!(
+                "{}\u{2014} twinseal.coordinator/test AAAA\n",
+                &note[..note.find("\u{2014}").unwrap()]
+            ),
             note.replace("\u{2014} twinseal", "\u{2014} twin seal"),
             // A carriage return (control character), an extra empty line.
             note.replacen('\n', "\r\n", 1),
@@ -579,7 +588,10 @@ mod tests {
             String::new(),
         ];
         for (i, bad) in cases.iter().enumerate() {
-            assert!(verify_checkpoint(bad, &vk).is_err(), "case {i} verified: {bad:?}");
+            assert!(
+                verify_checkpoint(bad, &vk).is_err(),
+                "case {i} verified: {bad:?}"
+            );
         }
         // A well-formed, signed text that is not a checkpoint.
         for body in [
@@ -592,7 +604,10 @@ mod tests {
         ] {
             let signed = s.sign_note(body);
             assert!(
-                matches!(verify_checkpoint(&signed, &vk), Err(Error::InvalidCheckpoint(_))),
+                matches!(
+                    verify_checkpoint(&signed, &vk),
+                    Err(Error::InvalidCheckpoint(_))
+                ),
                 "{body:?} accepted"
             );
         }

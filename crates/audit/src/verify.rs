@@ -116,7 +116,8 @@ impl fmt::Display for Report {
         if self.is_ok() {
             f.write_str("ok")?;
         } else {
-            write!(f, "{} problems", self.problems.len())?;
+            let n = self.problems.len();
+            write!(f, "{n} problem{}", if n == 1 { "" } else { "s" })?;
         }
         for p in &self.problems {
             write!(f, "\n  {p}")?;
@@ -473,9 +474,8 @@ impl Findings {
         if let Some((p, more, upto)) = tail_mismatch
             && more > 0
         {
-            self.problems[p].detail += &format!(
-                " ({more} later checkpoints, up to size {upto}, do not match either)"
-            );
+            self.problems[p].detail +=
+                &format!(" ({more} later checkpoints, up to size {upto}, do not match either)");
         }
 
         let covered = signed.last().map_or(0, |c| c.size);
@@ -539,7 +539,10 @@ impl Findings {
                 self.problem(
                     Some(e.index),
                     ProblemKind::MissingEvidence,
-                    format!("entry {} names evidence {d}, which the bundle lacks", e.index),
+                    format!(
+                        "entry {} names evidence {d}, which the bundle lacks",
+                        e.index
+                    ),
                 );
             } else if let Some(why) = bad.get(d) {
                 named.insert(d);
