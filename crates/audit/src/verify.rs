@@ -175,6 +175,33 @@ pub fn verify_bundle_with(bundle: &Bundle, key: &VerifierKey, trusted: Option<&s
     }
 }
 
+/// Which positions are out of order: those outside one longest
+/// non-decreasing subsequence of the indices (patience sorting, O(n log n)).
+/// So a swap names the two swapped entries, and an entry moved elsewhere
+/// names that entry alone, not every entry it jumped over.
+fn misplaced(indices: &[u64]) -> Vec<bool> {
+    let n = indices.len();
+    // tails[k]: the position ending the best non-decreasing run of length k + 1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut parent: Vec<Option<usize>> = vec![None; n];
+    for (p, &v) in indices.iter().enumerate() {
+        let k = tails.partition_point(|&t| indices[t] <= v);
+        parent[p] = k.checked_sub(1).map(|j| tails[j]);
+        if k == tails.len() {
+            tails.push(p);
+        } else {
+            tails[k] = p;
+        }
+    }
+    let mut out = vec![true; n];
+    let mut at = tails.last().copied();
+    while let Some(p) = at {
+        out[p] = false;
+        at = parent[p];
+    }
+    out
+}
+
 fn parse_hash(s: &str) -> Option<Hash> {
     let mut h = [0; 32];
     (s.len() == 64 && hex::decode_to_slice(s, &mut h).is_ok()).then_some(h)
@@ -209,24 +236,28 @@ impl Findings {
     /// leaf hash.
     fn order<'a>(&mut self, entries: &'a [Entry]) -> Vec<(&'a Entry, Hash)> {
         let n = entries.len();
-        let mut sorted: Vec<usize> = (0..n).collect();
-        sorted.sort_by_key(|&p| entries[p].index);
-        let mut rank = vec![0; n];
-        for (r, &p) in sorted.iter().enumerate() {
-            rank[p] = r;
-        }
-        for (p, e) in entries.iter().enumerate() {
-            if e.index != entries[sorted[p]].index {
-                self.problem(
-                    Some(e.index),
-                    ProblemKind::Reordered,
-                    format!(
-                        "entry {} is at position {p} of the bundle; its index puts it at position {}",
-                        e.index, rank[p]
-                    ),
-                );
+        let indices: Vec<u64> = entries.iter().map(|e| e.index).collect();
+        for (p, out) in misplaced(&indices).into_iter().enumerate() {
+            if !out {
+                continue;
             }
+            let place = match (p.checked_sub(1).map(|q| indices[q]), indices.get(p + 1)) {
+                (Some(a), Some(b)) => format!(", between entries {a} and {b}"),
+                (Some(a), None) => format!(", after entry {a}"),
+                (None, Some(b)) => format!(", before entry {b}"),
+                (None, None) => String::new(),
+            };
+            self.problem(
+                Some(indices[p]),
+                ProblemKind::Reordered,
+                format!(
+                    "entry {} is at position {p} of the bundle{place}, out of index order",
+                    indices[p]
+                ),
+            );
         }
+        let mut sorted: Vec<usize> = (0..n).collect();
+        sorted.sort_by_key(|&p| indices[p]);
 
         let mut log: Vec<(&Entry, Hash)> = Vec::with_capacity(n);
         let mut i = 0;
@@ -562,5 +593,32 @@ impl Findings {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::misplaced;
+
+    fn out(indices: &[u64]) -> Vec<u64> {
+        misplaced(indices)
+            .into_iter()
+            .zip(indices)
+            .filter(|(o, _)| *o)
+            .map(|(_, i)| *i)
+            .collect()
+    }
+
+    #[test]
+    fn misplaced_names_the_moved_entries_only() {
+        assert!(out(&[]).is_empty());
+        assert!(out(&[0, 1, 2, 3]).is_empty());
+        // A gap or a repeated index is not a reordering.
+        assert!(out(&[0, 1, 3, 4, 4, 5]).is_empty());
+        assert_eq!(out(&[0, 4, 2, 3, 1, 5]), vec![4, 1]);
+        assert_eq!(out(&[0, 2, 3, 4, 5, 1]), vec![1]);
+        assert_eq!(out(&[5, 0, 1, 2, 3, 4]), vec![5]);
+        assert_eq!(out(&[1, 0]).len(), 1);
+        assert_eq!(out(&[3, 2, 1, 0]).len(), 3);
     }
 }

@@ -244,6 +244,24 @@ fn swapped_entries_are_named() {
 }
 
 #[test]
+fn a_moved_entry_is_named_alone() {
+    let log = memory_log();
+    let mut bundle = export(&log);
+    let moved = bundle.entries.remove(7);
+    bundle.entries.push(moved);
+    let report = verify_bundle(&bundle, &key(&log));
+    assert_eq!(
+        found(&report),
+        vec![(ProblemKind::Reordered, Some(7))],
+        "{report}"
+    );
+    assert!(
+        report.problems[0].detail.contains("after entry 59"),
+        "{report}"
+    );
+}
+
+#[test]
 fn a_duplicated_entry_is_named() {
     let log = memory_log();
     let mut bundle = export(&log);
@@ -543,4 +561,16 @@ fn entries_read_back_as_appended() {
     }
     assert_eq!(entries[0].prev, "0".repeat(64));
     assert_eq!(entries[1].prev, hex::encode(entries[0].leaf_hash()));
+}
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    // The coordinator shares the signer across request tasks and hands
+    // bundles and reports to other threads.
+    fn check<T: Send + Sync>() {}
+    check::<CheckpointSigner>();
+    check::<VerifierKey>();
+    check::<Bundle>();
+    check::<Report>();
+    check::<Error>();
 }
