@@ -638,6 +638,33 @@ mod tests {
     }
 
     #[test]
+    fn proofs_of_a_smaller_tree_do_not_pass_for_a_larger_one() {
+        // The head of a one-leaf tree is that leaf; it is not the head of a
+        // two-leaf tree containing it, whatever the (empty) path says.
+        let all = synthetic(24);
+        assert!(!verify_inclusion(&all[0], 0, 2, &[], &all[0]));
+        assert!(!verify_inclusion(&all[1], 1, 2, &[], &all[1]));
+        // A consistency proof from `old` to `mid` does not prove the same
+        // heads consistent as trees of `old` and `new` leaves when the path
+        // ends before reaching the root of a `new`-leaf tree (sn != 0).
+        let tree = Tree::new(all);
+        for (old, mid, new) in [(1, 2, 3), (1, 2, 4), (2, 3, 5), (1, 4, 5), (3, 4, 6)] {
+            let proof = tree.consistency_proof(old, mid).unwrap();
+            assert!(verify_consistency(
+                old,
+                mid,
+                &tree.root(old),
+                &tree.root(mid),
+                &proof
+            ));
+            assert!(
+                !verify_consistency(old, new, &tree.root(old), &tree.root(mid), &proof),
+                "{old} -> {mid} passed as {old} -> {new}"
+            );
+        }
+    }
+
+    #[test]
     fn frontier_round_trips_and_refuses_wrong_lengths() {
         let mut f = Frontier::default();
         for (i, l) in synthetic(13).into_iter().enumerate() {

@@ -183,6 +183,8 @@ impl CheckpointSigner {
         }
         let doc =
             Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| Error::Crypto)?;
+        // `Document` zeroes its bytes on drop; the copy handed out is zeroed
+        // on drop too.
         let pkcs8 = Zeroizing::new(doc.as_ref().to_vec());
         let signer = Self::from_pkcs8(origin, &pkcs8)?;
         Ok((signer, pkcs8))
