@@ -574,3 +574,42 @@ fn shared_types_are_send_and_sync() {
     check::<Report>();
     check::<Error>();
 }
+
+#[test]
+fn random_edits_never_pass_as_the_signed_log() {
+    // The invariant of the fuzz target `audit_bundle`, on a fixed sequence
+    // of byte edits: whatever still parses verifies without panicking, and
+    // if the entries changed while the signed checkpoints stayed, the
+    // report is not clean.
+    let log = memory_log();
+    let vk = key(&log);
+    let genuine = AuditLog::export(&log.conn).unwrap();
+    let json = genuine.to_json();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut parsed = 0;
+    for _ in 0..3000 {
+        let mut edited = json.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() % edited.len() as u64) as usize;
+            edited[at] ^= 1 << (next() % 7);
+        }
+        let Ok(bundle) = Bundle::from_json(&edited) else {
+            continue;
+        };
+        parsed += 1;
+        let report = verify_bundle(&bundle, &vk);
+        if bundle == genuine {
+            assert!(report.is_ok() && report.warnings.is_empty(), "{report}");
+        } else if bundle.checkpoints == genuine.checkpoints && bundle.entries != genuine.entries {
+            assert!(!report.is_ok() || !report.warnings.is_empty(), "{report}");
+        }
+    }
+    // Enough edits survive parsing for the check to mean something.
+    assert!(parsed > 300, "only {parsed} edited bundles parsed");
+}
