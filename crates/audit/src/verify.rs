@@ -23,7 +23,9 @@ pub enum ProblemKind {
     /// An entry's content differs from what was logged (the hash chain
     /// breaks at it).
     Altered,
-    /// An entry is not at the position its index gives it.
+    /// An entry is out of index order in the bundle. The entries named are
+    /// the fewest whose moving explains the order (those outside a longest
+    /// ordered run): a swap names both, a moved entry names itself.
     Reordered,
     /// A second entry claims an index already taken.
     Inserted,
