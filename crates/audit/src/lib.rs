@@ -1,3 +1,63 @@
 //! Typed audit events, an append-only Merkle log (RFC 6962 hashing) with
 //! signed checkpoints (C2SP checkpoint format, Ed25519), export bundles and
-//! the offline verifier.
+//! the offline verifier. Specification: `docs/spec/audit-log.md`.
+//!
+//! - [`Event`]: what the coordinator records (attestations, certificates,
+//!   key lifecycle and releases, data keys, manifests, credentials,
+//!   tokenization). Identifiers and reasons only, never key material.
+//! - [`AuditLog`]: the log in the coordinator's SQLite database. Every write
+//!   takes the caller's [`rusqlite::Transaction`], so an entry commits or
+//!   rolls back with the state change it records. An append costs O(log n):
+//!   the tree is kept as its frontier (the roots of its perfect subtrees).
+//! - [`Entry`]: index, time (RFC 3339 UTC), `prev` (the leaf hash of the
+//!   entry before, a hash chain that lets the verifier name the entry that
+//!   changed) and the event. Leaf data is the entry's canonical JSON
+//!   ([`Entry::canonical_bytes`]); leaf hash `SHA-256(0x00 || data)`, node
+//!   hash `SHA-256(0x01 || left || right)`.
+//! - [`CheckpointSigner`], [`Checkpoint`], [`VerifierKey`],
+//!   [`verify_checkpoint`]: checkpoints `<origin>\n<size>\n<base64 root>\n`
+//!   in C2SP signed notes, and verifier keys in the note `vkey` form
+//!   (`<name>+<hash>+<base64 key>`).
+//! - [`Bundle`], [`verify_bundle`], [`verify_bundle_with`], [`Report`]: the
+//!   export and its verification, naming the kind and index of every
+//!   problem. Entries cut from the end of a log along with the checkpoints
+//!   that cover them are only detectable against a checkpoint obtained out
+//!   of band, which [`verify_bundle_with`] accepts.
+//! - [`verify_inclusion`], [`verify_consistency`]: RFC 9162 proof checks.
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use twinseal_audit::{AuditLog, Bundle, CheckpointSigner, Event, verify_bundle};
+//!
+//! let mut conn = rusqlite::Connection::open_in_memory()?;
+//! AuditLog::init(&conn)?;
+//! let (signer, _pkcs8) = CheckpointSigner::generate("twinseal.coordinator/example")?;
+//!
+//! let tx = conn.transaction()?;
+//! // ... the state change itself goes here, in the same transaction ...
+//! let event = Event::KeyDisabled { actor: "admin".into(), key: "k1".into() };
+//! AuditLog::append(&tx, SystemTime::now(), &event)?;
+//! AuditLog::checkpoint(&tx, &signer, SystemTime::now())?;
+//! tx.commit()?;
+//!
+//! let bundle = Bundle::from_json(&AuditLog::export(&conn)?.to_json())?;
+//! let report = verify_bundle(&bundle, &signer.verifier_key());
+//! assert!(report.is_ok(), "{report}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod bundle;
+mod error;
+mod event;
+mod log;
+mod merkle;
+mod note;
+mod verify;
+
+pub use bundle::{BUNDLE_VERSION, Bundle, MAX_BUNDLE_LEN};
+pub use error::{Error, Result};
+pub use event::{Entry, Event};
+pub use log::{AuditLog, MAX_ENTRY_LEN, MAX_EVIDENCE_LEN};
+pub use merkle::{Hash, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion};
+pub use note::{Checkpoint, CheckpointSigner, MAX_NOTE_LEN, VerifierKey, verify_checkpoint};
+pub use verify::{Problem, ProblemKind, Report, verify_bundle, verify_bundle_with};
