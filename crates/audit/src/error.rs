@@ -17,6 +17,9 @@ pub enum Error {
     /// frontier of the wrong length, a missing tree row).
     #[error("corrupt audit log: {0}")]
     Corrupt(String),
+    /// A write was attempted outside a transaction.
+    #[error("audit writes must run inside a transaction")]
+    NotInTransaction,
     /// A time before 1970 or after year 9999.
     #[error("time out of range for an audit entry")]
     InvalidTime,

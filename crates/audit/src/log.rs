@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::bundle::{BUNDLE_VERSION, Bundle};
 use crate::error::{Error, Result};
@@ -133,6 +133,15 @@ fn load_leaves(conn: &Connection, size: u64) -> Result<Vec<Hash>> {
     Ok(leaves)
 }
 
+/// Refuse to write outside a transaction (autocommit would split an
+/// append into separately committed statements).
+fn in_transaction(conn: &Connection) -> Result<()> {
+    if conn.is_autocommit() {
+        return Err(Error::NotInTransaction);
+    }
+    Ok(())
+}
+
 impl AuditLog {
     /// Create the `audit_` tables if they do not exist (idempotent).
     pub fn init(conn: &Connection) -> Result<()> {
@@ -140,13 +149,16 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Append `event`, appended at `at`, inside the caller's transaction;
-    /// returns the entry's index.
+    /// Append `event`, appended at `at`, inside the caller's transaction
+    /// (or a savepoint of it: `tx` is any connection with a transaction
+    /// open; outside one this is refused, since the entry and the tree
+    /// state must change atomically). Returns the entry's index.
     ///
     /// O(log n): one read of the tree row, one insert, one update and at
     /// most log₂ n node hashes (one on average). Events that name evidence
     /// must come after [`AuditLog::append_evidence`] stored it.
-    pub fn append(tx: &Transaction<'_>, at: SystemTime, event: &Event) -> Result<u64> {
+    pub fn append(tx: &Connection, at: SystemTime, event: &Event) -> Result<u64> {
+        in_transaction(tx)?;
         let time = format_time(at)?;
         if let Some(digest) = event.evidence_digest() {
             let held = tx
@@ -189,7 +201,8 @@ impl AuditLog {
 
     /// Store raw attestation evidence under its SHA-256 (lowercase hex),
     /// once however often it is stored; returns the digest for the event.
-    pub fn append_evidence(tx: &Transaction<'_>, evidence: &[u8]) -> Result<String> {
+    pub fn append_evidence(tx: &Connection, evidence: &[u8]) -> Result<String> {
+        in_transaction(tx)?;
         if evidence.len() > MAX_EVIDENCE_LEN {
             return Err(Error::EvidenceTooLarge {
                 len: evidence.len(),
@@ -206,10 +219,11 @@ impl AuditLog {
     /// per size: a second checkpoint of the same size is returned, not
     /// stored). `at` is recorded beside it; the signed text carries no time.
     pub fn checkpoint(
-        tx: &Transaction<'_>,
+        tx: &Connection,
         signer: &CheckpointSigner,
         at: SystemTime,
     ) -> Result<Checkpoint> {
+        in_transaction(tx)?;
         let time = format_time(at)?;
         let state = read_tree(tx)?;
         let cp = signer.sign_checkpoint(state.frontier.size(), &state.frontier.root());

@@ -440,6 +440,35 @@ fn a_rewritten_history_is_inconsistent() {
 }
 
 #[test]
+fn writes_outside_a_transaction_are_refused() {
+    let log = memory_log();
+    let size = AuditLog::size(&log.conn).unwrap();
+    assert!(matches!(
+        AuditLog::append(&log.conn, at(800), &event(800, None)),
+        Err(twinseal_audit::Error::NotInTransaction)
+    ));
+    assert!(AuditLog::append_evidence(&log.conn, b"quote").is_err());
+    assert!(AuditLog::checkpoint(&log.conn, &log.signer, at(801)).is_err());
+    assert_eq!(AuditLog::size(&log.conn).unwrap(), size);
+}
+
+#[test]
+fn a_savepoint_rolled_back_inside_a_committed_transaction_leaves_nothing() {
+    let mut log = memory_log();
+    let size = AuditLog::size(&log.conn).unwrap();
+    let root = AuditLog::root(&log.conn).unwrap();
+    let mut tx = log.conn.transaction().unwrap();
+    {
+        let sp = tx.savepoint().unwrap();
+        AuditLog::append(&sp, at(900), &event(900, None)).unwrap();
+        // Dropped without commit: the savepoint rolls back.
+    }
+    tx.commit().unwrap();
+    assert_eq!(AuditLog::size(&log.conn).unwrap(), size);
+    assert_eq!(AuditLog::root(&log.conn).unwrap(), root);
+}
+
+#[test]
 fn a_rolled_back_transaction_leaves_nothing() {
     let mut log = memory_log();
     let size = AuditLog::size(&log.conn).unwrap();
