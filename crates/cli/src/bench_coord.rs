@@ -64,7 +64,9 @@ const MEASUREMENT: [u8; 48] = [0x42; 48];
 
 /// Runs the benchmark.
 pub fn run(a: CoordinatorBench) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(bench(a))
 }
 
@@ -82,9 +84,13 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("https://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(twinseal_coordinator::tls::serve(state.clone(), listener, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(twinseal_coordinator::tls::serve(
+        state.clone(),
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let root = report.ca_pem.clone();
     let admin = Client::new(&url, &root, Some(report.admin_token.to_string()), None)?;
     let manifest = format!(
@@ -92,11 +98,20 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
          [apps.worker]\ntee = [\"simulated\"]\nmeasurements = [\"{}\"]\nkeys = [\"bench\"]\n",
         hex::encode(MEASUREMENT)
     );
-    let _: api::ManifestInfo = admin.put("/v1/manifest", &api::ManifestApplyRequest { manifest }).await?;
-    let req = api::CreateKeyRequest { name: "bench".into(), tags: Default::default(), required_context: Default::default() };
+    let _: api::ManifestInfo = admin
+        .put("/v1/manifest", &api::ManifestApplyRequest { manifest })
+        .await?;
+    let req = api::CreateKeyRequest {
+        name: "bench".into(),
+        tags: Default::default(),
+        required_context: Default::default(),
+    };
     let _: api::KeyInfo = admin.post("/v1/keys", &req).await?;
     let d = Duration::from_secs(a.seconds);
-    eprintln!("coordinator on {url}; {} clients, {} s per phase", a.clients, a.seconds);
+    eprintln!(
+        "coordinator on {url}; {} clients, {} s per phase",
+        a.clients, a.seconds
+    );
 
     // Phase 1: attestation + certificate issuance.
     let t0 = Instant::now();
@@ -150,7 +165,10 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
             let (mut lat, mut failed) = (Vec::new(), 0usize);
             while t0.elapsed() < d {
                 let s = Instant::now();
-                match c.post::<_, api::ReleaseResponse>("/v1/keys/bench/release", &()).await {
+                match c
+                    .post::<_, api::ReleaseResponse>("/v1/keys/bench/release", &())
+                    .await
+                {
                     Ok(_) => lat.push(s.elapsed()),
                     Err(_) => failed += 1,
                 }
@@ -174,9 +192,16 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
         .filter(|e| matches!(e.event, twinseal_audit::Event::KeyReleased { .. }))
         .count();
     let verified = twinseal_audit::verify_bundle(&bundle, state.verifier_key());
-    ensure!(verified.is_ok(), "audit log does not verify: {:?}", verified.problems);
+    ensure!(
+        verified.is_ok(),
+        "audit log does not verify: {:?}",
+        verified.problems
+    );
     let acked = release.ok + a.clients; // plus the warm-up releases
-    ensure!(audited >= acked, "{audited} releases audited but {acked} acknowledged");
+    ensure!(
+        audited >= acked,
+        "{audited} releases audited but {acked} acknowledged"
+    );
     let _ = stop_tx.send(());
     server.await?.context("server")?;
 
@@ -188,7 +213,10 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
             p.name, p.ok, p.failed, p.per_s, p.p50_ms, p.p99_ms, p.max_ms
         );
     }
-    println!("audit: {audited} releases audited (>= {acked} acknowledged), {} entries verify", bundle.entries.len());
+    println!(
+        "audit: {audited} releases audited (>= {acked} acknowledged), {} entries verify",
+        bundle.entries.len()
+    );
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&[&attest, &release])?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -48,7 +48,8 @@ impl RemoteArgs {
             .ca
             .as_deref()
             .context("no root certificate: give --ca ROOT.pem or set TWINSEAL_CA")?;
-        let root = std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let root =
+            std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
         let token = match &self.token_file {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -56,7 +57,9 @@ impl RemoteArgs {
                     .trim()
                     .to_string(),
             ),
-            None => std::env::var("TWINSEAL_TOKEN").ok().filter(|t| !t.is_empty()),
+            None => std::env::var("TWINSEAL_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         };
         Ok(Client::new(url, &root, token, None)?)
     }
@@ -132,8 +135,15 @@ pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
                 .with_context(|| format!("writing {}", config_path.display()))?;
             eprintln!("initialized the coordinator in {}", data_dir.display());
             eprintln!("  configuration: {}", config_path.display());
-            eprintln!("  root certificate: {} (sha256 {})", data_dir.join("ca.pem").display(), report.ca_fingerprint);
-            eprintln!("  audit verifier key: {}", data_dir.join("audit.pub").display());
+            eprintln!(
+                "  root certificate: {} (sha256 {})",
+                data_dir.join("ca.pem").display(),
+                report.ca_fingerprint
+            );
+            eprintln!(
+                "  audit verifier key: {}",
+                data_dir.join("audit.pub").display()
+            );
             if insecure_allow_simulated_tee {
                 eprintln!("  WARNING: insecure_allow_simulated_tee = true (development only)");
             }
@@ -180,23 +190,36 @@ pub fn run_manifest(cmd: ManifestCommand) -> Result<()> {
     let rt = runtime()?;
     match cmd {
         ManifestCommand::Apply { file, remote } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let c = remote.client()?;
-            let info: api::ManifestInfo =
-                rt.block_on(c.put("/v1/manifest", &api::ManifestApplyRequest { manifest: text }))?;
-            eprintln!("applied manifest version {} (sha256 {})", info.version, info.digest);
+            let info: api::ManifestInfo = rt.block_on(c.put(
+                "/v1/manifest",
+                &api::ManifestApplyRequest { manifest: text },
+            ))?;
+            eprintln!(
+                "applied manifest version {} (sha256 {})",
+                info.version, info.digest
+            );
             Ok(())
         }
         ManifestCommand::Show { remote } => {
             let info: api::ManifestInfo = rt.block_on(remote.client()?.get("/v1/manifest"))?;
-            eprintln!("# version {} applied {} by {}", info.version, info.applied_at, info.applied_by);
+            eprintln!(
+                "# version {} applied {} by {}",
+                info.version, info.applied_at, info.applied_by
+            );
             print!("{}", info.manifest.unwrap_or_default());
             Ok(())
         }
         ManifestCommand::Versions { remote } => {
-            let v: api::ManifestVersions = rt.block_on(remote.client()?.get("/v1/manifest/versions"))?;
+            let v: api::ManifestVersions =
+                rt.block_on(remote.client()?.get("/v1/manifest/versions"))?;
             for m in v.versions {
-                println!("{}\t{}\t{}\t{}", m.version, m.applied_at, m.applied_by, m.digest);
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    m.version, m.applied_at, m.applied_by, m.digest
+                );
             }
             Ok(())
         }
@@ -279,25 +302,46 @@ fn pairs(v: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
 pub fn run_remote_key(cmd: RemoteKeyCommand) -> Result<()> {
     let rt = runtime()?;
     let info: api::KeyInfo = match cmd {
-        RemoteKeyCommand::Create { name, tags, required_context, remote } => {
-            let req = api::CreateKeyRequest { name, tags: pairs(&tags)?, required_context: pairs(&required_context)? };
+        RemoteKeyCommand::Create {
+            name,
+            tags,
+            required_context,
+            remote,
+        } => {
+            let req = api::CreateKeyRequest {
+                name,
+                tags: pairs(&tags)?,
+                required_context: pairs(&required_context)?,
+            };
             rt.block_on(remote.client()?.post("/v1/keys", &req))?
         }
         RemoteKeyCommand::List { remote } => {
             let list: api::KeyList = rt.block_on(remote.client()?.get("/v1/keys"))?;
             return print_json(&list);
         }
-        RemoteKeyCommand::Show { name, remote } => rt.block_on(remote.client()?.get(&format!("/v1/keys/{name}")))?,
-        RemoteKeyCommand::Rotate { name, remote } => {
-            rt.block_on(remote.client()?.post(&format!("/v1/keys/{name}/rotate"), &()))?
+        RemoteKeyCommand::Show { name, remote } => {
+            rt.block_on(remote.client()?.get(&format!("/v1/keys/{name}")))?
         }
-        RemoteKeyCommand::Disable { name, remote } => {
-            rt.block_on(remote.client()?.post(&format!("/v1/keys/{name}/disable"), &()))?
-        }
-        RemoteKeyCommand::Enable { name, remote } => {
-            rt.block_on(remote.client()?.post(&format!("/v1/keys/{name}/enable"), &()))?
-        }
-        RemoteKeyCommand::Destroy { name, confirm, remote } => {
+        RemoteKeyCommand::Rotate { name, remote } => rt.block_on(
+            remote
+                .client()?
+                .post(&format!("/v1/keys/{name}/rotate"), &()),
+        )?,
+        RemoteKeyCommand::Disable { name, remote } => rt.block_on(
+            remote
+                .client()?
+                .post(&format!("/v1/keys/{name}/disable"), &()),
+        )?,
+        RemoteKeyCommand::Enable { name, remote } => rt.block_on(
+            remote
+                .client()?
+                .post(&format!("/v1/keys/{name}/enable"), &()),
+        )?,
+        RemoteKeyCommand::Destroy {
+            name,
+            confirm,
+            remote,
+        } => {
             if confirm != name {
                 bail!("--confirm must repeat the key name ({name}) to destroy it");
             }
@@ -324,7 +368,11 @@ pub fn run_user(cmd: UserCommand) -> Result<()> {
     let rt = runtime()?;
     match cmd {
         UserCommand::Token { name, remote } => {
-            let t: api::TokenResponse = rt.block_on(remote.client()?.post(&format!("/v1/users/{name}/token"), &()))?;
+            let t: api::TokenResponse = rt.block_on(
+                remote
+                    .client()?
+                    .post(&format!("/v1/users/{name}/token"), &()),
+            )?;
             eprintln!("token for {} (shown once):", t.user);
             println!("{}", t.token);
             Ok(())
@@ -365,8 +413,10 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
         AuditCommand::Export { output, remote } => {
             let rt = runtime()?;
             let bytes = rt.block_on(remote.client()?.get_bytes("/v1/audit/export"))?;
-            let bundle = Bundle::from_json(&bytes).context("the coordinator sent an invalid bundle")?;
-            std::fs::write(&output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+            let bundle =
+                Bundle::from_json(&bytes).context("the coordinator sent an invalid bundle")?;
+            std::fs::write(&output, &bytes)
+                .with_context(|| format!("writing {}", output.display()))?;
             eprintln!(
                 "wrote {} entries and {} checkpoints to {}",
                 bundle.entries.len(),
@@ -375,22 +425,34 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
             );
             Ok(())
         }
-        AuditCommand::Verify { bundle, key, trusted_checkpoint } => {
+        AuditCommand::Verify {
+            bundle,
+            key,
+            trusted_checkpoint,
+        } => {
             let key_text = if Path::new(&key).is_file() {
                 std::fs::read_to_string(&key).with_context(|| format!("reading {key}"))?
             } else {
                 key
             };
             let vkey: VerifierKey = key_text.trim().parse().context("invalid verifier key")?;
-            let bytes = std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
-            let b = Bundle::from_json(&bytes).with_context(|| format!("reading {}", bundle.display()))?;
+            let bytes =
+                std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
+            let b = Bundle::from_json(&bytes)
+                .with_context(|| format!("reading {}", bundle.display()))?;
             let trusted = match trusted_checkpoint {
-                Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                ),
                 None => None,
             };
             let report = twinseal_audit::verify_bundle_with(&b, &vkey, trusted.as_deref());
             let _ = verify_bundle; // the plain form is `verify_bundle_with(.., None)`
-            println!("entries: {}, checkpoints: {}", report.entries, report.checkpoints);
+            println!(
+                "entries: {}, checkpoints: {}",
+                report.entries, report.checkpoints
+            );
             if report.is_ok() {
                 println!("OK: every entry is included and consistent with the signed checkpoints");
                 return Ok(());
@@ -398,7 +460,10 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
             for p in &report.problems {
                 println!("PROBLEM: {p}");
             }
-            bail!("the audit bundle does not verify ({} problems)", report.problems.len())
+            bail!(
+                "the audit bundle does not verify ({} problems)",
+                report.problems.len()
+            )
         }
     }
 }
@@ -438,7 +503,11 @@ pub fn run_tokenize(args: TokenizeArgs, reverse: bool) -> Result<()> {
         tweak: args.tweak,
         version: args.version,
     };
-    let path = if reverse { "/v1/detokenize" } else { "/v1/tokenize" };
+    let path = if reverse {
+        "/v1/detokenize"
+    } else {
+        "/v1/tokenize"
+    };
     let rt = runtime()?;
     let out: api::TokenizeResponse = rt.block_on(args.remote.client()?.post(path, &req))?;
     eprintln!("key version {}", out.version);
@@ -449,26 +518,41 @@ pub fn run_tokenize(args: TokenizeArgs, reverse: bool) -> Result<()> {
 }
 
 fn file_key(b64: &str) -> Result<FileKey> {
-    let bytes = zeroize::Zeroizing::new(B64.decode(b64).context("the coordinator sent a bad file key")?);
-    let arr: [u8; 32] = bytes.as_slice().try_into().context("the coordinator sent a bad file key")?;
+    let bytes = zeroize::Zeroizing::new(
+        B64.decode(b64)
+            .context("the coordinator sent a bad file key")?,
+    );
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .context("the coordinator sent a bad file key")?;
     Ok(FileKey::from_bytes(arr))
 }
 
 /// Seal one file (or stdin) under a coordinator key: the coordinator makes
 /// the header and file key; the payload never leaves this machine.
-pub fn seal_remote(
+pub fn seal_remote<W: std::io::Write>(
     remote: &RemoteArgs,
     key: &str,
     context: &Context,
     input: &mut dyn Read,
-    sink: impl std::io::Write,
-) -> Result<impl std::io::Write> {
+    sink: W,
+) -> Result<W> {
     let rt = runtime()?;
     let req = api::DataKeyRequest {
-        context: context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        context: context
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
-    let dk: api::DataKeyResponse = rt.block_on(remote.client()?.post(&format!("/v1/keys/{key}/datakey"), &req))?;
-    let header = B64.decode(&dk.header).context("the coordinator sent a bad header")?;
+    let dk: api::DataKeyResponse = rt.block_on(
+        remote
+            .client()?
+            .post(&format!("/v1/keys/{key}/datakey"), &req),
+    )?;
+    let header = B64
+        .decode(&dk.header)
+        .context("the coordinator sent a bad header")?;
     let fk = file_key(&dk.file_key)?;
     let mut sealer = twinseal_envelope::Sealer::with_header(sink, &header, &fk)?;
     sealer.copy_from(input)?;
@@ -486,8 +570,14 @@ pub fn unseal_remote(
 ) -> Result<()> {
     let header = Header::read_from(&mut input).context("reading the sealed header")?;
     let rt = runtime()?;
-    let req = api::UnwrapRequest { header: B64.encode(header.as_bytes()) };
-    let uk: api::UnwrapResponse = rt.block_on(remote.client()?.post(&format!("/v1/keys/{key}/unwrap"), &req))?;
+    let req = api::UnwrapRequest {
+        header: B64.encode(header.as_bytes()),
+    };
+    let uk: api::UnwrapResponse = rt.block_on(
+        remote
+            .client()?
+            .post(&format!("/v1/keys/{key}/unwrap"), &req),
+    )?;
     let fk = file_key(&uk.file_key)?;
     let chained = std::io::Cursor::new(header.as_bytes().to_vec()).chain(input);
     let mut opener = twinseal_envelope::Opener::with_file_key(chained, &fk, context)?;

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod attest;
-mod coord;
 mod bench;
 mod bench_coord;
+mod coord;
 mod data;
 mod demo;
 mod model_cmd;

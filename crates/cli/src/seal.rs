@@ -107,13 +107,20 @@ pub fn run_seal(args: SealArgs) -> Result<()> {
     if args.remote.is_set() {
         let name = remote_key_name(&args.keys)?;
         if !is_stdio(&args.input) && args.input.is_dir() {
-            bail!("sealing a directory under a coordinator key is not supported yet: seal its files, or use a local key file");
+            bail!(
+                "sealing a directory under a coordinator key is not supported yet: seal its files, or use a local key file"
+            );
         }
         let (input, len) = open_input(&args.input)?;
         let mut input = progress(len, "sealing").wrap_read(input);
         let sink = Output::create(&args.output)?;
         crate::coord::seal_remote(&args.remote, &name, &context, &mut input, sink)
-            .with_context(|| format!("sealing {} under coordinator key {name}", args.input.display()))?
+            .with_context(|| {
+                format!(
+                    "sealing {} under coordinator key {name}",
+                    args.input.display()
+                )
+            })?
             .commit()?;
         return Ok(());
     }
@@ -152,8 +159,14 @@ pub fn run_unseal(args: UnsealArgs) -> Result<()> {
         let (input, len) = open_input(&args.input)?;
         let input = progress(len, "unsealing").wrap_read(input);
         let mut sink = Output::create(&args.output)?;
-        crate::coord::unseal_remote(&args.remote, &name, &context, input, &mut sink)
-            .with_context(|| format!("unsealing {} with coordinator key {name}", args.input.display()))?;
+        crate::coord::unseal_remote(&args.remote, &name, &context, input, &mut sink).with_context(
+            || {
+                format!(
+                    "unsealing {} with coordinator key {name}",
+                    args.input.display()
+                )
+            },
+        )?;
         return sink.commit();
     }
     let keys = read_keys(&args.keys)?;

@@ -25,7 +25,11 @@ fn twinseal() -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(dir: &Path) -> Child {
@@ -48,7 +52,10 @@ async fn wait_healthy(c: &Client, child: &mut Child) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the coordinator exited during start: {status}");
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "the coordinator did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the coordinator did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -66,17 +73,32 @@ fn every_acknowledged_write_survives_sigkill() {
     let out = twinseal()
         .args(["coordinator", "init", "--data-dir"])
         .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--insecure-allow-simulated-tee"])
-        .args(["--simulated-platform-key", &hex::encode(platform.public_key())])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--insecure-allow-simulated-tee",
+        ])
+        .args([
+            "--simulated-platform-key",
+            &hex::encode(platform.public_key()),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let admin_token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let root = std::fs::read_to_string(data.join("ca.pem")).unwrap();
     let url = format!("https://127.0.0.1:{port}");
     let admin = Client::new(&url, &root, Some(admin_token), None).unwrap();
     let anon = Client::new(&url, &root, None, None).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
     let mut child = start(&data);
     let (app, auditor) = rt.block_on(async {
@@ -86,13 +108,24 @@ fn every_acknowledged_write_survives_sigkill() {
              [apps.worker]\ntee = [\"simulated\"]\nmeasurements = [\"{}\"]\nkeys = [\"hot\"]\n",
             hex::encode(MEASUREMENT)
         );
-        let _: api::ManifestInfo = admin.put("/v1/manifest", &api::ManifestApplyRequest { manifest }).await.unwrap();
+        let _: api::ManifestInfo = admin
+            .put("/v1/manifest", &api::ManifestApplyRequest { manifest })
+            .await
+            .unwrap();
         let t: api::TokenResponse = admin.post("/v1/users/audrey/token", &()).await.unwrap();
         let auditor = Client::new(&url, &root, Some(t.token), None).unwrap();
-        let req = api::CreateKeyRequest { name: "hot".into(), tags: Default::default(), required_context: Default::default() };
+        let req = api::CreateKeyRequest {
+            name: "hot".into(),
+            tags: Default::default(),
+            required_context: Default::default(),
+        };
         let _: api::KeyInfo = admin.post("/v1/keys", &req).await.unwrap();
         let id = anon
-            .attest("worker", &[], |rd| Ok(platform.attest_with_measurement(&MEASUREMENT, rd, SystemTime::now()).unwrap()))
+            .attest("worker", &[], |rd| {
+                Ok(platform
+                    .attest_with_measurement(&MEASUREMENT, rd, SystemTime::now())
+                    .unwrap())
+            })
             .await
             .unwrap();
         let app = anon.with_identity(&root, id.identity()).unwrap();
@@ -118,7 +151,11 @@ fn every_acknowledged_write_survives_sigkill() {
                     while Instant::now() < stop + Duration::from_millis(200) {
                         let name = format!("c{cycle}-w{w}-{n}");
                         n += 1;
-                        let req = api::CreateKeyRequest { name: name.clone(), tags: Default::default(), required_context: Default::default() };
+                        let req = api::CreateKeyRequest {
+                            name: name.clone(),
+                            tags: Default::default(),
+                            required_context: Default::default(),
+                        };
                         match admin.post::<_, api::KeyInfo>("/v1/keys", &req).await {
                             Ok(_) => keys.lock().unwrap().push(name),
                             Err(_) => break,
@@ -128,7 +165,10 @@ fn every_acknowledged_write_survives_sigkill() {
                 let (app, count) = (app.clone(), acked_releases.clone());
                 tasks.push(tokio::spawn(async move {
                     while Instant::now() < stop + Duration::from_millis(200) {
-                        match app.post::<_, api::ReleaseResponse>("/v1/keys/hot/release", &()).await {
+                        match app
+                            .post::<_, api::ReleaseResponse>("/v1/keys/hot/release", &())
+                            .await
+                        {
                             Ok(_) => {
                                 count.fetch_add(1, Ordering::SeqCst);
                             }

@@ -27,10 +27,13 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 
 /// The critical extension marking a certificate issued on simulated-TEE
-/// evidence (a UUID-based OID under 2.25, needing no registration).
-pub const SIMULATED_TEE_OID: &[u64] = &[2, 25, 196_556_074_163_398_467_012_391_384_201_238_574_310];
+/// evidence. Registration-free OIDs live under 2.25 with a UUID as the
+/// arc; rcgen's encoder takes 64-bit arcs only, so this one uses a random
+/// 63-bit arc under 2.25 (collision odds are negligible). It is meant to be
+/// unknown to every generic TLS stack.
+pub const SIMULATED_TEE_OID: &[u64] = &[2, 25, 5410305570973032867];
 /// The same OID as dotted text.
-pub const SIMULATED_TEE_OID_STR: &str = "2.25.196556074163398467012391384201238574310";
+pub const SIMULATED_TEE_OID_STR: &str = "2.25.5410305570973032867";
 
 /// Largest CSR accepted, bytes.
 pub const MAX_CSR_LEN: usize = 16 * 1024;
@@ -107,8 +110,7 @@ impl Ca {
     /// Load a root from its certificate and PKCS#8 key.
     pub fn from_parts(cert_der: Vec<u8>, key_pkcs8: &[u8]) -> Result<Ca> {
         let key = KeyPair::try_from(key_pkcs8).map_err(crypto)?;
-        let issuer =
-            Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key).map_err(crypto)?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key).map_err(crypto)?;
         Ok(Ca { cert_der, issuer })
     }
 
@@ -124,7 +126,10 @@ impl Ca {
 
     /// SHA-256 of the root's DER, hex: what clients pin.
     pub fn fingerprint(&self) -> String {
-        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.cert_der))
+        hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &self.cert_der,
+        ))
     }
 
     /// A TLS server certificate for the coordinator itself.
@@ -162,9 +167,9 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        params.subject_alt_names.retain(|s| {
-            matches!(s, SanType::DnsName(_) | SanType::IpAddress(_))
-        });
+        params
+            .subject_alt_names
+            .retain(|s| matches!(s, SanType::DnsName(_) | SanType::IpAddress(_)));
         params.subject_alt_names.push(SanType::URI(
             format!("twinseal://app/{}", req.app)
                 .try_into()
@@ -336,7 +341,10 @@ mod tests {
         for (text, why) in [
             ("not a csr".to_string(), "PEM"),
             (pem("CERTIFICATE REQUEST", &tampered), "CSR rejected"),
-            (pem("CERTIFICATE REQUEST", &good[..good.len() / 2]), "CSR rejected"),
+            (
+                pem("CERTIFICATE REQUEST", &good[..good.len() / 2]),
+                "CSR rejected",
+            ),
             ("x".repeat(MAX_CSR_LEN + 1), "too large"),
         ] {
             let e = parse_csr(&text).err().expect("rejected").to_string();

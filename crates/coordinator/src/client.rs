@@ -30,6 +30,24 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Always presents one certificate.
+#[derive(Debug)]
+struct FixedClientCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// An app identity for mutual TLS: certificate chain and key, PEM.
 pub struct Identity {
     /// Certificate(s), PEM.
@@ -45,7 +63,12 @@ fn http(e: impl std::fmt::Display) -> Error {
 impl Client {
     /// A client for `base_url` (e.g. `https://127.0.0.1:8443`) trusting
     /// only `root_pem`.
-    pub fn new(base_url: &str, root_pem: &str, token: Option<String>, identity: Option<Identity>) -> Result<Client> {
+    pub fn new(
+        base_url: &str,
+        root_pem: &str,
+        token: Option<String>,
+        identity: Option<Identity>,
+    ) -> Result<Client> {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
             roots
@@ -66,8 +89,18 @@ impl Client {
                     .map_err(|_| Error::Config("client certificate is not PEM".into()))?;
                 let key = PrivateKeyDer::from_pem_slice(&id.key_der)
                     .or_else(|_| PrivateKeyDer::try_from(id.key_der.to_vec()))
-                    .map_err(|_| Error::Config("client key is neither PEM nor PKCS#8 DER".into()))?;
-                builder.with_client_auth_cert(chain, key).map_err(http)?
+                    .map_err(|_| {
+                        Error::Config("client key is neither PEM nor PKCS#8 DER".into())
+                    })?;
+                // Not `with_client_auth_cert`: it re-parses the certificate
+                // with webpki, which refuses the critical simulated-TEE
+                // extension (see `tls`). The key is loaded by the provider.
+                let signer = crate::tls::provider()
+                    .key_provider
+                    .load_private_key(key)
+                    .map_err(http)?;
+                let certified = rustls::sign::CertifiedKey::new(chain, signer);
+                builder.with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(certified))))
             }
             None => builder.with_no_client_auth(),
         };
@@ -89,7 +122,10 @@ impl Client {
             Some(t) => req.bearer_auth(t.as_str()),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| Error::Http(format!("{e:#}")))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::Http(format!("{e:#}")))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(http)?;
         if !status.is_success() {
@@ -162,27 +198,34 @@ impl Client {
     /// `collect` produce evidence for `report_data(challenge, public key)`,
     /// and exchange it with a CSR for a certificate. `names` are the DNS
     /// names or IP addresses the certificate should also serve.
-    pub async fn attest<F>(&self, app: &str, names: &[String], collect: F) -> Result<AttestedIdentity>
+    pub async fn attest<F>(
+        &self,
+        app: &str,
+        names: &[String],
+        collect: F,
+    ) -> Result<AttestedIdentity>
     where
         F: FnOnce(&[u8; 64]) -> Result<twinseal_attest::Evidence>,
     {
         use base64::Engine;
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| Error::Crypto(e.to_string()))?;
-        let params = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| Error::Crypto(e.to_string()))?;
+        let params = rcgen::CertificateParams::new(names.to_vec())
+            .map_err(|e| Error::Crypto(e.to_string()))?;
         let csr = params
             .serialize_request(&key)
             .map_err(|e| Error::Crypto(e.to_string()))?;
         let csr_pem = csr.pem().map_err(|e| Error::Crypto(e.to_string()))?;
         let spki = crate::ca::parse_csr(&csr_pem)?.spki_der;
         let ch: api::ChallengeResponse = self.post("/v1/attest/challenge", &()).await?;
-        let challenge = hex::decode(&ch.challenge).map_err(|_| Error::Http("bad challenge".into()))?;
+        let challenge =
+            hex::decode(&ch.challenge).map_err(|_| Error::Http("bad challenge".into()))?;
         let rd = twinseal_attest::report_data(&challenge, &spki);
         let evidence = collect(&rd)?;
         let vcek = match &evidence {
-            twinseal_attest::Evidence::SevSnp { vcek_der: Some(v), .. } => {
-                Some(base64::engine::general_purpose::STANDARD.encode(v))
-            }
+            twinseal_attest::Evidence::SevSnp {
+                vcek_der: Some(v), ..
+            } => Some(base64::engine::general_purpose::STANDARD.encode(v)),
             _ => None,
         };
         let req = api::AttestRequest {

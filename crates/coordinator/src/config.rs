@@ -142,8 +142,8 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let mut c: Config = toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mut c: Config =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         if c.data_dir.is_relative() {
             c.data_dir = base.join(&c.data_dir);
@@ -181,11 +181,13 @@ impl Config {
             return bad("request_timeout_secs and max_concurrent_requests must be positive");
         }
         if !self.simulated_platform_keys.is_empty() && !self.insecure_allow_simulated_tee {
-            return bad(
-                "simulated_platform_keys is set but insecure_allow_simulated_tee is false",
-            );
+            return bad("simulated_platform_keys is set but insecure_allow_simulated_tee is false");
         }
-        for k in self.simulated_platform_keys.iter().chain(&self.placement_keys) {
+        for k in self
+            .simulated_platform_keys
+            .iter()
+            .chain(&self.placement_keys)
+        {
             if hex::decode(k).is_err() {
                 return bad("platform and placement keys must be hex");
             }
@@ -210,7 +212,10 @@ mod tests {
         std::fs::write(&path, Config::default().to_toml()).unwrap();
         let c = Config::load(&path).unwrap();
         assert_eq!(c.data_dir, dir.path().join("."));
-        assert!(!c.insecure_allow_simulated_tee, "insecure mode is off by default");
+        assert!(
+            !c.insecure_allow_simulated_tee,
+            "insecure mode is off by default"
+        );
     }
 
     #[test]
@@ -220,7 +225,10 @@ mod tests {
         for (text, why) in [
             ("colour = 1", "unknown field"),
             ("cert_lifetime_secs = 1", "cert_lifetime_secs"),
-            ("simulated_platform_keys = [\"00\"]", "insecure_allow_simulated_tee"),
+            (
+                "simulated_platform_keys = [\"00\"]",
+                "insecure_allow_simulated_tee",
+            ),
             ("listen = \"nowhere\"", "listen"),
         ] {
             std::fs::write(&path, text).unwrap();

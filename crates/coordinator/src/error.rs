@@ -43,6 +43,9 @@ pub enum Error {
     /// The master key could not wrap or unwrap.
     #[error("master key: {0}")]
     MasterKey(#[from] crate::master::MasterKeyError),
+    /// Producing or checking evidence failed (the attesting side).
+    #[error("attestation: {0}")]
+    Attest(#[from] twinseal_attest::Error),
     /// The store failed.
     #[error("store: {0}")]
     Store(String),

@@ -302,7 +302,10 @@ async fn create_token(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<api::TokenResponse>)> {
     caller.require_role(ADMIN)?;
-    Ok((StatusCode::CREATED, Json(s.create_token(&caller, &name).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.create_token(&caller, &name).await?),
+    ))
 }
 
 async fn list_certificates(

@@ -198,9 +198,14 @@ pub fn valid_name(s: &str) -> bool {
 }
 
 fn tee_kind(s: &str) -> Option<TeeKind> {
-    [TeeKind::Sgx, TeeKind::Tdx, TeeKind::SevSnp, TeeKind::Simulated]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+    [
+        TeeKind::Sgx,
+        TeeKind::Tdx,
+        TeeKind::SevSnp,
+        TeeKind::Simulated,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == s)
 }
 
 impl Manifest {
@@ -247,8 +252,13 @@ impl Manifest {
                 return bad(format!("app {name} allows no measurement or signer"));
             }
             for m in app.measurements.iter().chain(&app.signers) {
-                if m.is_empty() || hex::decode(m).is_err() || m.chars().any(|c| c.is_ascii_uppercase()) {
-                    return bad(format!("app {name}: measurement {m:?} is not lowercase hex"));
+                if m.is_empty()
+                    || hex::decode(m).is_err()
+                    || m.chars().any(|c| c.is_ascii_uppercase())
+                {
+                    return bad(format!(
+                        "app {name}: measurement {m:?} is not lowercase hex"
+                    ));
                 }
             }
             for k in &app.keys {
@@ -357,10 +367,22 @@ output_key = "out-key"
     fn fail_bad_manifests() {
         for (bad, why) in [
             ("[users.admin]\nroles = [\"root\"]", "unknown variant"),
-            ("[apps.w]\ntee = [\"sgx\"]\nmeasurements = [\"zz\"]", "not lowercase hex"),
-            ("[apps.w]\ntee = [\"nitro\"]\nmeasurements = [\"00\"]", "unknown TEE kind"),
-            ("[apps.w]\ntee = []\nmeasurements = [\"00\"]", "names no TEE kind"),
-            ("[apps.\"a b\"]\ntee = [\"sgx\"]\nmeasurements = [\"00\"]", "invalid name"),
+            (
+                "[apps.w]\ntee = [\"sgx\"]\nmeasurements = [\"zz\"]",
+                "not lowercase hex",
+            ),
+            (
+                "[apps.w]\ntee = [\"nitro\"]\nmeasurements = [\"00\"]",
+                "unknown TEE kind",
+            ),
+            (
+                "[apps.w]\ntee = []\nmeasurements = [\"00\"]",
+                "names no TEE kind",
+            ),
+            (
+                "[apps.\"a b\"]\ntee = [\"sgx\"]\nmeasurements = [\"00\"]",
+                "invalid name",
+            ),
             ("colour = \"red\"", "unknown field"),
             (
                 "[workflows.w]\ninput = \"nope\"\napp = \"a\"\noutput = \"o\"\noutput_key = \"k\"",

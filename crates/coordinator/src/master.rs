@@ -331,7 +331,7 @@ impl From<String> for Pin {
 /// key_label = "twinseal-master"
 /// # pin_env = "TWINSEAL_PKCS11_PIN"
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum MasterKeyConfig {
     /// A key file ([`FileMasterKey`]).
@@ -346,7 +346,7 @@ pub enum MasterKeyConfig {
 
 /// Which PKCS#11 module, token and key hold the master key. Holds no secret:
 /// the PIN is read from the environment variable named by `pin_env`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pkcs11Config {
     /// The module (shared library). A bare file name is left to the dynamic

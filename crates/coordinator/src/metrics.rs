@@ -58,7 +58,11 @@ impl Metrics {
         let attest_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let login_failures = Counter::default();
         registry.register("key_releases", "Key releases by outcome", releases.clone());
-        registry.register("attestations", "Attestations by outcome", attestations.clone());
+        registry.register(
+            "attestations",
+            "Attestations by outcome",
+            attestations.clone(),
+        );
         registry.register(
             "key_release_seconds",
             "Key release latency (including the durable audit write)",
@@ -69,8 +73,16 @@ impl Metrics {
             "Attestation and certificate issuance latency",
             attest_seconds.clone(),
         );
-        registry.register("login_failures", "Rejected credentials", login_failures.clone());
-        registry.register("http_responses", "HTTP responses by status class", responses.clone());
+        registry.register(
+            "login_failures",
+            "Rejected credentials",
+            login_failures.clone(),
+        );
+        registry.register(
+            "http_responses",
+            "HTTP responses by status class",
+            responses.clone(),
+        );
         Metrics {
             registry,
             releases,

@@ -273,14 +273,16 @@ fn new_token() -> Result<(Zeroizing<String>, [u8; 32])> {
 }
 
 /// The manifest `init` applies: one admin user.
-pub const INITIAL_MANIFEST: &str = "# Applied by `twinseal coordinator init`.\n[users.admin]\nroles = [\"admin\"]\n";
+pub const INITIAL_MANIFEST: &str =
+    "# Applied by `twinseal coordinator init`.\n[users.admin]\nroles = [\"admin\"]\n";
 
 /// Create the state in `config.data_dir`: database, master key, root CA,
 /// server certificate, audit signing key, the first manifest and the
 /// first admin token. Refuses to touch an existing database.
 pub fn init(config: &Config) -> Result<InitReport> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let db_path = dir.join(store::DB_FILE);
     if db_path.exists() {
         return Err(Error::Conflict(format!(
@@ -348,7 +350,8 @@ pub fn init(config: &Config) -> Result<InitReport> {
     // Auditors verify exports with this key; it is public.
     std::fs::write(dir.join("audit.pub"), format!("{vkey}\n"))
         .map_err(|e| Error::io("writing audit.pub", e))?;
-    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).map_err(|e| Error::io("writing ca.pem", e))?;
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem())
+        .map_err(|e| Error::io("writing ca.pem", e))?;
     Ok(InitReport {
         admin_token: token,
         ca_fingerprint: ca.fingerprint(),
@@ -416,9 +419,12 @@ impl Coordinator {
             let keys = config
                 .simulated_platform_keys
                 .iter()
-                .map(|k| hex::decode(k).map_err(|_| Error::Config("simulated key is not hex".into())))
+                .map(|k| {
+                    hex::decode(k).map_err(|_| Error::Config("simulated key is not hex".into()))
+                })
                 .collect::<Result<Vec<_>>>()?;
-            verifiers = verifiers.insecure_allow_simulated_tee(SimulatedVerifier::insecure_new(keys));
+            verifiers =
+                verifiers.insecure_allow_simulated_tee(SimulatedVerifier::insecure_new(keys));
         }
         let placement_keys = config
             .placement_keys
@@ -438,7 +444,9 @@ impl Coordinator {
         let mut tokens = HashMap::new();
         {
             let mut st = conn.prepare("SELECT hash, user FROM tokens")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })?;
             for row in rows {
                 let (h, u) = row?;
                 if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
@@ -505,7 +513,10 @@ impl Coordinator {
 
     /// The manifest in force.
     pub fn manifest(&self) -> Arc<ActiveManifest> {
-        self.manifest.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.manifest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Flush and stop the store writer.
@@ -535,7 +546,10 @@ impl Coordinator {
             .get(&hash)
             .cloned();
         let m = self.manifest();
-        match user.as_ref().and_then(|u| m.manifest.users.get(u).map(|x| (u, x))) {
+        match user
+            .as_ref()
+            .and_then(|u| m.manifest.users.get(u).map(|x| (u, x)))
+        {
             Some((name, u)) => Ok(Caller::User(UserCaller {
                 name: name.clone(),
                 roles: u.roles.iter().copied().collect(),
@@ -702,7 +716,10 @@ impl Coordinator {
         ) {
             Ok(c) => c,
             Err(e) => {
-                let reason = e.reason().map(str::to_string).unwrap_or_else(|| e.to_string());
+                let reason = e
+                    .reason()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.to_string());
                 return reject(vec![reason], evidence.bytes().to_vec()).await;
             }
         };
@@ -715,7 +732,11 @@ impl Coordinator {
         match (m.manifest.apps.get(&req.app), m.policies.get(&req.app)) {
             (Some(_), Some(policy)) => {
                 if !m.manifest.app_allows_tee(&req.app, claims.tee()) {
-                    reasons.push(format!("TEE kind {} is not allowed for app {}", claims.tee(), req.app));
+                    reasons.push(format!(
+                        "TEE kind {} is not allowed for app {}",
+                        claims.tee(),
+                        req.app
+                    ));
                 }
                 let d = policy
                     .evaluate(
@@ -840,7 +861,12 @@ impl Coordinator {
     /// Unwrapped material of one version (cached in memory).
     fn material(&self, name: &str, version: u32) -> Result<Arc<Material>> {
         let k = (name.to_string(), version);
-        if let Some(m) = self.material.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
+        if let Some(m) = self
+            .material
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&k)
+        {
             return Ok(m.clone());
         }
         let wrapped: Option<Vec<u8>> = self.store.read(|c| {
@@ -852,13 +878,14 @@ impl Coordinator {
             .optional()?
             .flatten())
         })?;
-        let wrapped =
-            wrapped.ok_or_else(|| Error::KeyUnavailable(format!("{name} v{version} has no material")))?;
+        let wrapped = wrapped
+            .ok_or_else(|| Error::KeyUnavailable(format!("{name} v{version} has no material")))?;
         let plain = self.master.unwrap(&wrapped, &key_aad(name, version))?;
-        let bytes: [u8; 32] = plain
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Store(format!("{name} v{version}: stored key has the wrong length")))?;
+        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| {
+            Error::Store(format!(
+                "{name} v{version}: stored key has the wrong length"
+            ))
+        })?;
         let m = Arc::new(Material(Zeroizing::new(bytes)));
         self.material
             .lock()
@@ -881,7 +908,11 @@ impl Coordinator {
     }
 
     /// Create a key (version 1).
-    pub async fn create_key(&self, caller: &Caller, req: api::CreateKeyRequest) -> Result<api::KeyInfo> {
+    pub async fn create_key(
+        &self,
+        caller: &Caller,
+        req: api::CreateKeyRequest,
+    ) -> Result<api::KeyInfo> {
         let actor = caller.actor();
         if !valid_name(&req.name) {
             return Err(Error::BadRequest(
@@ -891,15 +922,18 @@ impl Coordinator {
         let ctx = Context::from_pairs(req.required_context.clone())
             .map_err(|e| Error::BadRequest(format!("required_context: {e}")))?;
         if ctx.has_reserved_keys() {
-            return Err(Error::BadRequest("required_context uses reserved keys".into()));
+            return Err(Error::BadRequest(
+                "required_context uses reserved keys".into(),
+            ));
         }
         let wrapped = self.new_wrapped(&req.name, 1)?;
         let now = rfc3339(SystemTime::now());
         let name = req.name.clone();
         let tags = req.tags.clone();
-        let tags_json = serde_json::to_string(&req.tags).map_err(|e| Error::BadRequest(e.to_string()))?;
-        let ctx_json =
-            serde_json::to_string(&req.required_context).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let tags_json =
+            serde_json::to_string(&req.tags).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let ctx_json = serde_json::to_string(&req.required_context)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
         self.store
             .write(move |c| {
                 let exists: bool = c
@@ -942,7 +976,9 @@ impl Coordinator {
 
     /// Rotate: a new current version; old versions keep opening old data.
     pub async fn rotate_key(&self, caller: &Caller, name: &str) -> Result<api::KeyInfo> {
-        let meta = self.key_meta(name).ok_or_else(|| Error::NotFound(format!("key {name}")))?;
+        let meta = self
+            .key_meta(name)
+            .ok_or_else(|| Error::NotFound(format!("key {name}")))?;
         if meta.state == api::KeyState::Destroyed {
             return Err(Error::KeyUnavailable(format!("key {name} is destroyed")));
         }
@@ -976,7 +1012,12 @@ impl Coordinator {
     }
 
     /// Disable or enable a key.
-    pub async fn set_key_enabled(&self, caller: &Caller, name: &str, enabled: bool) -> Result<api::KeyInfo> {
+    pub async fn set_key_enabled(
+        &self,
+        caller: &Caller,
+        name: &str,
+        enabled: bool,
+    ) -> Result<api::KeyInfo> {
         let actor = caller.actor();
         let n = name.to_string();
         self.store
@@ -989,11 +1030,20 @@ impl Coordinator {
                     return Err(Error::KeyUnavailable(format!("key {n} is destroyed")));
                 }
                 let new = if enabled { "enabled" } else { "disabled" };
-                c.execute("UPDATE keys SET state = ?2 WHERE name = ?1", params![n, new])?;
+                c.execute(
+                    "UPDATE keys SET state = ?2 WHERE name = ?1",
+                    params![n, new],
+                )?;
                 let ev = if enabled {
-                    Event::KeyEnabled { actor, key: n.clone() }
+                    Event::KeyEnabled {
+                        actor,
+                        key: n.clone(),
+                    }
                 } else {
-                    Event::KeyDisabled { actor, key: n.clone() }
+                    Event::KeyDisabled {
+                        actor,
+                        key: n.clone(),
+                    }
                 };
                 AuditLog::append(c, SystemTime::now(), &ev)?;
                 Ok(())
@@ -1046,10 +1096,15 @@ impl Coordinator {
     }
 
     fn usable_key(&self, name: &str) -> Result<KeyMeta> {
-        let meta = self.key_meta(name).ok_or_else(|| Error::NotFound(format!("key {name}")))?;
+        let meta = self
+            .key_meta(name)
+            .ok_or_else(|| Error::NotFound(format!("key {name}")))?;
         match meta.state {
             api::KeyState::Enabled => Ok(meta),
-            s => Err(Error::KeyUnavailable(format!("key {name} is {}", state_str(s)))),
+            s => Err(Error::KeyUnavailable(format!(
+                "key {name} is {}",
+                state_str(s)
+            ))),
         }
     }
 
@@ -1075,7 +1130,12 @@ impl Coordinator {
     /// A fresh envelope header with one stanza under the key's current
     /// version, and its file key. For admins, data owners and apps the
     /// manifest gives the key.
-    pub async fn data_key(&self, caller: &Caller, name: &str, req: api::DataKeyRequest) -> Result<api::DataKeyResponse> {
+    pub async fn data_key(
+        &self,
+        caller: &Caller,
+        name: &str,
+        req: api::DataKeyRequest,
+    ) -> Result<api::DataKeyResponse> {
         let allowed = self.may_use_key_as_app(caller, name)
             || caller.require_role(&[Role::Admin, Role::DataOwner]).is_ok();
         if !allowed {
@@ -1083,14 +1143,22 @@ impl Coordinator {
                 Caller::Anonymous => return Err(Error::Unauthenticated),
                 _ => Error::Forbidden(format!("may not use key {name}")),
             };
-            let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![err.to_string()] };
+            let ev = Event::DataKeyDenied {
+                actor: caller.actor(),
+                key: name.into(),
+                reasons: vec![err.to_string()],
+            };
             return Err(self.deny(ev, err).await);
         }
         let ctx = Context::from_pairs(req.context.clone())
             .map_err(|e| Error::BadRequest(format!("context: {e}")))?;
         let meta = self.usable_key(name)?;
         if let Err(e) = Self::check_required_context(&meta, name, &ctx) {
-            let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![e.to_string()] };
+            let ev = Event::DataKeyDenied {
+                actor: caller.actor(),
+                key: name.into(),
+                reasons: vec![e.to_string()],
+            };
             return Err(self.deny(ev, e).await);
         }
         let version = meta.current_version;
@@ -1102,7 +1170,12 @@ impl Coordinator {
         );
         let (header, file_key) = twinseal_envelope::new_header(&[kek], &ctx)
             .map_err(|e| Error::Crypto(e.to_string()))?;
-        let ev = Event::DataKeyGenerated { actor: caller.actor(), key: name.into(), version, context: req.context };
+        let ev = Event::DataKeyGenerated {
+            actor: caller.actor(),
+            key: name.into(),
+            version,
+            context: req.context,
+        };
         self.audit_checked(name, ev).await?;
         Ok(api::DataKeyResponse {
             header: B64.encode(&header),
@@ -1117,7 +1190,9 @@ impl Coordinator {
         self.store
             .write(move |c| {
                 let state: Option<String> = c
-                    .query_row("SELECT state FROM keys WHERE name = ?1", [&key], |r| r.get(0))
+                    .query_row("SELECT state FROM keys WHERE name = ?1", [&key], |r| {
+                        r.get(0)
+                    })
                     .optional()?;
                 if state.as_deref() != Some("enabled") {
                     return Err(Error::KeyUnavailable(format!("key {key} is not enabled")));
@@ -1131,7 +1206,12 @@ impl Coordinator {
     /// The file key of an envelope header with a stanza under one of this
     /// key's versions, after its commitment and MAC (and so its context)
     /// verified. For data owners and apps the manifest gives the key.
-    pub async fn unwrap(&self, caller: &Caller, name: &str, req: api::UnwrapRequest) -> Result<api::UnwrapResponse> {
+    pub async fn unwrap(
+        &self,
+        caller: &Caller,
+        name: &str,
+        req: api::UnwrapRequest,
+    ) -> Result<api::UnwrapResponse> {
         let allowed = self.may_use_key_as_app(caller, name)
             || caller.require_role(&[Role::DataOwner]).is_ok();
         if !allowed {
@@ -1139,13 +1219,18 @@ impl Coordinator {
                 Caller::Anonymous => return Err(Error::Unauthenticated),
                 _ => Error::Forbidden(format!("may not unwrap under key {name}")),
             };
-            let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![err.to_string()] };
+            let ev = Event::DataKeyDenied {
+                actor: caller.actor(),
+                key: name.into(),
+                reasons: vec![err.to_string()],
+            };
             return Err(self.deny(ev, err).await);
         }
         let bytes = B64
             .decode(&req.header)
             .map_err(|_| Error::BadRequest("header is not base64".into()))?;
-        let header = Header::parse(&bytes).map_err(|e| Error::BadRequest(format!("header: {e}")))?;
+        let header =
+            Header::parse(&bytes).map_err(|e| Error::BadRequest(format!("header: {e}")))?;
         let meta = self.usable_key(name)?;
         let (version, id) = header
             .stanzas()
@@ -1157,7 +1242,9 @@ impl Coordinator {
             })
             .ok_or_else(|| Error::BadRequest(format!("the header has no stanza for key {name}")))?;
         if !meta.versions.contains_key(&version) {
-            return Err(Error::KeyUnavailable(format!("{name} v{version} does not exist")));
+            return Err(Error::KeyUnavailable(format!(
+                "{name} v{version} does not exist"
+            )));
         }
         let m = self.material(name, version)?;
         let kek = Kek::new(
@@ -1167,8 +1254,13 @@ impl Coordinator {
         let file_key = match header.unwrap_file_key(&[kek]) {
             Ok(k) => k,
             Err(_) => {
-                let err = Error::BadRequest("the header does not authenticate under this key".into());
-                let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![err.to_string()] };
+                let err =
+                    Error::BadRequest("the header does not authenticate under this key".into());
+                let ev = Event::DataKeyDenied {
+                    actor: caller.actor(),
+                    key: name.into(),
+                    reasons: vec![err.to_string()],
+                };
                 return Err(self.deny(ev, err).await);
             }
         };
@@ -1178,10 +1270,19 @@ impl Coordinator {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         if let Err(e) = Self::check_required_context(&meta, name, header.context()) {
-            let ev = Event::DataKeyDenied { actor: caller.actor(), key: name.into(), reasons: vec![e.to_string()] };
+            let ev = Event::DataKeyDenied {
+                actor: caller.actor(),
+                key: name.into(),
+                reasons: vec![e.to_string()],
+            };
             return Err(self.deny(ev, e).await);
         }
-        let ev = Event::DataKeyUnwrapped { actor: caller.actor(), key: name.into(), version, context: context.clone() };
+        let ev = Event::DataKeyUnwrapped {
+            actor: caller.actor(),
+            key: name.into(),
+            version,
+            context: context.clone(),
+        };
         self.audit_checked(name, ev).await?;
         Ok(api::UnwrapResponse {
             file_key: B64.encode(file_key.expose()),
@@ -1206,17 +1307,26 @@ impl Coordinator {
         let app = match caller {
             Caller::App(a) => a.clone(),
             Caller::Anonymous => return Err(Error::Unauthenticated),
-            Caller::User(_) => return Err(Error::Forbidden("only attested apps receive keys".into())),
+            Caller::User(_) => {
+                return Err(Error::Forbidden("only attested apps receive keys".into()));
+            }
         };
         let m = self.manifest();
         let mut reasons = Vec::new();
         if !m.manifest.apps.contains_key(&app.app) {
             reasons.push(format!("app {} is not in the manifest", app.app));
         } else if !m.manifest.app_may_use_key(&app.app, name) {
-            reasons.push(format!("the manifest does not give key {name} to app {}", app.app));
+            reasons.push(format!(
+                "the manifest does not give key {name} to app {}",
+                app.app
+            ));
         } else {
             if !m.manifest.app_allows_tee(&app.app, app.claims.tee()) {
-                reasons.push(format!("TEE kind {} is not allowed for app {}", app.claims.tee(), app.app));
+                reasons.push(format!(
+                    "TEE kind {} is not allowed for app {}",
+                    app.claims.tee(),
+                    app.app
+                ));
             }
             if let Some(policy) = m.policies.get(&app.app) {
                 let d = policy
@@ -1266,16 +1376,29 @@ impl Coordinator {
             .store
             .write(move |c| {
                 if denied {
-                    AuditLog::append(c, SystemTime::now(), &Event::KeyReleaseDenied {
-                        app: Some(app_name), serial: Some(serial), key, reasons: reasons.clone(),
-                    })?;
+                    AuditLog::append(
+                        c,
+                        SystemTime::now(),
+                        &Event::KeyReleaseDenied {
+                            app: Some(app_name),
+                            serial: Some(serial),
+                            key,
+                            reasons: reasons.clone(),
+                        },
+                    )?;
                     return Ok(Err(reasons));
                 }
                 let state: Option<String> = c
-                    .query_row("SELECT state FROM keys WHERE name = ?1", [&key], |r| r.get(0))
+                    .query_row("SELECT state FROM keys WHERE name = ?1", [&key], |r| {
+                        r.get(0)
+                    })
                     .optional()?;
                 let revoked: bool = c
-                    .query_row("SELECT revoked FROM certificates WHERE serial = ?1", [&serial], |r| r.get(0))
+                    .query_row(
+                        "SELECT revoked FROM certificates WHERE serial = ?1",
+                        [&serial],
+                        |r| r.get(0),
+                    )
                     .optional()?
                     .unwrap_or(true);
                 let mut late = Vec::new();
@@ -1286,14 +1409,29 @@ impl Coordinator {
                     late.push(format!("certificate {serial} is revoked"));
                 }
                 if !late.is_empty() {
-                    AuditLog::append(c, SystemTime::now(), &Event::KeyReleaseDenied {
-                        app: Some(app_name), serial: Some(serial), key, reasons: late.clone(),
-                    })?;
+                    AuditLog::append(
+                        c,
+                        SystemTime::now(),
+                        &Event::KeyReleaseDenied {
+                            app: Some(app_name),
+                            serial: Some(serial),
+                            key,
+                            reasons: late.clone(),
+                        },
+                    )?;
                     return Ok(Err(late));
                 }
-                AuditLog::append(c, SystemTime::now(), &Event::KeyReleased {
-                    app: app_name, serial, key, version: current, location,
-                })?;
+                AuditLog::append(
+                    c,
+                    SystemTime::now(),
+                    &Event::KeyReleased {
+                        app: app_name,
+                        serial,
+                        key,
+                        version: current,
+                        location,
+                    },
+                )?;
                 Ok(Ok(()))
             })
             .await?;
@@ -1320,7 +1458,10 @@ impl Coordinator {
         let (manifest, digest) = match result {
             Ok(v) => v,
             Err(e) => {
-                let ev = Event::ManifestRejected { actor, reason: e.to_string() };
+                let ev = Event::ManifestRejected {
+                    actor,
+                    reason: e.to_string(),
+                };
                 return Err(self.deny(ev, e).await);
             }
         };
@@ -1358,7 +1499,8 @@ impl Coordinator {
             .count();
         if admins_with_tokens == 0 {
             return Err(Error::Conflict(
-                "the manifest would lock out every admin (no admin user with a token would remain)".into(),
+                "the manifest would lock out every admin (no admin user with a token would remain)"
+                    .into(),
             ));
         }
         drop(tokens);
@@ -1393,7 +1535,9 @@ impl Coordinator {
     /// Every manifest version (without texts).
     pub fn manifest_versions(&self) -> Result<api::ManifestVersions> {
         self.store.read(|c| {
-            let mut st = c.prepare("SELECT version, digest, applied_at, applied_by FROM manifests ORDER BY version")?;
+            let mut st = c.prepare(
+                "SELECT version, digest, applied_at, applied_by FROM manifests ORDER BY version",
+            )?;
             let versions = st
                 .query_map([], |r| {
                     Ok(api::ManifestInfo {
@@ -1417,7 +1561,12 @@ impl Coordinator {
             .users
             .get(user)
             .ok_or_else(|| Error::NotFound(format!("user {user} is not in the manifest")))?;
-        let role = u.roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(",");
+        let role = u
+            .roles
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let (token, hash) = new_token()?;
         let (actor, name) = (caller.actor(), user.to_string());
         self.store
@@ -1426,7 +1575,11 @@ impl Coordinator {
                     "INSERT INTO tokens (hash, user, created) VALUES (?1, ?2, ?3)",
                     params![&hash[..], name, rfc3339(SystemTime::now())],
                 )?;
-                AuditLog::append(c, SystemTime::now(), &Event::CredentialCreated { actor, name, role })?;
+                AuditLog::append(
+                    c,
+                    SystemTime::now(),
+                    &Event::CredentialCreated { actor, name, role },
+                )?;
                 Ok(())
             })
             .await?;
@@ -1470,15 +1623,35 @@ impl Coordinator {
         self.store
             .write(move |c| {
                 let app: String = c
-                    .query_row("SELECT app FROM certificates WHERE serial = ?1", [&s], |r| r.get(0))
+                    .query_row(
+                        "SELECT app FROM certificates WHERE serial = ?1",
+                        [&s],
+                        |r| r.get(0),
+                    )
                     .optional()?
                     .ok_or_else(|| Error::NotFound(format!("certificate {s}")))?;
-                c.execute("UPDATE certificates SET revoked = 1 WHERE serial = ?1", [&s])?;
-                AuditLog::append(c, SystemTime::now(), &Event::CertificateRevoked { app, serial: s, actor })?;
+                c.execute(
+                    "UPDATE certificates SET revoked = 1 WHERE serial = ?1",
+                    [&s],
+                )?;
+                AuditLog::append(
+                    c,
+                    SystemTime::now(),
+                    &Event::CertificateRevoked {
+                        app,
+                        serial: s,
+                        actor,
+                    },
+                )?;
                 Ok(())
             })
             .await?;
-        if let Some(r) = self.certs.read().unwrap_or_else(|e| e.into_inner()).get(serial) {
+        if let Some(r) = self
+            .certs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(serial)
+        {
             r.revoked.store(true, Ordering::Release);
         }
         Ok(())
@@ -1488,7 +1661,12 @@ impl Coordinator {
 
     /// FF1 tokenization under a named key: admins, data owners, and apps
     /// the manifest gives the key.
-    pub async fn tokenize(&self, caller: &Caller, req: api::TokenizeRequest, reverse: bool) -> Result<api::TokenizeResponse> {
+    pub async fn tokenize(
+        &self,
+        caller: &Caller,
+        req: api::TokenizeRequest,
+        reverse: bool,
+    ) -> Result<api::TokenizeResponse> {
         let allowed = if reverse {
             matches!(caller, Caller::User(u) if u.permissions.contains(&Permission::Detokenize))
         } else {
@@ -1504,21 +1682,43 @@ impl Coordinator {
             } else {
                 format!("may not tokenize with key {}", req.key)
             });
-            let ev = Event::TokenizationDenied { actor: caller.actor(), key: req.key.clone(), reason: err.to_string() };
+            let ev = Event::TokenizationDenied {
+                actor: caller.actor(),
+                key: req.key.clone(),
+                reason: err.to_string(),
+            };
             return Err(self.deny(ev, err).await);
         }
         let meta = self.usable_key(&req.key)?;
-        let version = if reverse { req.version.unwrap_or(meta.current_version) } else { meta.current_version };
+        let version = if reverse {
+            req.version.unwrap_or(meta.current_version)
+        } else {
+            meta.current_version
+        };
         if !meta.versions.contains_key(&version) {
             return Err(Error::NotFound(format!("{} v{version}", req.key)));
         }
         let m = self.material(&req.key, version)?;
-        let values = crate::tokenize::apply(&m.0, req.alphabet, req.tweak.as_bytes(), &req.values, !reverse)?;
+        let values = crate::tokenize::apply(
+            &m.0,
+            req.alphabet,
+            req.tweak.as_bytes(),
+            &req.values,
+            !reverse,
+        )?;
         let count = values.len() as u64;
         let ev = if reverse {
-            Event::Detokenized { actor: caller.actor(), key: req.key.clone(), count }
+            Event::Detokenized {
+                actor: caller.actor(),
+                key: req.key.clone(),
+                count,
+            }
         } else {
-            Event::Tokenized { actor: caller.actor(), key: req.key.clone(), count }
+            Event::Tokenized {
+                actor: caller.actor(),
+                key: req.key.clone(),
+                count,
+            }
         };
         self.audit_checked(&req.key, ev).await?;
         Ok(api::TokenizeResponse { version, values })
@@ -1554,20 +1754,30 @@ fn decode_evidence(w: &api::EvidenceWire) -> Result<Evidence> {
     if bytes.len() > MAX {
         return Err(Error::BadRequest("evidence is too large".into()));
     }
-    let mut ev = Evidence::detect(&bytes).map_err(|_| Error::BadRequest("unrecognised evidence format".into()))?;
+    let mut ev = Evidence::detect(&bytes)
+        .map_err(|_| Error::BadRequest("unrecognised evidence format".into()))?;
     if let Some(v) = &w.vcek {
         let der = B64
             .decode(v)
             .map_err(|_| Error::BadRequest("vcek is not base64".into()))?;
         match &mut ev {
             Evidence::SevSnp { vcek_der, .. } => *vcek_der = Some(der),
-            _ => return Err(Error::BadRequest("a VCEK only goes with SEV-SNP evidence".into())),
+            _ => {
+                return Err(Error::BadRequest(
+                    "a VCEK only goes with SEV-SNP evidence".into(),
+                ));
+            }
         }
     }
     Ok(ev)
 }
 
-fn build_active(version: u64, digest: String, manifest: Manifest, placement_keys: &[Vec<u8>]) -> Result<ActiveManifest> {
+fn build_active(
+    version: u64,
+    digest: String,
+    manifest: Manifest,
+    placement_keys: &[Vec<u8>],
+) -> Result<ActiveManifest> {
     let placements = Placements::verify(&manifest.placements, placement_keys)
         .map_err(|e| Error::BadRequest(format!("manifest placements: {e}")))?;
     let mut policies = HashMap::new();
@@ -1599,7 +1809,9 @@ fn load_key(c: &Connection, name: &str) -> Result<Option<KeyMeta>> {
         "SELECT version, created FROM key_versions WHERE name = ?1 AND wrapped IS NOT NULL ORDER BY version",
     )?;
     let versions = st
-        .query_map([name], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?
+        .query_map([name], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
+        })?
         .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
     Ok(Some(KeyMeta {
         state: parse_state(&state)?,
@@ -1614,7 +1826,8 @@ fn load_key(c: &Connection, name: &str) -> Result<Option<KeyMeta>> {
 fn load_keys(c: &Connection) -> Result<HashMap<String, KeyMeta>> {
     let names: Vec<String> = {
         let mut st = c.prepare("SELECT name FROM keys")?;
-        st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        st.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
     };
     let mut out = HashMap::new();
     for n in names {
@@ -1631,8 +1844,18 @@ mod tests {
 
     #[test]
     fn key_ids_round_trip_and_reject_lookalikes() {
-        assert_eq!(parse_key_id(&key_id("model-key", 3)), Some(("model-key", 3)));
-        for bad in ["kms/model/v0", "kms/model/v01", "kms//v1", "kms/a b/v1", "local-00/v1", "kms/model/vx"] {
+        assert_eq!(
+            parse_key_id(&key_id("model-key", 3)),
+            Some(("model-key", 3))
+        );
+        for bad in [
+            "kms/model/v0",
+            "kms/model/v01",
+            "kms//v1",
+            "kms/a b/v1",
+            "local-00/v1",
+            "kms/model/vx",
+        ] {
             assert_eq!(parse_key_id(bad), None, "{bad}");
         }
     }

@@ -272,4 +272,3 @@ fn writer_loop(
         }
     }
 }
-

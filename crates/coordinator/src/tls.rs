@@ -47,9 +47,11 @@ pub fn verify_handshake_signature(
         SignatureScheme::ECDSA_NISTP256_SHA256 => &sig::ECDSA_P256_SHA256_ASN1,
         SignatureScheme::ECDSA_NISTP384_SHA384 => &sig::ECDSA_P384_SHA384_ASN1,
         SignatureScheme::ED25519 => &sig::ED25519,
-        _ => return Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::NoSignatureSchemesInCommon,
-        )),
+        _ => {
+            return Err(rustls::Error::PeerIncompatible(
+                rustls::PeerIncompatible::NoSignatureSchemesInCommon,
+            ));
+        }
     };
     sig::UnparsedPublicKey::new(alg, key)
         .verify(message, signature)
@@ -268,7 +270,9 @@ pub async fn run(state: AppState) -> Result<()> {
         .await
         .map_err(|e| Error::io(format!("binding {addr}"), e))?;
     if state.config().insecure_allow_simulated_tee {
-        tracing::warn!("INSECURE: simulated-TEE evidence is accepted (insecure_allow_simulated_tee = true)");
+        tracing::warn!(
+            "INSECURE: simulated-TEE evidence is accepted (insecure_allow_simulated_tee = true)"
+        );
     }
     state.audit_start().await?;
     tracing::info!(%addr, root_sha256 = %state.ca().fingerprint(), "coordinator serving HTTPS");
@@ -282,7 +286,8 @@ pub async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -54,7 +54,9 @@ pub fn apply(
     encrypt: bool,
 ) -> Result<Vec<String>> {
     if values.len() > MAX_VALUES {
-        return Err(Error::BadRequest(format!("at most {MAX_VALUES} values per request")));
+        return Err(Error::BadRequest(format!(
+            "at most {MAX_VALUES} values per request"
+        )));
     }
     let syms = symbols(alphabet);
     let key = ff1_key(material)?;
@@ -105,14 +107,23 @@ mod tests {
             assert_eq!(a.len(), b.len());
             assert!(a.bytes().all(|c| c.is_ascii_digit()));
         }
-        assert_eq!(apply(&k, Alphabet::Digits, b"pan", &t, false).unwrap(), values);
+        assert_eq!(
+            apply(&k, Alphabet::Digits, b"pan", &t, false).unwrap(),
+            values
+        );
         // Another tweak or key gives other tokens.
         assert_ne!(apply(&k, Alphabet::Digits, b"x", &values, true).unwrap(), t);
-        assert_ne!(apply(&[8u8; 32], Alphabet::Digits, b"pan", &values, true).unwrap(), t);
+        assert_ne!(
+            apply(&[8u8; 32], Alphabet::Digits, b"pan", &values, true).unwrap(),
+            t
+        );
         let ids = vec!["Signer42xY".to_string()];
         let t = apply(&k, Alphabet::Alphanumeric, b"", &ids, true).unwrap();
         assert!(t[0].bytes().all(|c| c.is_ascii_alphanumeric()));
-        assert_eq!(apply(&k, Alphabet::Alphanumeric, b"", &t, false).unwrap(), ids);
+        assert_eq!(
+            apply(&k, Alphabet::Alphanumeric, b"", &t, false).unwrap(),
+            ids
+        );
     }
 
     #[test]
@@ -124,7 +135,9 @@ mod tests {
             ("ab-cd", Alphabet::Alphanumeric, "outside the alphabet"),
             ("abc", Alphabet::Alphanumeric, "value 0"),
         ] {
-            let e = apply(&k, a, b"", &[v.to_string()], true).unwrap_err().to_string();
+            let e = apply(&k, a, b"", &[v.to_string()], true)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why), "{v}: {e}");
             assert!(!e.contains(v), "the value must not be echoed: {e}");
         }

@@ -7,7 +7,15 @@ use axum::http::{Method, StatusCode};
 use common::{Auth, Harness};
 use serde_json::{Value, json};
 
-const IDS: [&str; 7] = ["none", "admin", "data_owner", "auditor", "ml_engineer", "app", "wrong_app"];
+const IDS: [&str; 7] = [
+    "none",
+    "admin",
+    "data_owner",
+    "auditor",
+    "ml_engineer",
+    "app",
+    "wrong_app",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_each_identity_with_the_exact_status() {
@@ -18,7 +26,15 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
     h.create_key("toggle").await;
     let worker = Auth::Cert(h.app_cert("worker").await);
     let other = Auth::Cert(h.app_cert("other").await);
-    let ids = [Auth::None, h.admin(), alice.clone(), audrey, mallory, worker, other];
+    let ids = [
+        Auth::None,
+        h.admin(),
+        alice.clone(),
+        audrey,
+        mallory,
+        worker,
+        other,
+    ];
 
     // Per-identity resources so that a success for one row does not change
     // what the next identity sees.
@@ -29,7 +45,12 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
         serials.push(twinseal_coordinator::ca::cert_facts(&cert).unwrap().serial);
     }
     let (s, dk) = h
-        .call(Method::POST, "/v1/keys/model-key/datakey", &alice, Some(json!({"context": {"purpose": "model"}})))
+        .call(
+            Method::POST,
+            "/v1/keys/model-key/datakey",
+            &alice,
+            Some(json!({"context": {"purpose": "model"}})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{dk}");
     let header = dk["header"].as_str().unwrap().to_string();
@@ -55,9 +76,24 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
         (Method::POST, "/v1/attest/challenge".into(), None, public),
         (Method::GET, "/v1/keys".into(), None, admin_only),
         (Method::GET, "/v1/keys/model-key".into(), None, admin_only),
-        (Method::POST, "/v1/keys/toggle/disable".into(), None, admin_only),
-        (Method::POST, "/v1/keys/toggle/enable".into(), None, admin_only),
-        (Method::POST, "/v1/keys/toggle/rotate".into(), None, admin_only),
+        (
+            Method::POST,
+            "/v1/keys/toggle/disable".into(),
+            None,
+            admin_only,
+        ),
+        (
+            Method::POST,
+            "/v1/keys/toggle/enable".into(),
+            None,
+            admin_only,
+        ),
+        (
+            Method::POST,
+            "/v1/keys/toggle/rotate".into(),
+            None,
+            admin_only,
+        ),
         (
             Method::POST,
             "/v1/keys/model-key/datakey".into(),
@@ -77,24 +113,50 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
             [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, FORBID],
         ),
         (Method::GET, "/v1/manifest".into(), None, readers),
-        (Method::PUT, "/v1/manifest".into(), Some(json!({"manifest": manifest})), admin_only),
+        (
+            Method::PUT,
+            "/v1/manifest".into(),
+            Some(json!({"manifest": manifest})),
+            admin_only,
+        ),
         (Method::GET, "/v1/manifest/versions".into(), None, readers),
         (Method::GET, "/v1/certificates".into(), None, readers),
-        (Method::POST, "/v1/tokenize".into(), Some(tok.clone()), [UNAUTH, OK, OK, FORBID, FORBID, OK, FORBID]),
-        (Method::POST, "/v1/detokenize".into(), Some(tok), [UNAUTH, FORBID, OK, FORBID, FORBID, FORBID, FORBID]),
+        (
+            Method::POST,
+            "/v1/tokenize".into(),
+            Some(tok.clone()),
+            [UNAUTH, OK, OK, FORBID, FORBID, OK, FORBID],
+        ),
+        (
+            Method::POST,
+            "/v1/detokenize".into(),
+            Some(tok),
+            [UNAUTH, FORBID, OK, FORBID, FORBID, FORBID, FORBID],
+        ),
         (Method::GET, "/v1/audit/checkpoint".into(), None, readers),
-        (Method::GET, "/v1/audit/export".into(), None, [UNAUTH, FORBID, FORBID, OK, FORBID, FORBID, FORBID]),
+        (
+            Method::GET,
+            "/v1/audit/export".into(),
+            None,
+            [UNAUTH, FORBID, FORBID, OK, FORBID, FORBID, FORBID],
+        ),
     ];
     let mut failures = Vec::new();
     for (method, path, body, expected) in rows.drain(..) {
         for (i, id) in ids.iter().enumerate() {
             let (got, answer) = h.call(method.clone(), &path, id, body.clone()).await;
             if got != expected[i] {
-                failures.push(format!("{method} {path} as {}: {got} (want {}) {answer}", IDS[i], expected[i]));
+                failures.push(format!(
+                    "{method} {path} as {}: {got} (want {}) {answer}",
+                    IDS[i], expected[i]
+                ));
             }
             if !got.is_success() && path != "/metrics" {
                 // Every refusal is the stable JSON error body.
-                assert!(answer["type"].is_string() && answer["detail"].is_string(), "{method} {path}: {answer}");
+                assert!(
+                    answer["type"].is_string() && answer["detail"].is_string(),
+                    "{method} {path}: {answer}"
+                );
             }
         }
     }
@@ -102,9 +164,24 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
     for (i, id) in ids.iter().enumerate() {
         let want_create = if i == 1 { CREATED } else { admin_only[i] };
         let checks: [(Method, String, Option<Value>, S); 4] = [
-            (Method::POST, "/v1/keys".into(), Some(json!({"name": format!("new-{i}")})), want_create),
-            (Method::DELETE, format!("/v1/keys/doomed-{i}"), None, admin_only[i]),
-            (Method::POST, "/v1/users/alice/token".into(), None, want_create),
+            (
+                Method::POST,
+                "/v1/keys".into(),
+                Some(json!({"name": format!("new-{i}")})),
+                want_create,
+            ),
+            (
+                Method::DELETE,
+                format!("/v1/keys/doomed-{i}"),
+                None,
+                admin_only[i],
+            ),
+            (
+                Method::POST,
+                "/v1/users/alice/token".into(),
+                None,
+                want_create,
+            ),
             (
                 Method::POST,
                 format!("/v1/certificates/{}/revoke", serials[i]),
@@ -115,14 +192,28 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
         for (method, path, body, want) in checks {
             let (got, answer) = h.call(method.clone(), &path, id, body).await;
             if got != want {
-                failures.push(format!("{method} {path} as {}: {got} (want {want}) {answer}", IDS[i]));
+                failures.push(format!(
+                    "{method} {path} as {}: {got} (want {want}) {answer}",
+                    IDS[i]
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "authorization matrix mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "authorization matrix mismatches:\n{}",
+        failures.join("\n")
+    );
 
     // An unknown bearer token is 401 and audited as a login failure.
-    let (s, _) = h.call(Method::GET, "/v1/keys", &Auth::Token("tws_forged".into()), None).await;
+    let (s, _) = h
+        .call(
+            Method::GET,
+            "/v1/keys",
+            &Auth::Token("tws_forged".into()),
+            None,
+        )
+        .await;
     assert_eq!(s, UNAUTH);
     assert!(h.audit_kinds().await.iter().any(|k| k == "login_failed"));
 }

@@ -91,7 +91,13 @@ impl Harness {
         }
     }
 
-    pub async fn call(&self, method: Method, path: &str, auth: &Auth, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Auth::Token(t) = auth {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -105,7 +111,8 @@ impl Harness {
         };
         let mut req = req.body(body).unwrap();
         if let Auth::Cert(der) = auth {
-            req.extensions_mut().insert(PeerCertificate(Arc::new(der.clone())));
+            req.extensions_mut()
+                .insert(PeerCertificate(Arc::new(der.clone())));
         }
         self.send(req).await
     }
@@ -113,8 +120,11 @@ impl Harness {
     pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20).await.unwrap();
-        let v = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, v)
     }
 
@@ -125,12 +135,24 @@ impl Harness {
     /// Apply the standard manifest and return tokens for alice, audrey, mallory.
     pub async fn setup_users(&self) -> (Auth, Auth, Auth) {
         let (s, v) = self
-            .call(Method::PUT, "/v1/manifest", &self.admin(), Some(json!({"manifest": manifest()})))
+            .call(
+                Method::PUT,
+                "/v1/manifest",
+                &self.admin(),
+                Some(json!({"manifest": manifest()})),
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let mut out = Vec::new();
         for u in ["alice", "audrey", "mallory"] {
-            let (s, v) = self.call(Method::POST, &format!("/v1/users/{u}/token"), &self.admin(), None).await;
+            let (s, v) = self
+                .call(
+                    Method::POST,
+                    &format!("/v1/users/{u}/token"),
+                    &self.admin(),
+                    None,
+                )
+                .await;
             assert_eq!(s, StatusCode::CREATED, "{v}");
             out.push(Auth::Token(v["token"].as_str().unwrap().to_string()));
         }
@@ -138,7 +160,14 @@ impl Harness {
     }
 
     pub async fn create_key(&self, name: &str) {
-        let (s, v) = self.call(Method::POST, "/v1/keys", &self.admin(), Some(json!({"name": name}))).await;
+        let (s, v) = self
+            .call(
+                Method::POST,
+                "/v1/keys",
+                &self.admin(),
+                Some(json!({"name": name})),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
 
@@ -156,29 +185,45 @@ impl Harness {
     }
 
     pub async fn challenge(&self) -> String {
-        let (s, v) = self.call(Method::POST, "/v1/attest/challenge", &Auth::None, None).await;
+        let (s, v) = self
+            .call(Method::POST, "/v1/attest/challenge", &Auth::None, None)
+            .await;
         assert_eq!(s, StatusCode::OK);
         v["challenge"].as_str().unwrap().to_string()
     }
 
     /// Attest as `app` with `platform` and `measurement`; returns the status
     /// and answer.
-    pub async fn attest_with(&self, app: &str, platform: &SimulatedPlatform, measurement: &[u8; 48]) -> (StatusCode, Value) {
+    pub async fn attest_with(
+        &self,
+        app: &str,
+        platform: &SimulatedPlatform,
+        measurement: &[u8; 48],
+    ) -> (StatusCode, Value) {
         let (_, csr, spki) = Self::csr();
         let challenge = self.challenge().await;
         let rd = twinseal_attest::report_data(&hex::decode(&challenge).unwrap(), &spki);
-        let ev = platform.attest_with_measurement(measurement, &rd, SystemTime::now()).unwrap();
+        let ev = platform
+            .attest_with_measurement(measurement, &rd, SystemTime::now())
+            .unwrap();
         self.attest_raw(app, &challenge, ev.bytes(), &csr).await
     }
 
-    pub async fn attest_raw(&self, app: &str, challenge: &str, evidence: &[u8], csr: &str) -> (StatusCode, Value) {
+    pub async fn attest_raw(
+        &self,
+        app: &str,
+        challenge: &str,
+        evidence: &[u8],
+        csr: &str,
+    ) -> (StatusCode, Value) {
         let body = json!({
             "app": app,
             "challenge": challenge,
             "evidence": {"evidence": B64.encode(evidence)},
             "csr": csr,
         });
-        self.call(Method::POST, "/v1/attest", &Auth::None, Some(body)).await
+        self.call(Method::POST, "/v1/attest", &Auth::None, Some(body))
+            .await
     }
 
     /// Attest as `app` successfully; returns its certificate (DER).
