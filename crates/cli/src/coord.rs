@@ -66,10 +66,10 @@ impl RemoteArgs {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?)
+        .context("starting the async runtime")
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
