@@ -4,6 +4,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
+use base64::Engine;
 use common::{Auth, Harness};
 use serde_json::{Value, json};
 
@@ -189,6 +190,20 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
                 if i == 1 { NO_CONTENT } else { admin_only[i] },
             ),
         ];
+        // Attestation authenticates by evidence alone: the same for everyone.
+        let (_, csr, spki) = Harness::csr();
+        let challenge = h.challenge().await;
+        let rd = twinseal_attest::report_data(&hex::decode(&challenge).unwrap(), &spki);
+        let ev = h
+            .platform
+            .attest_with_measurement(&common::MEASUREMENT, &rd, std::time::SystemTime::now())
+            .unwrap();
+        let body = json!({"app": "worker", "challenge": challenge, "csr": csr,
+            "evidence": {"evidence": base64::engine::general_purpose::STANDARD.encode(ev.bytes())}});
+        let (got, answer) = h.call(Method::POST, "/v1/attest", id, Some(body)).await;
+        if got != OK {
+            failures.push(format!("POST /v1/attest as {}: {got} {answer}", IDS[i]));
+        }
         for (method, path, body, want) in checks {
             let (got, answer) = h.call(method.clone(), &path, id, body).await;
             if got != want {
