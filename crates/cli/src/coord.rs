@@ -13,6 +13,7 @@ use twinseal_api as api;
 use twinseal_audit::{Bundle, VerifierKey, verify_bundle};
 use twinseal_coordinator::client::Client;
 use twinseal_coordinator::config::{CONFIG_FILE, Config};
+use twinseal_coordinator::master::{DEFAULT_PIN_ENV, MasterKeyConfig, Pkcs11Config};
 use twinseal_envelope::{Context, FileKey, Header};
 
 /// How to reach a coordinator.
@@ -97,6 +98,16 @@ pub enum CoordinatorCommand {
         /// A simulated platform's public key (hex; repeatable).
         #[arg(long, value_name = "HEX")]
         simulated_platform_key: Vec<String>,
+        /// Keep the master key on a PKCS#11 token: the module (shared
+        /// library). The PIN is read from TWINSEAL_PKCS11_PIN.
+        #[arg(long, value_name = "MODULE.so", requires_all = ["pkcs11_token", "pkcs11_key"])]
+        pkcs11_module: Option<PathBuf>,
+        /// The token's label.
+        #[arg(long, value_name = "LABEL")]
+        pkcs11_token: Option<String>,
+        /// The label of the AES key on the token (generated if absent).
+        #[arg(long, value_name = "LABEL")]
+        pkcs11_key: Option<String>,
     },
     /// Serve HTTPS with the given configuration until Ctrl-C or SIGTERM.
     Serve {
@@ -114,13 +125,26 @@ pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
             listen,
             insecure_allow_simulated_tee,
             simulated_platform_key,
+            pkcs11_module,
+            pkcs11_token,
+            pkcs11_key,
         } => {
-            let config = Config {
+            let mut config = Config {
                 listen,
                 insecure_allow_simulated_tee,
                 simulated_platform_keys: simulated_platform_key,
                 ..Config::for_data_dir(&data_dir)
             };
+            if let (Some(module), Some(token_label), Some(key_label)) =
+                (pkcs11_module, pkcs11_token, pkcs11_key)
+            {
+                config.master_key = MasterKeyConfig::Pkcs11(Pkcs11Config {
+                    module,
+                    token_label,
+                    key_label,
+                    pin_env: DEFAULT_PIN_ENV.to_string(),
+                });
+            }
             config.validate()?;
             let report = twinseal_coordinator::init(&config)
                 .with_context(|| format!("initializing {}", data_dir.display()))?;

@@ -41,10 +41,10 @@ pub enum Error {
     #[error("denied")]
     Denied(Vec<String>),
     /// The master key could not wrap or unwrap.
-    #[error("master key: {0}")]
+    #[error(transparent)]
     MasterKey(#[from] crate::master::MasterKeyError),
     /// Producing or checking evidence failed (the attesting side).
-    #[error("attestation: {0}")]
+    #[error(transparent)]
     Attest(#[from] twinseal_attest::Error),
     /// The store failed.
     #[error("store: {0}")]
