@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::configs::RustCryptoConfig;
-use dcap_qvl::policy::{QuoteClaims, QuotePolicy};
+use dcap_qvl::policy::QuoteClaims;
 use dcap_qvl::quote::{Quote, Report};
 use dcap_qvl::verify::QuoteVerifier;
 
@@ -105,35 +105,22 @@ impl DcapVerifier {
         }
         // The debug flag becomes a claim; refusing it is the policy's job.
         .allow_debug(true);
-        let qc = match verifier.verify_with_policy(
-            quote,
-            &collateral.0,
-            now,
-            &QuotePolicy::claims_only(now),
-        ) {
-            Ok(qc) => qc,
-            // dcap-qvl matches TCB levels only after every signature, chain,
-            // CRL and collateral-time check has passed. A platform below
-            // every level Intel still lists is older than all of them, i.e.
-            // out of date: report that as a claim (policy decides), by
-            // rerunning with a floor level appended below all listed ones.
-            Err(e) if format!("{e:#}").contains(NO_MATCHING_TCB_LEVEL) => verifier
-                .dangerous_verify_claims_with_tcb_override(
-                    quote,
-                    &collateral.0,
-                    now,
-                    append_out_of_date_floor,
-                )
-                .map_err(|e| {
-                    Error::rejected(self.kind, format!("DCAP verification failed: {e:#}"))
-                })?,
-            Err(e) => {
-                return Err(Error::rejected(
-                    self.kind,
-                    format!("DCAP verification failed: {e:#}"),
-                ));
-            }
-        };
+        // dcap-qvl matches TCB levels only after every signature, chain, CRL
+        // and collateral-time check has passed. A platform below every level
+        // Intel still lists is older than all of them, i.e. out of date:
+        // report that as a claim (policy decides) by appending a floor level
+        // below all listed ones, which only such a platform reaches (levels
+        // are matched in order and dcap-qvl's canonical order keeps an
+        // all-zero level last). This gives the result the verifier used to
+        // get by rerunning on dcap-qvl's "no matching TCB level" error text.
+        let qc = verifier
+            .dangerous_verify_claims_with_tcb_override(
+                quote,
+                &collateral.0,
+                now,
+                append_out_of_date_floor,
+            )
+            .map_err(|e| Error::rejected(self.kind, format!("DCAP verification failed: {e:#}")))?;
         let claims = self.claims(&qc, at)?;
         check_expected(self.kind, &claims.report_data, expected_report_data)?;
         Ok(VerifiedClaims::from_parts(claims))
@@ -213,9 +200,6 @@ impl DcapVerifier {
         })
     }
 }
-
-/// The error `dcap-qvl` reports when the platform meets no TCB level.
-const NO_MATCHING_TCB_LEVEL: &str = "No matching TCB level found";
 
 /// Append a level that every platform meets (all SVNs zero) below the
 /// listed ones, rated `OutOfDate` (or `Revoked` if the oldest listed level is
