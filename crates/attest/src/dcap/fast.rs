@@ -57,9 +57,11 @@ use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnch
 
 /// Most collateral sets kept verified at once (one per platform family and
 /// TEE type in practice; a handful per deployment).
-const MAX_COLLATERAL_ENTRIES: usize = 64;
-/// Most PCK chains kept verified per collateral set (one per platform).
-const MAX_PCK_ENTRIES: usize = 4096;
+const MAX_COLLATERAL_ENTRIES: usize = 32;
+/// Most PCK chains kept verified per collateral set (one per platform). Only
+/// chains that verified are kept, each about 4 KiB, so the caches stay under
+/// about 128 MiB even when full.
+const MAX_PCK_ENTRIES: usize = 1024;
 /// dcap-qvl's bound on intermediates in a chain (`utils::MAX_INTERMEDIATE_CERTS`).
 const MAX_INTERMEDIATE_CERTS: usize = 4;
 
