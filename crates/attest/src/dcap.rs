@@ -1,16 +1,29 @@
-//! Intel SGX and TDX DCAP quotes, verified by `dcap-qvl` (pure-Rust crypto
-//! backend) against collateral the caller supplies, and an on-disk
-//! collateral cache with a maximum age.
+//! Intel SGX and TDX DCAP quotes, verified against collateral the caller
+//! supplies, and an on-disk collateral cache with a maximum age.
+//!
+//! Two paths reach the same verdict. The fast path ([`fast`]) verifies a
+//! collateral set and a PCK chain once, caches the result for the window in
+//! which it holds, and per quote makes only the quote's own checks (two
+//! P-256 signatures, the QE identity, TCB-level matching). The reference path
+//! is `dcap-qvl`'s complete verification (pure-Rust crypto backend), which
+//! re-verifies the whole collateral on every call; it decides whatever the
+//! fast path leaves open (a verification time outside the cached window) and
+//! is available as [`DcapVerifier::verify_with_collateral_reference`] for
+//! cross-checking.
 //!
 //! Nothing here fetches collateral: the source is configuration (a file the
 //! operator provides, or entries an explicit fetcher put in the cache).
 
+mod fast;
+
+pub use fast::FastPathStats;
+
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::configs::RustCryptoConfig;
-use dcap_qvl::policy::{QuoteClaims, QuotePolicy};
 use dcap_qvl::quote::{Quote, Report};
 use dcap_qvl::verify::QuoteVerifier;
 
@@ -26,8 +39,20 @@ use crate::evidence::Evidence;
 /// DCAP collateral for one platform family: PCK CRL and chain, root CA CRL,
 /// TCB info and QE identity with their signatures and chains. JSON keys as
 /// `dcap_qvl::QuoteCollateralV3`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DcapCollateral(pub(crate) QuoteCollateralV3);
+#[derive(Clone)]
+pub struct DcapCollateral {
+    inner: Box<QuoteCollateralV3>,
+    /// SHA-256 over every field, computed on first use: the key of the
+    /// verified-collateral cache. Never changes, since `inner` cannot.
+    digest: OnceLock<[u8; 32]>,
+}
+
+impl PartialEq for DcapCollateral {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner
+    }
+}
+impl Eq for DcapCollateral {}
 
 impl std::fmt::Debug for DcapCollateral {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,14 +64,29 @@ impl DcapCollateral {
     /// Parse collateral JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         serde_json::from_slice(bytes)
-            .map(DcapCollateral)
+            .map(Self::new)
             .map_err(|e| Error::Collateral(format!("invalid DCAP collateral JSON: {e}")))
     }
     /// Serialize to JSON.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.0).expect("collateral serializes")
+        serde_json::to_vec(&self.inner).expect("collateral serializes")
+    }
+    fn new(inner: QuoteCollateralV3) -> Self {
+        DcapCollateral {
+            inner: Box::new(inner),
+            digest: OnceLock::new(),
+        }
+    }
+    fn digest(&self) -> &[u8; 32] {
+        self.digest
+            .get_or_init(|| fast::collateral_digest(&self.inner))
     }
 }
+
+/// Intel's SGX Provisioning Certification Root CA (DER), the root
+/// `dcap-qvl` ships (`TrustedRootCA.der`), SHA-256
+/// 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3.
+const INTEL_ROOT_CA_DER: &[u8] = include_bytes!("dcap/intel_root_ca.der");
 
 /// Where a [`DcapVerifier`] gets collateral from.
 #[derive(Debug)]
@@ -62,8 +102,12 @@ pub enum CollateralSource {
 pub struct DcapVerifier {
     kind: TeeKind,
     source: CollateralSource,
-    /// `None`: Intel's production root as shipped by `dcap-qvl`.
-    root_ca_der: Option<Vec<u8>>,
+    /// The trusted root (Intel's production root unless replaced) and its
+    /// SHA-256, which keys the caches with the collateral's digest.
+    root_ca_der: Vec<u8>,
+    root_digest: [u8; 32],
+    /// Verified collateral sets and PCK chains (bounded).
+    caches: fast::Caches,
 }
 
 impl DcapVerifier {
@@ -79,16 +123,21 @@ impl DcapVerifier {
         DcapVerifier {
             kind,
             source,
-            root_ca_der: None,
+            root_ca_der: INTEL_ROOT_CA_DER.to_vec(),
+            root_digest: fast::root_digest(INTEL_ROOT_CA_DER),
+            caches: fast::Caches::default(),
         }
     }
     /// Trust another root CA (tests with a private PKI only).
     pub fn with_root_ca_der(mut self, der: Vec<u8>) -> Self {
-        self.root_ca_der = Some(der);
+        self.root_digest = fast::root_digest(&der);
+        self.root_ca_der = der;
         self
     }
 
-    /// Verify `evidence` with explicitly given collateral, as of `at`.
+    /// Verify `evidence` with explicitly given collateral, as of `at`, by
+    /// the fast path (collateral and PCK chain verified once and cached;
+    /// see [`fast`]).
     pub fn verify_with_collateral(
         &self,
         evidence: &Evidence,
@@ -98,43 +147,89 @@ impl DcapVerifier {
     ) -> Result<VerifiedClaims> {
         let quote = self.quote_bytes(evidence)?;
         let now = unix_secs(at);
-        let verifier = match &self.root_ca_der {
-            Some(der) => QuoteVerifier::<RustCryptoConfig>::new_with_config(der.clone()),
-            // Pin the pure-Rust backend even if another crate enables `ring`.
-            None => QuoteVerifier::new_prod().with_config::<RustCryptoConfig>(),
-        }
-        // The debug flag becomes a claim; refusing it is the policy's job.
-        .allow_debug(true);
-        let qc = match verifier.verify_with_policy(
+        let facts = match self.caches.verify(
             quote,
-            &collateral.0,
+            &collateral.inner,
+            collateral.digest(),
+            &self.root_ca_der,
+            &self.root_digest,
             now,
-            &QuotePolicy::claims_only(now),
         ) {
-            Ok(qc) => qc,
-            // dcap-qvl matches TCB levels only after every signature, chain,
-            // CRL and collateral-time check has passed. A platform below
-            // every level Intel still lists is older than all of them, i.e.
-            // out of date: report that as a claim (policy decides), by
-            // rerunning with a floor level appended below all listed ones.
-            Err(e) if format!("{e:#}").contains(NO_MATCHING_TCB_LEVEL) => verifier
-                .dangerous_verify_claims_with_tcb_override(
-                    quote,
-                    &collateral.0,
-                    now,
-                    append_out_of_date_floor,
-                )
-                .map_err(|e| {
-                    Error::rejected(self.kind, format!("DCAP verification failed: {e:#}"))
-                })?,
-            Err(e) => {
+            fast::Outcome::Verified(facts) => *facts,
+            fast::Outcome::Rejected(detail) => {
                 return Err(Error::rejected(
                     self.kind,
-                    format!("DCAP verification failed: {e:#}"),
+                    format!("DCAP verification failed: {detail}"),
                 ));
             }
+            fast::Outcome::Defer(why) => {
+                tracing::debug!(tee = %self.kind, %why, "DCAP fast path defers to dcap-qvl");
+                self.reference_facts(quote, collateral, now)?
+            }
         };
-        let claims = self.claims(&qc, at)?;
+        self.finish(facts, expected_report_data, at)
+    }
+
+    /// Verify `evidence` like [`Self::verify_with_collateral`] but by the
+    /// reference path: `dcap-qvl`'s complete verification, which re-verifies
+    /// the whole collateral on every call (about 25 times slower). Same
+    /// claims and verdicts; kept to cross-check the fast path.
+    pub fn verify_with_collateral_reference(
+        &self,
+        evidence: &Evidence,
+        collateral: &DcapCollateral,
+        expected_report_data: &[u8; 64],
+        at: SystemTime,
+    ) -> Result<VerifiedClaims> {
+        let quote = self.quote_bytes(evidence)?;
+        let facts = self.reference_facts(quote, collateral, unix_secs(at))?;
+        self.finish(facts, expected_report_data, at)
+    }
+
+    /// How this verifier's verifications were decided so far (fast path or
+    /// handed to the reference path).
+    pub fn fast_path_stats(&self) -> FastPathStats {
+        self.caches.stats()
+    }
+
+    fn reference_facts(
+        &self,
+        quote: &[u8],
+        collateral: &DcapCollateral,
+        now: u64,
+    ) -> Result<fast::Facts> {
+        let verifier = QuoteVerifier::<RustCryptoConfig>::new_with_config(self.root_ca_der.clone())
+            // The debug flag becomes a claim; refusing it is the policy's job.
+            .allow_debug(true);
+        // dcap-qvl matches TCB levels only after every signature, chain, CRL
+        // and collateral-time check has passed. A platform below every level
+        // Intel still lists is older than all of them, i.e. out of date:
+        // report that as a claim (policy decides) by appending a floor level
+        // below all listed ones, which only such a platform reaches.
+        let qc = verifier
+            .dangerous_verify_claims_with_tcb_override(
+                quote,
+                &*collateral.inner,
+                now,
+                append_out_of_date_floor,
+            )
+            .map_err(|e| Error::rejected(self.kind, format!("DCAP verification failed: {e:#}")))?;
+        Ok(fast::Facts {
+            report: qc.report,
+            ppid: qc.platform.pck.ppid,
+            fmspc: qc.platform.pck.fmspc,
+            status: qc.tcb.status,
+            advisory_ids: qc.tcb.advisory_ids,
+        })
+    }
+
+    fn finish(
+        &self,
+        facts: fast::Facts,
+        expected_report_data: &[u8; 64],
+        at: SystemTime,
+    ) -> Result<VerifiedClaims> {
+        let claims = self.claims(facts, at)?;
         check_expected(self.kind, &claims.report_data, expected_report_data)?;
         Ok(VerifiedClaims::from_parts(claims))
     }
@@ -153,14 +248,13 @@ impl DcapVerifier {
         }
     }
 
-    fn claims(&self, qc: &QuoteClaims, at: SystemTime) -> Result<ClaimsParts> {
-        let pck = &qc.platform.pck;
+    fn claims(&self, facts: fast::Facts, at: SystemTime) -> Result<ClaimsParts> {
         let platform = PlatformIdentity {
-            ppid: (!pck.ppid.is_empty()).then(|| HexBytes(pck.ppid.clone())),
-            fmspc: Some(HexBytes(pck.fmspc.to_vec())),
+            ppid: (!facts.ppid.is_empty()).then(|| HexBytes(facts.ppid.clone())),
+            fmspc: Some(HexBytes(facts.fmspc.to_vec())),
             ..Default::default()
         };
-        let (measurements, debug, report_data) = match (&qc.report, self.kind) {
+        let (measurements, debug, report_data) = match (&facts.report, self.kind) {
             (Report::SgxEnclave(r), TeeKind::Sgx) => (
                 Measurements::Sgx {
                     mr_enclave: HexBytes(r.mr_enclave.to_vec()),
@@ -205,8 +299,8 @@ impl DcapVerifier {
             tee: self.kind,
             measurements,
             debug,
-            tcb_status: map_status(qc.tcb.status),
-            advisory_ids: qc.tcb.advisory_ids.clone(),
+            tcb_status: map_status(facts.status),
+            advisory_ids: facts.advisory_ids,
             platform,
             report_data,
             verified_at: at,
@@ -214,29 +308,11 @@ impl DcapVerifier {
     }
 }
 
-/// The error `dcap-qvl` reports when the platform meets no TCB level.
-const NO_MATCHING_TCB_LEVEL: &str = "No matching TCB level found";
-
-/// Append a level that every platform meets (all SVNs zero) below the
-/// listed ones, rated `OutOfDate` (or `Revoked` if the oldest listed level is
-/// revoked), dated and advised like the oldest listed level. Levels are
-/// matched in order, so it only applies to platforms that meet none of
-/// Intel's levels.
+/// The reference path's TCB-info override: the listed levels plus
+/// [`fast::out_of_date_floor`] after them (levels are matched in order, and
+/// dcap-qvl's canonical order keeps an all-zero level last).
 fn append_out_of_date_floor(mut info: dcap_qvl::TcbInfo) -> dcap_qvl::TcbInfo {
-    if let Some(oldest) = info.tcb_levels.last().cloned() {
-        let mut floor = oldest;
-        for c in floor
-            .tcb
-            .sgx_components
-            .iter_mut()
-            .chain(floor.tcb.tdx_components.iter_mut())
-        {
-            c.svn = 0;
-        }
-        floor.tcb.pce_svn = 0;
-        if floor.tcb_status != dcap_qvl::TcbStatus::Revoked {
-            floor.tcb_status = dcap_qvl::TcbStatus::OutOfDate;
-        }
+    if let Some(floor) = fast::out_of_date_floor(&info) {
         info.tcb_levels.push(floor);
     }
     info
@@ -342,7 +418,7 @@ impl CollateralCache {
         })?;
         let entry = CacheEntry {
             stored_at: unix_secs(now),
-            collateral: collateral.0.clone(),
+            collateral: (*collateral.inner).clone(),
         };
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(&entry).expect("entry serializes");
@@ -375,7 +451,7 @@ impl CollateralCache {
         if entry.stored_at > unix_secs(now) || age > self.max_age.as_secs() {
             return Ok(None);
         }
-        Ok(Some(DcapCollateral(entry.collateral)))
+        Ok(Some(DcapCollateral::new(entry.collateral)))
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`Evidence`]: raw SGX/TDX DCAP quotes, SEV-SNP reports (with their
 //!   VCEK) and simulated-TEE evidence.
-//! - [`Verifier`]: one per kind ([`DcapVerifier`] via `dcap-qvl`,
+//! - [`Verifier`]: one per kind ([`DcapVerifier`]: collateral verified once
+//!   and cached, `dcap-qvl`'s full verification as the reference,
 //!   [`SnpVerifier`] via `sev`, [`SimulatedVerifier`] only through its
 //!   `insecure_` constructor) turns evidence plus the expected report data
 //!   into [`VerifiedClaims`], which nothing else can construct.
@@ -33,7 +34,7 @@ use std::time::SystemTime;
 
 pub use binding::{Challenge, ChallengeStore, report_data};
 pub use claims::{HexBytes, Measurements, PlatformIdentity, TcbStatus, TeeKind, VerifiedClaims};
-pub use dcap::{CollateralCache, CollateralSource, DcapCollateral, DcapVerifier};
+pub use dcap::{CollateralCache, CollateralSource, DcapCollateral, DcapVerifier, FastPathStats};
 pub use error::{Error, Reason, Result};
 pub use evidence::Evidence;
 pub use simulated::{SimulatedPlatform, SimulatedVerifier};

@@ -1,32 +1,38 @@
 //! The simulated TEE, for laptops and CI. Never production.
 //!
-//! Evidence is signed by a local platform key (ECDSA P-384) and carries the
+//! Evidence is signed by a local platform key (Ed25519) and carries the
 //! SHA-384 of the running executable as its measurement, so a rebuilt or
 //! patched binary measures differently. The verifier exists only when a
 //! caller builds it through [`SimulatedVerifier::insecure_new`], and its
 //! claims are always marked simulated.
 //!
-//! Format (all integers big-endian; documented in `docs/spec/attestation.md`):
+//! Format version 2 (all integers big-endian; documented in
+//! `docs/spec/attestation.md`):
 //!
 //! | offset | len | field |
 //! | --- | --- | --- |
 //! | 0 | 8 | magic `TWSIMTEE` |
-//! | 8 | 2 | version, 1 |
+//! | 8 | 2 | version, 2 |
 //! | 10 | 2 | flags: bit 0 debug; other bits zero |
 //! | 12 | 32 | platform id, UTF-8, zero padded |
 //! | 44 | 48 | measurement: SHA-384 of the executable |
 //! | 92 | 4 | security version |
 //! | 96 | 8 | creation time, Unix seconds |
 //! | 104 | 64 | report data |
-//! | 168 | 97 | platform public key, SEC1 uncompressed P-384 |
-//! | 265 | 96 | signature over bytes 0..265: ECDSA P-384 SHA-384, r‖s |
+//! | 168 | 32 | platform public key, Ed25519 |
+//! | 200 | 64 | signature over bytes 0..200: Ed25519 |
+//!
+//! Version 1 (361 bytes, ECDSA P-384) is rejected with a message saying so:
+//! Ed25519 verification costs a fraction of a P-384 one (see
+//! `BENCHMARKS.md`), and nothing durable is signed with simulated evidence,
+//! so there is no reason to keep accepting it.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    ECDSA_P384_SHA384_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
     UnparsedPublicKey,
 };
 use sha2::{Digest, Sha384};
@@ -44,13 +50,13 @@ use crate::evidence::Evidence;
 /// Magic bytes that open simulated evidence.
 pub const SIM_MAGIC: &[u8; 8] = b"TWSIMTEE";
 /// Format version.
-pub const SIM_VERSION: u16 = 1;
+pub const SIM_VERSION: u16 = 2;
 /// Total length of simulated evidence.
-pub const SIM_EVIDENCE_LEN: usize = 361;
+pub const SIM_EVIDENCE_LEN: usize = 264;
 /// Length of the signed prefix.
-pub const SIM_SIGNED_LEN: usize = 265;
+pub const SIM_SIGNED_LEN: usize = 200;
 const PLATFORM_ID_LEN: usize = 32;
-const PUBLIC_KEY_LEN: usize = 97;
+const PUBLIC_KEY_LEN: usize = 32;
 /// How far in the future (clock skew) a creation time may lie.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 const K: TeeKind = TeeKind::Simulated;
@@ -75,7 +81,7 @@ pub fn executable_measurement() -> Result<[u8; 48]> {
 /// A simulated platform: its signing key, identity and settings. The key is
 /// never printed: `Debug` shows only the platform id and public key.
 pub struct SimulatedPlatform {
-    key: EcdsaKeyPair,
+    key: Ed25519KeyPair,
     pkcs8: Zeroizing<Vec<u8>>,
     platform_id: String,
     debug: bool,
@@ -95,9 +101,8 @@ impl std::fmt::Debug for SimulatedPlatform {
 impl SimulatedPlatform {
     /// A platform with a freshly generated key.
     pub fn generate(platform_id: &str) -> Result<Self> {
-        let doc =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
-                .map_err(|_| Error::Key("key generation failed"))?;
+        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| Error::Key("key generation failed"))?;
         Self::from_pkcs8(doc.as_ref(), platform_id)
     }
 
@@ -109,8 +114,16 @@ impl SimulatedPlatform {
         {
             return Err(Error::Key("platform id must be 1 to 32 bytes without NUL"));
         }
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8)
-            .map_err(|_| Error::Key("not a P-384 PKCS#8 private key"))?;
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| {
+            if EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8).is_ok() {
+                Error::Key(
+                    "a P-384 platform key signs simulated evidence version 1, which is no longer \
+                     accepted: generate a new (Ed25519) platform key",
+                )
+            } else {
+                Error::Key("not an Ed25519 PKCS#8 private key")
+            }
+        })?;
         Ok(SimulatedPlatform {
             key,
             pkcs8: Zeroizing::new(pkcs8.to_vec()),
@@ -125,7 +138,7 @@ impl SimulatedPlatform {
         &self.pkcs8
     }
 
-    /// The platform public key (SEC1 uncompressed), what verifiers trust.
+    /// The platform public key (Ed25519, 32 bytes), what verifiers trust.
     pub fn public_key(&self) -> &[u8] {
         self.key.public_key().as_ref()
     }
@@ -173,10 +186,7 @@ impl SimulatedPlatform {
         b.extend_from_slice(report_data);
         b.extend_from_slice(self.public_key());
         debug_assert_eq!(b.len(), SIM_SIGNED_LEN);
-        let sig = self
-            .key
-            .sign(&SystemRandom::new(), &b)
-            .map_err(|_| Error::Key("signing failed"))?;
+        let sig = self.key.sign(&b);
         b.extend_from_slice(sig.as_ref());
         debug_assert_eq!(b.len(), SIM_EVIDENCE_LEN);
         Ok(Evidence::Simulated(b))
@@ -231,7 +241,8 @@ impl Verifier for SimulatedVerifier {
         {
             return Err(Error::rejected(K, "platform key is not trusted"));
         }
-        UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, fields.public_key)
+        // Every call verifies the signature: nothing is cached by evidence.
+        UnparsedPublicKey::new(&ED25519, fields.public_key)
             .verify(&b[..SIM_SIGNED_LEN], &b[SIM_SIGNED_LEN..])
             .map_err(|_| Error::rejected(K, "signature does not verify"))?;
         if fields.created > unix_secs(at) + MAX_CLOCK_SKEW.as_secs() {
@@ -277,17 +288,24 @@ pub struct SimulatedFields<'a> {
     pub public_key: &'a [u8],
 }
 
-/// Parse simulated evidence strictly (length, magic, version, flags, id).
+/// Parse simulated evidence strictly (magic, version, length, flags, id).
 pub fn parse(b: &[u8]) -> std::result::Result<SimulatedFields<'_>, String> {
-    if b.len() != SIM_EVIDENCE_LEN {
-        return Err(format!("simulated evidence has length {}", b.len()));
-    }
-    if &b[..8] != SIM_MAGIC {
+    if b.len() < 10 || &b[..8] != SIM_MAGIC {
         return Err("bad magic".into());
     }
-    let version = u16::from_be_bytes([b[8], b[9]]);
-    if version != SIM_VERSION {
-        return Err(format!("unsupported version {version}"));
+    match u16::from_be_bytes([b[8], b[9]]) {
+        SIM_VERSION => {}
+        1 => {
+            return Err(
+                "simulated evidence version 1 (ECDSA P-384) is no longer accepted: \
+                 attest again with a current platform (version 2, Ed25519)"
+                    .into(),
+            );
+        }
+        v => return Err(format!("unsupported simulated evidence version {v}")),
+    }
+    if b.len() != SIM_EVIDENCE_LEN {
+        return Err(format!("simulated evidence has length {}", b.len()));
     }
     let flags = u16::from_be_bytes([b[10], b[11]]);
     if flags & !1 != 0 {

@@ -129,13 +129,13 @@ fn untrusted_platform_key_and_future_evidence_are_rejected() {
 #[test]
 fn platform_key_never_appears_in_debug_output() {
     let platform = SimulatedPlatform::generate("laptop").unwrap();
-    // The private scalar sits after `ECPrivateKey { version 1, OCTET STRING(48) }`.
+    // The Ed25519 seed sits in `OCTET STRING { OCTET STRING(32) }` (RFC 8410).
     let der = platform.pkcs8().as_slice();
     let at = der
-        .windows(5)
-        .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x30])
-        .expect("P-384 private key in PKCS#8");
-    let scalar = hex::encode(&der[at + 5..at + 5 + 48]);
+        .windows(4)
+        .position(|w| w == [0x04, 0x22, 0x04, 0x20])
+        .expect("Ed25519 private key in PKCS#8");
+    let scalar = hex::encode(&der[at + 4..at + 4 + 32]);
     let dbg = format!("{platform:?}");
     assert!(!dbg.contains(&scalar));
     assert!(!dbg.contains(&scalar.to_uppercase()));
@@ -160,4 +160,32 @@ fn debug_flag_is_a_claim() {
         .verify(&platform.attest(&rd, now).unwrap(), &rd, now)
         .unwrap();
     assert!(claims.is_debug());
+}
+
+#[test]
+fn simulated_evidence_version_1_is_rejected_with_a_clear_reason() {
+    let (_, verifiers, _) = setup();
+    // Version 1: magic, version 1, then the 361-byte ECDSA P-384 layout.
+    let mut v1 = b"TWSIMTEE".to_vec();
+    v1.extend_from_slice(&1u16.to_be_bytes());
+    v1.resize(361, 0);
+    let rd = [0u8; 64];
+    let err = verifiers
+        .verify(
+            &twinseal_attest::Evidence::Simulated(v1),
+            &rd,
+            SystemTime::now(),
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "attestation rejected");
+    assert!(err.reason().unwrap().contains("version 1"), "{err:?}");
+
+    // A version-1 (P-384) platform key is refused with the same explanation.
+    let p384 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let err = SimulatedPlatform::from_pkcs8(p384.as_ref(), "laptop").unwrap_err();
+    assert!(err.to_string().contains("version 1"), "{err}");
 }

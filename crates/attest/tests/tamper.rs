@@ -9,7 +9,11 @@
 //! fields are framing. The PCK leaf certificate in the PEM chain is covered by
 //! its own test (every byte of its DER). For SEV-SNP: bytes 0..0x2A0
 //! (signed by the VCEK) and the signature's r and s. For the simulated TEE:
-//! all 361 bytes.
+//! all of its bytes.
+//!
+//! The DCAP cases also check that every verdict came from the fast path
+//! (collateral verified once and cached), not from the full `dcap-qvl`
+//! verification it falls back to outside the collateral's window.
 
 mod common;
 
@@ -108,6 +112,11 @@ fn dcap_case(quote: &str, collateral: &str, when: &str) {
     let ranges = dcap_signed_ranges(q);
     let n = assert_all_rejected(&v, &e, &ranges, &[0x01], &expected, at(when));
     assert!(n > 1000, "{quote}: only {n} changes checked");
+    // Every verdict came from the fast path (collateral verified once), none
+    // from handing the quote to dcap-qvl's full verification.
+    let stats = v.fast_path_stats();
+    assert_eq!((stats.verified, stats.deferred), (1, 0), "{stats:?}");
+    assert_eq!(stats.rejected as usize, n);
     eprintln!("{quote}: {n} single-byte changes, all rejected");
 }
 
@@ -240,4 +249,6 @@ fn every_byte_of_the_pck_leaf_certificate_matters() {
         survivors.is_empty(),
         "leaf DER changes accepted at {survivors:?}"
     );
+    let stats = v.fast_path_stats();
+    assert_eq!((stats.verified, stats.deferred), (0, 0), "{stats:?}");
 }

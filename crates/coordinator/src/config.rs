@@ -50,7 +50,7 @@ pub struct Config {
     /// certificate issued under it with a critical extension.
     #[serde(default)]
     pub insecure_allow_simulated_tee: bool,
-    /// Simulated platforms' public keys (hex, SEC1 P-384) to trust when
+    /// Simulated platforms' public keys (hex, 32-byte Ed25519) to trust when
     /// simulated evidence is allowed.
     #[serde(default)]
     pub simulated_platform_keys: Vec<String>,
