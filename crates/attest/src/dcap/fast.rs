@@ -406,7 +406,16 @@ struct PckEntry {
     cpu_svn: [u8; 16],
     pce_svn: u16,
     fmspc: [u8; 6],
+    /// SHA-256 digests of (QE report, signature) pairs whose signature this
+    /// leaf key verified. A platform's QE report certifies its attestation
+    /// key and is the same in every quote until the QE makes a new key, so
+    /// like the PCK chain it is checked once per platform; a report or
+    /// signature differing in any byte has another digest and is verified.
+    qe_verified: Mutex<VecDeque<[u8; 32]>>,
 }
+
+/// Most verified QE reports remembered per PCK chain.
+const MAX_QE_REPORTS: usize = 8;
 
 impl CollateralEntry {
     /// dcap-qvl `verify_impl` steps that depend on the collateral only: trust
@@ -543,6 +552,7 @@ impl PckEntry {
             cpu_svn: ext.cpu_svn,
             pce_svn: ext.pce_svn,
             fmspc: ext.fmspc,
+            qe_verified: Mutex::new(VecDeque::new()),
         })
     }
 }
@@ -757,10 +767,28 @@ impl Caches {
             ));
         }
 
-        // Step 4: the QE report is signed by the PCK leaf key.
-        pck.leaf_key
-            .verify_sig(auth.qe_report, auth.qe_report_signature)
-            .map_err(|_| Miss::Reject("Signature is invalid for qe_report in quote".into()))?;
+        // Step 4: the QE report is signed by the PCK leaf key (verified once
+        // per distinct report and signature, see `PckEntry::qe_verified`).
+        let mut d = aws_lc_rs::digest::Context::new(&SHA256);
+        d.update(&(auth.qe_report.len() as u64).to_be_bytes());
+        d.update(auth.qe_report);
+        d.update(auth.qe_report_signature);
+        let qe_digest: [u8; 32] = d.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
+        let seen = pck
+            .qe_verified
+            .lock()
+            .expect("cache lock")
+            .contains(&qe_digest);
+        if !seen {
+            pck.leaf_key
+                .verify_sig(auth.qe_report, auth.qe_report_signature)
+                .map_err(|_| Miss::Reject("Signature is invalid for qe_report in quote".into()))?;
+            let mut verified = pck.qe_verified.lock().expect("cache lock");
+            if verified.len() >= MAX_QE_REPORTS {
+                verified.pop_front();
+            }
+            verified.push_back(qe_digest);
+        }
         let qe_report = QeReport::parse(auth.qe_report);
 
         // Step 5: the QE report data binds the attestation key.
