@@ -373,118 +373,265 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
     use utoipa::openapi::{InfoBuilder, OpenApiBuilder, PathsBuilder};
 
-    // (method, path, summary, who may call it)
-    const OPS: &[(&str, &str, &str, &str)] = &[
-        ("get", "/v1/health", "Liveness and mode", "anyone"),
-        ("get", "/v1/openapi.json", "This document", "anyone"),
-        ("get", "/metrics", "Prometheus metrics", "anyone"),
-        ("get", "/v1/ca", "Root certificate to pin", "anyone"),
+    // (method, path, summary, who may call it, request body, answer)
+    type Op = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    const OPS: &[Op] = &[
+        (
+            "get",
+            "/v1/health",
+            "Liveness and mode",
+            "anyone",
+            None,
+            Some("Health"),
+        ),
+        (
+            "get",
+            "/v1/openapi.json",
+            "This document",
+            "anyone",
+            None,
+            None,
+        ),
+        (
+            "get",
+            "/metrics",
+            "Prometheus metrics (text)",
+            "anyone",
+            None,
+            None,
+        ),
+        (
+            "get",
+            "/v1/ca",
+            "Root certificate to pin",
+            "anyone",
+            None,
+            Some("CaInfo"),
+        ),
         (
             "post",
             "/v1/attest/challenge",
             "One-time challenge",
             "anyone",
+            None,
+            Some("ChallengeResponse"),
         ),
         (
             "post",
             "/v1/attest",
             "Evidence + CSR -> app certificate",
             "anyone with valid evidence",
+            Some("AttestRequest"),
+            Some("AttestResponse"),
         ),
-        ("get", "/v1/keys", "List keys", "admin"),
-        ("post", "/v1/keys", "Create a key", "admin"),
-        ("get", "/v1/keys/{name}", "Key metadata", "admin"),
+        (
+            "get",
+            "/v1/keys",
+            "List keys",
+            "admin",
+            None,
+            Some("KeyList"),
+        ),
+        (
+            "post",
+            "/v1/keys",
+            "Create a key",
+            "admin",
+            Some("CreateKeyRequest"),
+            Some("KeyInfo"),
+        ),
+        (
+            "get",
+            "/v1/keys/{name}",
+            "Key metadata",
+            "admin",
+            None,
+            Some("KeyInfo"),
+        ),
         (
             "delete",
             "/v1/keys/{name}",
             "Destroy (crypto-shred) a key",
             "admin",
+            None,
+            Some("KeyInfo"),
         ),
-        ("post", "/v1/keys/{name}/rotate", "New key version", "admin"),
-        ("post", "/v1/keys/{name}/disable", "Disable a key", "admin"),
-        ("post", "/v1/keys/{name}/enable", "Enable a key", "admin"),
+        (
+            "post",
+            "/v1/keys/{name}/rotate",
+            "New key version",
+            "admin",
+            None,
+            Some("KeyInfo"),
+        ),
+        (
+            "post",
+            "/v1/keys/{name}/disable",
+            "Disable a key",
+            "admin",
+            None,
+            Some("KeyInfo"),
+        ),
+        (
+            "post",
+            "/v1/keys/{name}/enable",
+            "Enable a key",
+            "admin",
+            None,
+            Some("KeyInfo"),
+        ),
         (
             "post",
             "/v1/keys/{name}/datakey",
             "Envelope header + file key",
             "admin, data_owner, app allowed the key",
+            Some("DataKeyRequest"),
+            Some("DataKeyResponse"),
         ),
         (
             "post",
             "/v1/keys/{name}/unwrap",
             "File key of an envelope header",
             "data_owner, app allowed the key",
+            Some("UnwrapRequest"),
+            Some("UnwrapResponse"),
         ),
         (
             "post",
             "/v1/keys/{name}/release",
             "Key material to an attested app",
             "app (mutual TLS)",
+            None,
+            Some("ReleaseResponse"),
         ),
-        ("get", "/v1/manifest", "Current manifest", "admin, auditor"),
-        ("put", "/v1/manifest", "Apply a manifest", "admin"),
+        (
+            "get",
+            "/v1/manifest",
+            "Current manifest",
+            "admin, auditor",
+            None,
+            Some("ManifestInfo"),
+        ),
+        (
+            "put",
+            "/v1/manifest",
+            "Apply a manifest",
+            "admin",
+            Some("ManifestApplyRequest"),
+            Some("ManifestInfo"),
+        ),
         (
             "get",
             "/v1/manifest/versions",
             "Every manifest version",
             "admin, auditor",
+            None,
+            Some("ManifestVersions"),
         ),
         (
             "post",
             "/v1/users/{name}/token",
             "New bearer token for a user",
             "admin",
+            None,
+            Some("TokenResponse"),
         ),
         (
             "get",
             "/v1/certificates",
             "Issued app certificates",
             "admin, auditor",
+            None,
+            Some("CertificateList"),
         ),
         (
             "post",
             "/v1/certificates/{serial}/revoke",
             "Revoke an app certificate",
             "admin",
+            None,
+            None,
         ),
         (
             "post",
             "/v1/tokenize",
             "FF1 format-preserving tokenization",
             "admin, data_owner, app allowed the key",
+            Some("TokenizeRequest"),
+            Some("TokenizeResponse"),
         ),
         (
             "post",
             "/v1/detokenize",
             "Reverse tokenization",
             "users with the detokenize permission",
+            Some("TokenizeRequest"),
+            Some("TokenizeResponse"),
         ),
         (
             "get",
             "/v1/audit/checkpoint",
             "Latest signed checkpoint",
             "admin, auditor",
+            None,
+            Some("AuditCheckpoint"),
         ),
         (
             "get",
             "/v1/audit/export",
-            "Audit bundle (entries, checkpoints, evidence)",
+            "Audit bundle (entries, checkpoints, evidence; docs/spec/audit-log.md)",
             "auditor",
+            None,
+            None,
         ),
     ];
+    let json_ref = |name: &str| {
+        utoipa::openapi::ContentBuilder::new()
+            .schema(Some(utoipa::openapi::Ref::from_schema_name(name)))
+            .build()
+    };
     let mut paths = PathsBuilder::new();
-    for (method, path, summary, who) in OPS {
+    for (method, path, summary, who, request, answer) in OPS {
         let method = match *method {
             "get" => HttpMethod::Get,
             "post" => HttpMethod::Post,
             "put" => HttpMethod::Put,
             _ => HttpMethod::Delete,
         };
-        let op = OperationBuilder::new()
+        let ok = match answer {
+            Some(name) => utoipa::openapi::ResponseBuilder::new()
+                .description("success")
+                .content("application/json", json_ref(name))
+                .build(),
+            None => utoipa::openapi::ResponseBuilder::new()
+                .description("success")
+                .build(),
+        };
+        let err = utoipa::openapi::ResponseBuilder::new()
+            .description("refused: {\"type\", \"detail\"}")
+            .content("application/json", json_ref("ErrorBody"))
+            .build();
+        let mut op = OperationBuilder::new()
             .summary(Some(*summary))
             .description(Some(format!("Who may call it: {who}.")))
-            .build();
-        paths = paths.path(*path, PathItem::new(method, op));
+            .response("200", ok)
+            .response("default", err);
+        if let Some(name) = request {
+            op = op.request_body(Some(
+                utoipa::openapi::request_body::RequestBodyBuilder::new()
+                    .content("application/json", json_ref(name))
+                    .required(Some(utoipa::openapi::Required::True))
+                    .build(),
+            ));
+        }
+        paths = paths.path(*path, PathItem::new(method, op.build()));
     }
     let mut doc = OpenApiBuilder::new()
         .info(
@@ -551,6 +698,19 @@ mod tests {
     fn openapi_lists_every_operation_and_schema() {
         let doc = serde_json::to_value(openapi()).unwrap();
         assert!(doc["paths"]["/v1/keys/{name}/release"]["post"].is_object());
+        // Two methods on one path are both kept.
+        assert!(doc["paths"]["/v1/keys"]["get"].is_object());
+        assert_eq!(
+            doc["paths"]["/v1/keys"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+                ["$ref"],
+            "#/components/schemas/CreateKeyRequest"
+        );
+        // Every referenced schema exists.
+        let text = doc.to_string();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name = &part[..part.find('"').unwrap()];
+            assert!(doc["components"]["schemas"][name].is_object(), "{name}");
+        }
         assert!(doc["components"]["schemas"]["AttestRequest"].is_object());
         assert_eq!(doc["openapi"], "3.1.0");
     }
