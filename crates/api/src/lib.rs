@@ -368,20 +368,155 @@ pub struct AuditCheckpoint {
     pub verifier_key: String,
 }
 
+// ---------------------------------------------------------------------------
+// The worker's API (the attested Siamese service).
+// ---------------------------------------------------------------------------
+
+/// An image sent to a worker, base64 (standard, padded).
+///
+/// `{"png": ...}` (also `{"jpeg": ...}`) carries an encoded PNG or JPEG of
+/// any size, converted to grey and resized as the model's configuration
+/// says; `{"raw": ...}` carries exactly `height * width` grey bytes
+/// (28 x 28 = 784 for the seed's model), row-major, 0 = black.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ImageWire {
+    /// An encoded PNG (or JPEG) image, base64.
+    Png(String),
+    /// An encoded JPEG (or PNG) image, base64.
+    Jpeg(String),
+    /// Raw grey pixels of the model's input size, base64.
+    Raw(String),
+}
+
+/// `POST /v1/compare` (worker): are `a` and `b` the same identity?
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompareRequest {
+    /// The first image.
+    pub a: ImageWire,
+    /// The second image.
+    pub b: ImageWire,
+}
+
+/// The verdict on a pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The head's score is at or below the threshold.
+    Similar,
+    /// The head's score is above the threshold.
+    Dissimilar,
+}
+
+/// What a worker computed for one pair (also the signed output of its receipt).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CompareResult {
+    /// Euclidean distance between the two embeddings.
+    pub distance: f32,
+    /// The head's decision score (lower means more alike).
+    pub score: f32,
+    /// Calibrated probability that both images show the same identity.
+    pub probability: f32,
+    /// `similar` when `score <= threshold`.
+    pub verdict: Verdict,
+    /// The model's decision threshold on `score`.
+    pub threshold: f32,
+}
+
+/// The answer to `POST /v1/compare`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CompareResponse {
+    /// The result.
+    #[serde(flatten)]
+    pub result: CompareResult,
+    /// The signed receipt; its `output` is `result` as JSON text.
+    pub receipt: Receipt,
+}
+
+/// `POST /v1/embed` (worker): embeddings of images.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedRequest {
+    /// The images (at least one; the worker bounds how many).
+    pub images: Vec<ImageWire>,
+}
+
+/// What a worker computed for `POST /v1/embed` (also the signed output of
+/// its receipt).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EmbedResult {
+    /// Length of each embedding.
+    pub dim: usize,
+    /// One embedding per image, in request order.
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+/// The answer to `POST /v1/embed`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbedResponse {
+    /// The result.
+    #[serde(flatten)]
+    pub result: EmbedResult,
+    /// The signed receipt; its `output` is `result` as JSON text.
+    pub receipt: Receipt,
+}
+
+/// A worker's signed statement of one computation, verifiable by anyone
+/// holding the worker's certificate (see the worker crate's `receipt`
+/// module for the exact signed bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// Format name and version: `twinseal-receipt/1`.
+    pub format: String,
+    /// The operation: `compare` or `embed`.
+    pub operation: String,
+    /// When the worker computed the output, RFC 3339 UTC.
+    pub time: String,
+    /// SHA-256 of the canonical encoding of the inputs, hex.
+    pub inputs_sha256: String,
+    /// SHA-256 of the plaintext model file, hex.
+    pub model_sha256: String,
+    /// SHA-256 of the worker's attestation evidence (carried in its
+    /// certificate), hex.
+    pub evidence_sha256: String,
+    /// SHA-256 of the worker's certificate (DER), hex.
+    pub certificate_sha256: String,
+    /// The output, exactly as signed: compact JSON text.
+    pub output: String,
+    /// ECDSA P-256 / SHA-256 signature (ASN.1 DER) by the certificate's
+    /// key over the receipt's canonical bytes, base64.
+    pub signature: String,
+}
+
+/// `GET /v1/info` (worker): what is serving.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkerInfo {
+    /// Always `ok` when the worker answers.
+    pub status: String,
+    /// The worker's version.
+    pub version: String,
+    /// The app name it attested as.
+    pub app: String,
+    /// True when its evidence was simulated (INSECURE: no hardware guarantee).
+    pub simulated: bool,
+    /// The TEE kind.
+    pub tee: String,
+    /// The primary measurement, hex.
+    pub measurement: String,
+    /// SHA-256 of the plaintext model file, hex.
+    pub model_sha256: String,
+    /// SHA-256 of its evidence, hex.
+    pub evidence_sha256: String,
+    /// Its certificate, PEM (to verify receipts with).
+    pub certificate: String,
+    /// Certificate expiry, RFC 3339.
+    pub not_after: String,
+}
+
 /// The OpenAPI document of the coordinator's `/v1` surface.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
-    use utoipa::openapi::{InfoBuilder, OpenApiBuilder, PathsBuilder};
-
-    // (method, path, summary, who may call it, request body, answer)
-    type Op = (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        Option<&'static str>,
-        Option<&'static str>,
-    );
     const OPS: &[Op] = &[
         (
             "get",
@@ -592,13 +727,117 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             None,
         ),
     ];
+    let schemas = vec![
+        schema::<ErrorBody>(),
+        schema::<Health>(),
+        schema::<CaInfo>(),
+        schema::<ChallengeResponse>(),
+        schema::<EvidenceWire>(),
+        schema::<AttestRequest>(),
+        schema::<AttestResponse>(),
+        schema::<CreateKeyRequest>(),
+        schema::<KeyState>(),
+        schema::<KeyVersionInfo>(),
+        schema::<KeyInfo>(),
+        schema::<KeyList>(),
+        schema::<DataKeyRequest>(),
+        schema::<DataKeyResponse>(),
+        schema::<UnwrapRequest>(),
+        schema::<UnwrapResponse>(),
+        schema::<ReleasedVersion>(),
+        schema::<ReleaseResponse>(),
+        schema::<ManifestApplyRequest>(),
+        schema::<ManifestInfo>(),
+        schema::<ManifestVersions>(),
+        schema::<TokenResponse>(),
+        schema::<CertificateInfo>(),
+        schema::<CertificateList>(),
+        schema::<Alphabet>(),
+        schema::<TokenizeRequest>(),
+        schema::<TokenizeResponse>(),
+        schema::<AuditCheckpoint>(),
+    ];
+    build("twinseal coordinator", OPS, schemas)
+}
+
+/// The OpenAPI document of a worker's `/v1` surface (HTTPS with the
+/// worker's attested certificate).
+pub fn worker_openapi() -> utoipa::openapi::OpenApi {
+    const OPS: &[Op] = &[
+        (
+            "get",
+            "/v1/info",
+            "What is serving: app, measurement, model and evidence digests, certificate",
+            "anyone",
+            None,
+            Some("WorkerInfo"),
+        ),
+        (
+            "get",
+            "/v1/openapi.json",
+            "This document",
+            "anyone",
+            None,
+            None,
+        ),
+        (
+            "post",
+            "/v1/compare",
+            "Two images -> distance, probability, verdict, threshold, signed receipt",
+            "anyone",
+            Some("CompareRequest"),
+            Some("CompareResponse"),
+        ),
+        (
+            "post",
+            "/v1/embed",
+            "Images -> embeddings, signed receipt",
+            "anyone",
+            Some("EmbedRequest"),
+            Some("EmbedResponse"),
+        ),
+    ];
+    let schemas = vec![
+        schema::<ErrorBody>(),
+        schema::<ImageWire>(),
+        schema::<CompareRequest>(),
+        schema::<Verdict>(),
+        schema::<CompareResult>(),
+        schema::<CompareResponse>(),
+        schema::<EmbedRequest>(),
+        schema::<EmbedResult>(),
+        schema::<EmbedResponse>(),
+        schema::<Receipt>(),
+        schema::<WorkerInfo>(),
+    ];
+    build("twinseal worker", OPS, schemas)
+}
+
+// (method, path, summary, who may call it, request body, answer)
+type Op = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+type NamedSchema = (
+    String,
+    utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+);
+
+fn build(title: &str, ops: &[Op], schemas: Vec<NamedSchema>) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    use utoipa::openapi::{InfoBuilder, OpenApiBuilder, PathsBuilder};
     let json_ref = |name: &str| {
         utoipa::openapi::ContentBuilder::new()
             .schema(Some(utoipa::openapi::Ref::from_schema_name(name)))
             .build()
     };
     let mut paths = PathsBuilder::new();
-    for (method, path, summary, who, request, answer) in OPS {
+    for (method, path, summary, who, request, answer) in ops {
         let method = match *method {
             "get" => HttpMethod::Get,
             "post" => HttpMethod::Post,
@@ -636,45 +875,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
-                .title("twinseal coordinator")
+                .title(title)
                 .version(env!("CARGO_PKG_VERSION"))
                 .build(),
         )
         .paths(paths.build())
         .build();
-    let schemas: Vec<(
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-    )> = vec![
-        schema::<ErrorBody>(),
-        schema::<Health>(),
-        schema::<CaInfo>(),
-        schema::<ChallengeResponse>(),
-        schema::<EvidenceWire>(),
-        schema::<AttestRequest>(),
-        schema::<AttestResponse>(),
-        schema::<CreateKeyRequest>(),
-        schema::<KeyState>(),
-        schema::<KeyVersionInfo>(),
-        schema::<KeyInfo>(),
-        schema::<KeyList>(),
-        schema::<DataKeyRequest>(),
-        schema::<DataKeyResponse>(),
-        schema::<UnwrapRequest>(),
-        schema::<UnwrapResponse>(),
-        schema::<ReleasedVersion>(),
-        schema::<ReleaseResponse>(),
-        schema::<ManifestApplyRequest>(),
-        schema::<ManifestInfo>(),
-        schema::<ManifestVersions>(),
-        schema::<TokenResponse>(),
-        schema::<CertificateInfo>(),
-        schema::<CertificateList>(),
-        schema::<Alphabet>(),
-        schema::<TokenizeRequest>(),
-        schema::<TokenizeResponse>(),
-        schema::<AuditCheckpoint>(),
-    ];
     let mut components = utoipa::openapi::ComponentsBuilder::new();
     for (name, s) in schemas {
         components = components.schema(name, s);
@@ -683,10 +889,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-fn schema<T: ToSchema>() -> (
-    String,
-    utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-) {
+fn schema<T: ToSchema>() -> NamedSchema {
     (T::name().into_owned(), T::schema())
 }
 
@@ -713,6 +916,79 @@ mod tests {
         }
         assert!(doc["components"]["schemas"]["AttestRequest"].is_object());
         assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn worker_openapi_references_only_listed_schemas() {
+        let doc = serde_json::to_value(worker_openapi()).unwrap();
+        assert_eq!(
+            doc["paths"]["/v1/compare"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+                ["$ref"],
+            "#/components/schemas/CompareRequest"
+        );
+        let text = doc.to_string();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name = &part[..part.find('"').unwrap()];
+            assert!(doc["components"]["schemas"][name].is_object(), "{name}");
+        }
+        assert_eq!(doc["info"]["title"], "twinseal worker");
+    }
+
+    #[test]
+    fn images_are_tagged_by_their_encoding() {
+        let r: CompareRequest =
+            serde_json::from_str(r#"{"a":{"png":"AAAA"},"b":{"raw":"AQID"}}"#).unwrap();
+        assert_eq!(r.a, ImageWire::Png("AAAA".into()));
+        assert_eq!(r.b, ImageWire::Raw("AQID".into()));
+        assert_eq!(
+            serde_json::to_string(&Verdict::Dissimilar).unwrap(),
+            r#""dissimilar""#
+        );
+    }
+
+    #[test]
+    fn fail_images_with_two_encodings_or_unknown_ones() {
+        for bad in [
+            r#"{"a":{"png":"AA","raw":"AA"},"b":{"raw":"AA"}}"#,
+            r#"{"a":{"gif":"AA"},"b":{"raw":"AA"}}"#,
+            r#"{"a":{"raw":"AA"}}"#,
+            r#"{"a":{"raw":"AA"},"b":{"raw":"AA"},"c":1}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<CompareRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn compare_response_flattens_its_result() {
+        let receipt = Receipt {
+            format: "twinseal-receipt/1".into(),
+            operation: "compare".into(),
+            time: "2025-01-01T00:00:00Z".into(),
+            inputs_sha256: String::new(),
+            model_sha256: String::new(),
+            evidence_sha256: String::new(),
+            certificate_sha256: String::new(),
+            output: "{}".into(),
+            signature: String::new(),
+        };
+        let r = CompareResponse {
+            result: CompareResult {
+                distance: 0.25,
+                score: 0.5,
+                probability: 0.5,
+                verdict: Verdict::Similar,
+                threshold: 0.5,
+            },
+            receipt,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["verdict"], "similar");
+        assert_eq!(v["distance"], 0.25);
+        let back: CompareResponse = serde_json::from_value(v).unwrap();
+        assert_eq!(back.result, r.result);
     }
 
     #[test]

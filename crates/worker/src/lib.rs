@@ -1,0 +1,31 @@
+//! The attested twinseal worker: the app that serves Siamese verification
+//! inside a TEE.
+//!
+//! [`Worker::start`] makes a TLS key in memory, attests with the
+//! coordinator (evidence bound to the coordinator's challenge and that
+//! key) and gets a certificate; over mutual TLS with it, it obtains the
+//! model key, opens the sealed model in memory only (the plaintext
+//! weights never touch disk) and loads it.
+//!
+//! - [`http::app`]: `app(state) -> Router` with `POST /v1/compare`,
+//!   `POST /v1/embed`, `GET /v1/info`, `GET /v1/openapi.json`.
+//! - [`tls`]: HTTPS with the worker's certificate ([`serve`]), and
+//!   [`WorkerCertVerifier`], the client's check of a worker certificate
+//!   against the coordinator's root.
+//! - [`receipt`]: every answer carries a receipt signed with the
+//!   certificate's key; [`verify_receipt`] checks one with the certificate.
+
+pub mod error;
+pub mod http;
+pub mod receipt;
+pub mod tls;
+mod worker;
+
+pub use error::{Error, Result};
+pub use http::app;
+pub use receipt::{ReceiptSigner, verify_receipt};
+pub use tls::{WorkerCertVerifier, serve};
+pub use worker::{
+    AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_IMAGES,
+    DEFAULT_REQUEST_TIMEOUT_SECS, EvidenceSource, Limits, Worker, WorkerOptions, WorkerState,
+};

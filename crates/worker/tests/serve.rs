@@ -1,0 +1,372 @@
+//! The worker end to end on loopback with the simulated TEE: a coordinator
+//! serving HTTPS, a model sealed under its key, a worker that attests,
+//! obtains the key, opens the model in memory and serves compare/embed
+//! with receipts; and the refusals at start.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use twinseal_api as api;
+use twinseal_attest::SimulatedPlatform;
+use twinseal_coordinator::client::Client;
+use twinseal_coordinator::{Config, Coordinator, init};
+use twinseal_envelope::{Context, FileKey};
+use twinseal_siamese::{HeadKind, ModelConfig, Siamese};
+use twinseal_worker::receipt::{InputKind, inputs_digest};
+use twinseal_worker::{
+    Error, EvidenceSource, Limits, Worker, WorkerCertVerifier, WorkerOptions, verify_receipt,
+};
+
+const MEASUREMENT: [u8; 48] = [0x11; 48];
+const APP: &str = "siamese-worker";
+const KEY: &str = "model-key";
+
+struct Coord {
+    _dir: tempfile::TempDir,
+    url: String,
+    root: String,
+    platform: SimulatedPlatform,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<twinseal_coordinator::Result<()>>>,
+    model: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
+impl Coord {
+    /// A coordinator on loopback with the manifest applied, `model-key`
+    /// created and a fresh model sealed under it.
+    async fn start() -> Coord {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = SimulatedPlatform::generate("paris-1").unwrap();
+        let config = Config {
+            insecure_allow_simulated_tee: true,
+            simulated_platform_keys: vec![hex::encode(platform.public_key())],
+            ..Config::for_data_dir(dir.path())
+        };
+        let report = init(&config).unwrap();
+        let state = Coordinator::open(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(twinseal_coordinator::tls::serve(
+            state.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let root = state.ca().cert_pem();
+        let admin = Client::new(&url, &root, Some(report.admin_token.to_string()), None).unwrap();
+        let manifest = format!(
+            r#"
+[users.admin]
+roles = ["admin"]
+[apps.{APP}]
+tee = ["simulated"]
+measurements = ["{m}"]
+keys = ["{KEY}"]
+[apps.keyless]
+tee = ["simulated"]
+measurements = ["{m}"]
+keys = ["other-key"]
+"#,
+            m = hex::encode(MEASUREMENT)
+        );
+        let _: api::ManifestInfo = admin
+            .put("/v1/manifest", &api::ManifestApplyRequest { manifest })
+            .await
+            .unwrap();
+        let _: api::KeyInfo = admin
+            .post(
+                "/v1/keys",
+                &api::CreateKeyRequest {
+                    name: KEY.into(),
+                    tags: BTreeMap::new(),
+                    required_context: BTreeMap::new(),
+                },
+            )
+            .await
+            .unwrap();
+        let model = Siamese::new(
+            ModelConfig::seed(HeadKind::Sigmoid),
+            7,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+        let dk: api::DataKeyResponse = admin
+            .post(
+                &format!("/v1/keys/{KEY}/datakey"),
+                &api::DataKeyRequest {
+                    context: BTreeMap::from([("purpose".to_string(), "model".to_string())]),
+                },
+            )
+            .await
+            .unwrap();
+        let header = B64.decode(dk.header).unwrap();
+        let file_key = FileKey::from_bytes(B64.decode(dk.file_key).unwrap().try_into().unwrap());
+        let sealed = twinseal_envelope::seal_bytes_with_header(&model, &header, &file_key).unwrap();
+        Coord {
+            _dir: dir,
+            url,
+            root,
+            platform,
+            stop: Some(stop),
+            server: Some(server),
+            model,
+            sealed,
+        }
+    }
+
+    fn options(&self, app: &str, measurement: [u8; 48], sealed: Vec<u8>) -> WorkerOptions {
+        WorkerOptions {
+            coordinator_url: self.url.clone(),
+            coordinator_root_pem: self.root.clone(),
+            app: app.into(),
+            names: vec!["127.0.0.1".into(), "localhost".into()],
+            model_key: KEY.into(),
+            sealed_model: sealed,
+            model_context: Context::from_pairs([("purpose", "model")]).unwrap(),
+            evidence: EvidenceSource::InsecureSimulated {
+                platform: SimulatedPlatform::from_pkcs8(self.platform.pkcs8(), "paris-1").unwrap(),
+                measurement,
+            },
+            limits: Limits::default(),
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+fn https(root: &str, allow_simulated: bool) -> reqwest::Client {
+    let cfg = WorkerCertVerifier::from_root_pem(root, allow_simulated)
+        .unwrap()
+        .client_config()
+        .unwrap();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .build()
+        .unwrap()
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let r = client.post(url).json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn digit(seed: u8) -> Vec<u8> {
+    (0..784u32)
+        .map(|i| ((i * seed as u32 + i / 28) % 256) as u8)
+        .collect()
+}
+
+fn png_of(raw: &[u8]) -> Vec<u8> {
+    let img = image::GrayImage::from_raw(28, 28, raw.to_vec()).unwrap();
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_embed_over_attested_tls_with_verifiable_receipts() {
+    let c = Coord::start().await;
+    let worker = Worker::start(c.options(APP, MEASUREMENT, c.sealed.clone()))
+        .await
+        .unwrap();
+    let state = worker.state();
+    assert_eq!(
+        state.model_sha256(),
+        hex::encode(Sha256::digest(&c.model)),
+        "the model opened is the one sealed"
+    );
+    assert!(state.attestation().simulated);
+    let cert = state.certificate_der().to_vec();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let w = worker.clone();
+    let server = tokio::spawn(async move {
+        w.serve(listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let client = https(&c.root, true);
+
+    // The same digit as raw pixels and as a PNG: distance 0.
+    let a = digit(3);
+    let b = digit(5);
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/compare"),
+        &json!({"a": {"raw": B64.encode(&a)}, "b": {"png": B64.encode(png_of(&a))}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["distance"].as_f64().unwrap() < 1e-3, "{v}");
+    let same: api::CompareResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(
+        same.result.verdict == api::Verdict::Similar,
+        same.result.score <= same.result.threshold
+    );
+
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/compare"),
+        &json!({"a": {"raw": B64.encode(&a)}, "b": {"raw": B64.encode(&b)}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let r: api::CompareResponse = serde_json::from_value(v).unwrap();
+    assert!(r.result.distance > 1e-3);
+    assert!((0.0..=1.0).contains(&r.result.probability));
+    assert_eq!(r.result.threshold, 0.5);
+
+    // The receipt: verifies with the certificate, states what was computed.
+    verify_receipt(&r.receipt, &cert).unwrap();
+    assert_eq!(r.receipt.operation, "compare");
+    assert_eq!(r.receipt.model_sha256, state.model_sha256());
+    assert_eq!(r.receipt.evidence_sha256, state.evidence_sha256());
+    assert_eq!(
+        r.receipt.inputs_sha256,
+        inputs_digest([(InputKind::Raw, &a[..]), (InputKind::Raw, &b[..])].into_iter())
+    );
+    let signed: api::CompareResult = serde_json::from_str(&r.receipt.output).unwrap();
+    assert_eq!(signed, r.result);
+    // ... and fails when anything in it changes.
+    let mut tampered = Vec::new();
+    let mut t = r.receipt.clone();
+    t.output = t.output.replace("dissimilar", "similar");
+    if t.output == r.receipt.output {
+        t.output = t.output.replace("similar", "dissimilar");
+    }
+    tampered.push(t);
+    let mut t = r.receipt.clone();
+    t.inputs_sha256 = same.receipt.inputs_sha256.clone();
+    tampered.push(t);
+    let mut t = r.receipt.clone();
+    t.model_sha256 = hex::encode([0u8; 32]);
+    tampered.push(t);
+    let mut t = r.receipt.clone();
+    t.time = same.receipt.time.clone();
+    if t.time == r.receipt.time {
+        t.time = "2001-01-01T00:00:00Z".into();
+    }
+    tampered.push(t);
+    let mut t = r.receipt.clone();
+    t.signature = same.receipt.signature.clone();
+    tampered.push(t);
+    for (i, t) in tampered.iter().enumerate() {
+        assert!(verify_receipt(t, &cert).is_err(), "tampered receipt {i}");
+    }
+    // Another certificate of the coordinator (not the worker's) does not verify it.
+    assert!(verify_receipt(&r.receipt, state.root_der()).is_err());
+
+    // Embeddings.
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/embed"),
+        &json!({"images": [{"raw": B64.encode(&a)}, {"raw": B64.encode(&b)}, {"png": B64.encode(png_of(&b))}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let e: api::EmbedResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(e.result.dim, 10);
+    assert_eq!(e.result.embeddings.len(), 3);
+    for (x, y) in e.result.embeddings[1].iter().zip(&e.result.embeddings[2]) {
+        assert!((x - y).abs() < 1e-5);
+    }
+    verify_receipt(&e.receipt, &cert).unwrap();
+    assert_eq!(e.receipt.operation, "embed");
+
+    // Malformed input: stable 400 JSON errors.
+    for body in [
+        json!({"a": {"raw": B64.encode([1u8; 10])}, "b": {"raw": B64.encode(&a)}}),
+        json!({"a": {"png": B64.encode(b"not an image at all")}, "b": {"raw": B64.encode(&a)}}),
+        json!({"a": {"png": "%%% not base64"}, "b": {"raw": B64.encode(&a)}}),
+        json!({"a": {"raw": B64.encode(&a)}}),
+        json!({"a": {"gif": "AAAA"}, "b": {"raw": B64.encode(&a)}}),
+    ] {
+        let (s, v) = post(&client, &format!("{url}/v1/compare"), &body).await;
+        assert_eq!(s, 400, "{body} -> {v}");
+        assert_eq!(v["type"], "bad_request", "{v}");
+        assert!(v["detail"].is_string());
+    }
+    let (s, v) = post(&client, &format!("{url}/v1/embed"), &json!({"images": []})).await;
+    assert_eq!((s, v["type"].as_str()), (400, Some("bad_request")));
+    let r = client
+        .post(format!("{url}/v1/compare"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // Info names what serves.
+    let info: api::WorkerInfo = client
+        .get(format!("{url}/v1/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info.app, APP);
+    assert_eq!(info.model_sha256, state.model_sha256());
+    assert!(info.simulated);
+
+    // A client that does not allow simulated certificates refuses the worker.
+    let strict = https(&c.root, false);
+    assert!(strict.get(format!("{url}/v1/info")).send().await.is_err());
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_that_may_not_have_the_key_do_not_start() {
+    let c = Coord::start().await;
+    // A build whose measurement is not in the manifest is not attested.
+    let e = Worker::start(c.options(APP, [0x22; 48], c.sealed.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Attestation(_)), "{e}");
+    assert!(e.to_string().contains("attestation"), "{e}");
+    // An app the manifest does not give the key gets none.
+    let e = Worker::start(c.options("keyless", MEASUREMENT, c.sealed.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::KeyRelease { .. }), "{e}");
+    assert!(e.to_string().contains(KEY), "{e}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_misdescribed_sealed_model_is_refused() {
+    let c = Coord::start().await;
+    let mut tampered = c.sealed.clone();
+    let n = tampered.len();
+    tampered[n - 40] ^= 1;
+    let e = Worker::start(c.options(APP, MEASUREMENT, tampered))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ModelRefused(_)), "{e}");
+
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.model_context = Context::from_pairs([("purpose", "training-data")]).unwrap();
+    let e = Worker::start(opts).await.unwrap_err();
+    assert!(matches!(e, Error::ModelRefused(_)), "{e}");
+    c.stop().await;
+}
