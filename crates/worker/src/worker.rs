@@ -76,8 +76,8 @@ impl Default for Limits {
     }
 }
 
-/// What a worker needs to start.
-#[derive(Debug)]
+/// What a worker needs to start. `Debug` shows the sealed model's size,
+/// not its bytes.
 pub struct WorkerOptions {
     /// The coordinator's base URL (`https://host:port`).
     pub coordinator_url: String,
@@ -97,6 +97,21 @@ pub struct WorkerOptions {
     pub evidence: EvidenceSource,
     /// Serving limits.
     pub limits: Limits,
+}
+
+impl std::fmt::Debug for WorkerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerOptions")
+            .field("coordinator_url", &self.coordinator_url)
+            .field("app", &self.app)
+            .field("names", &self.names)
+            .field("model_key", &self.model_key)
+            .field("sealed_model_bytes", &self.sealed_model.len())
+            .field("model_context", &self.model_context)
+            .field("evidence", &self.evidence)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A started worker's state: its identity, its model and its signer.
