@@ -186,8 +186,28 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&state)?));
-    let router = app(state.clone());
+    serve_router(
+        server_config(&state)?,
+        app(state.clone()),
+        listener,
+        shutdown,
+    )
+    .await;
+    state.shutdown();
+    Ok(())
+}
+
+/// The accept loop shared by the coordinator and workers: TLS with
+/// `config`, HTTP/1.1 with keep-alive, each request given its connection's
+/// [`PeerCertificate`] (if any) and [`RemoteAddr`]; on `shutdown`, stop
+/// accepting and let open requests finish (up to 30 s).
+pub async fn serve_router(
+    config: ServerConfig,
+    router: axum::Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -220,9 +240,7 @@ pub async fn serve(
             tracing::warn!("open connections did not finish within 30 s");
         }
     }
-    state.shutdown();
     tracing::info!("stopped");
-    Ok(())
 }
 
 async fn serve_connection(

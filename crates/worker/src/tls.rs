@@ -10,9 +10,7 @@
 //! client-certificate verifier.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -61,75 +59,16 @@ pub fn server_config(state: &AppState) -> Result<ServerConfig> {
 }
 
 /// Serve HTTPS on `listener` until `shutdown` resolves, then stop
-/// accepting and let open requests finish (up to 30 s).
+/// accepting and let open requests finish (up to 30 s). The accept loop is
+/// the coordinator's ([`twinseal_coordinator::tls::serve_router`]).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&state)?));
-    let router = app(state);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, remote) = match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let router = router.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    serve_connection(acceptor, router, watcher, tcp, remote).await;
-                });
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tracing::info!("shutting down: waiting for open requests");
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(30)) => {
-            tracing::warn!("open connections did not finish within 30 s");
-        }
-    }
-    tracing::info!("stopped");
+    let config = server_config(&state)?;
+    twinseal_coordinator::tls::serve_router(config, app(state), listener, shutdown).await;
     Ok(())
-}
-
-async fn serve_connection(
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: axum::Router,
-    watcher: hyper_util::server::graceful::Watcher,
-    tcp: tokio::net::TcpStream,
-    remote: SocketAddr,
-) {
-    use tower::ServiceExt;
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%remote, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => return,
-    };
-    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        router.clone().oneshot(req.map(axum::body::Body::new))
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%remote, error = %e, "connection ended with an error");
-    }
 }
 
 /// A client's check of a worker's certificate: issued by the pinned
