@@ -1119,6 +1119,16 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Audit a refused data-key operation on `key`, then return the error.
+    async fn deny_data_key(&self, caller: &Caller, key: &str, err: Error) -> Error {
+        let ev = Event::DataKeyDenied {
+            actor: caller.actor(),
+            key: key.into(),
+            reasons: vec![err.to_string()],
+        };
+        self.deny(ev, err).await
+    }
+
     /// Audit a denial, then return it as the error.
     async fn deny(&self, ev: Event, err: Error) -> Error {
         match self.audit(ev).await {
@@ -1143,23 +1153,13 @@ impl Coordinator {
                 Caller::Anonymous => return Err(Error::Unauthenticated),
                 _ => Error::Forbidden(format!("may not use key {name}")),
             };
-            let ev = Event::DataKeyDenied {
-                actor: caller.actor(),
-                key: name.into(),
-                reasons: vec![err.to_string()],
-            };
-            return Err(self.deny(ev, err).await);
+            return Err(self.deny_data_key(caller, name, err).await);
         }
         let ctx = Context::from_pairs(req.context.clone())
             .map_err(|e| Error::BadRequest(format!("context: {e}")))?;
         let meta = self.usable_key(name)?;
         if let Err(e) = Self::check_required_context(&meta, name, &ctx) {
-            let ev = Event::DataKeyDenied {
-                actor: caller.actor(),
-                key: name.into(),
-                reasons: vec![e.to_string()],
-            };
-            return Err(self.deny(ev, e).await);
+            return Err(self.deny_data_key(caller, name, e).await);
         }
         let version = meta.current_version;
         let m = self.material(name, version)?;
@@ -1219,12 +1219,7 @@ impl Coordinator {
                 Caller::Anonymous => return Err(Error::Unauthenticated),
                 _ => Error::Forbidden(format!("may not unwrap under key {name}")),
             };
-            let ev = Event::DataKeyDenied {
-                actor: caller.actor(),
-                key: name.into(),
-                reasons: vec![err.to_string()],
-            };
-            return Err(self.deny(ev, err).await);
+            return Err(self.deny_data_key(caller, name, err).await);
         }
         let bytes = B64
             .decode(&req.header)
@@ -1256,12 +1251,7 @@ impl Coordinator {
             Err(_) => {
                 let err =
                     Error::BadRequest("the header does not authenticate under this key".into());
-                let ev = Event::DataKeyDenied {
-                    actor: caller.actor(),
-                    key: name.into(),
-                    reasons: vec![err.to_string()],
-                };
-                return Err(self.deny(ev, err).await);
+                return Err(self.deny_data_key(caller, name, err).await);
             }
         };
         let context: BTreeMap<String, String> = header
@@ -1270,12 +1260,7 @@ impl Coordinator {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         if let Err(e) = Self::check_required_context(&meta, name, header.context()) {
-            let ev = Event::DataKeyDenied {
-                actor: caller.actor(),
-                key: name.into(),
-                reasons: vec![e.to_string()],
-            };
-            return Err(self.deny(ev, e).await);
+            return Err(self.deny_data_key(caller, name, e).await);
         }
         let ev = Event::DataKeyUnwrapped {
             actor: caller.actor(),
