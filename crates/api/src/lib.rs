@@ -462,6 +462,91 @@ pub struct EmbedResponse {
     pub receipt: Receipt,
 }
 
+/// `POST /v1/enroll` (worker, bearer token): add reference images of an
+/// identity to the worker's sealed gallery.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The identity's name: 1 to 128 characters, no control characters.
+    pub identity: String,
+    /// Its reference images (at least one; the worker bounds how many).
+    pub images: Vec<ImageWire>,
+}
+
+/// What a worker did for `POST /v1/enroll` (also the signed output of its
+/// receipt).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EnrollResult {
+    /// The identity.
+    pub identity: String,
+    /// References added by this request.
+    pub enrolled: usize,
+    /// References the identity now has.
+    pub references: usize,
+    /// Identities in the gallery.
+    pub identities: usize,
+}
+
+/// The answer to `POST /v1/enroll`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct EnrollResponse {
+    /// The result.
+    #[serde(flatten)]
+    pub result: EnrollResult,
+    /// The signed receipt; its `output` is `result` as JSON text.
+    pub receipt: Receipt,
+}
+
+/// `POST /v1/verify` (worker): a probe against one enrolled identity (1:1,
+/// when `identity` is given) or against the whole gallery (1:N search).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The probe image.
+    pub probe: ImageWire,
+    /// The claimed identity (1:1); absent: search the gallery (1:N).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// How many best matches a search returns (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<usize>,
+}
+
+/// One identity's match against a probe: its closest reference.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IdentityMatch {
+    /// The identity.
+    pub identity: String,
+    /// The pair result of the probe and the identity's closest reference.
+    #[serde(flatten)]
+    pub result: CompareResult,
+}
+
+/// What a worker computed for `POST /v1/verify` (also the signed output of
+/// its receipt).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VerifyResult {
+    /// `one_to_one` or `search`.
+    pub mode: String,
+    /// The verified identity (1:1), or the best match when it is similar (1:N).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// True when the (best) match's verdict is `similar`.
+    pub matched: bool,
+    /// Matches, best first: one for 1:1, up to `top` for a search.
+    pub matches: Vec<IdentityMatch>,
+}
+
+/// The answer to `POST /v1/verify`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifyResponse {
+    /// The result.
+    #[serde(flatten)]
+    pub result: VerifyResult,
+    /// The signed receipt; its `output` is `result` as JSON text.
+    pub receipt: Receipt,
+}
+
 /// A worker's signed statement of one computation, verifiable by anyone
 /// holding the worker's certificate (see the worker crate's `receipt`
 /// module for the exact signed bytes).
@@ -470,7 +555,7 @@ pub struct EmbedResponse {
 pub struct Receipt {
     /// Format name and version: `twinseal-receipt/1`.
     pub format: String,
-    /// The operation: `compare` or `embed`.
+    /// The operation: `compare`, `embed`, `enroll` or `verify`.
     pub operation: String,
     /// When the worker computed the output, RFC 3339 UTC.
     pub time: String,
@@ -796,6 +881,22 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
             Some("EmbedRequest"),
             Some("EmbedResponse"),
         ),
+        (
+            "post",
+            "/v1/enroll",
+            "Add reference images of an identity to the sealed gallery, signed receipt",
+            "holders of an enrolment token (bearer)",
+            Some("EnrollRequest"),
+            Some("EnrollResponse"),
+        ),
+        (
+            "post",
+            "/v1/verify",
+            "A probe against one identity (1:1) or the whole gallery (1:N), signed receipt",
+            "anyone",
+            Some("VerifyRequest"),
+            Some("VerifyResponse"),
+        ),
     ];
     let schemas = vec![
         schema::<ErrorBody>(),
@@ -807,6 +908,13 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
         schema::<EmbedRequest>(),
         schema::<EmbedResult>(),
         schema::<EmbedResponse>(),
+        schema::<EnrollRequest>(),
+        schema::<EnrollResult>(),
+        schema::<EnrollResponse>(),
+        schema::<VerifyRequest>(),
+        schema::<IdentityMatch>(),
+        schema::<VerifyResult>(),
+        schema::<VerifyResponse>(),
         schema::<Receipt>(),
         schema::<WorkerInfo>(),
     ];

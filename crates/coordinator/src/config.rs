@@ -168,8 +168,8 @@ impl Config {
         if self.server_names.is_empty() {
             return bad("server_names must name at least one DNS name or IP address");
         }
-        if !(60..=7 * 24 * 3600).contains(&self.cert_lifetime_secs) {
-            return bad("cert_lifetime_secs must be between 60 and 604800");
+        if !(10..=7 * 24 * 3600).contains(&self.cert_lifetime_secs) {
+            return bad("cert_lifetime_secs must be between 10 and 604800");
         }
         if !(5..=3600).contains(&self.challenge_ttl_secs) {
             return bad("challenge_ttl_secs must be between 5 and 3600");

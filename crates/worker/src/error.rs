@@ -44,6 +44,18 @@ pub enum Error {
     /// The request is malformed (JSON, base64, image).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The caller did not present a bearer token this operation accepts.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// The named thing (an enrolled identity, the gallery) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The worker cannot serve right now (its certificate expired).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Reading or writing the sealed gallery failed.
+    #[error("gallery: {0}")]
+    Gallery(String),
     /// The request body is larger than the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -66,6 +78,17 @@ impl Error {
     pub fn status_and_body(&self) -> (StatusCode, ErrorBody) {
         let (status, kind, detail) = match self {
             Error::BadRequest(d) => (StatusCode::BAD_REQUEST, error_type::BAD_REQUEST, d.clone()),
+            Error::Unauthenticated(d) => (
+                StatusCode::UNAUTHORIZED,
+                error_type::UNAUTHENTICATED,
+                (*d).to_string(),
+            ),
+            Error::NotFound(d) => (StatusCode::NOT_FOUND, error_type::NOT_FOUND, d.clone()),
+            Error::Unavailable(d) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_type::UNAVAILABLE,
+                d.clone(),
+            ),
             Error::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 error_type::PAYLOAD_TOO_LARGE,

@@ -1,5 +1,5 @@
 //! The worker's HTTP surface: `app(state) -> Router` with `/v1/compare`,
-//! `/v1/embed`, `/v1/info` and `/v1/openapi.json`. Handlers decode the
+//! `/v1/embed`, `/v1/enroll`, `/v1/verify`, `/v1/info` and `/v1/openapi.json`. Handlers decode the
 //! wire types of `twinseal-api`, run the model on a blocking thread and
 //! sign a receipt for every answer.
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use twinseal_api as api;
 
 use crate::error::{Error, Result};
+use crate::gallery::check_identity;
 use crate::receipt::{InputKind, inputs_digest};
 pub use crate::worker::AppState;
 
@@ -47,6 +48,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/compare", post(compare))
         .route("/v1/embed", post(embed))
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/verify", post(verify))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -150,15 +153,11 @@ async fn compare(
             distance: score.distance,
             score: score.score,
             probability: score.probability,
-            verdict: if score.similar {
-                api::Verdict::Similar
-            } else {
-                api::Verdict::Dissimilar
-            },
+            verdict: verdict(score.similar),
             threshold: s.model.config().threshold,
         };
         let output = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
-        let receipt = s.signer.sign("compare", digest(&inputs), output)?;
+        let receipt = sign(&s, "compare", digest(&inputs), output)?;
         Ok(Json(api::CompareResponse { result, receipt }))
     })
     .await
@@ -201,8 +200,172 @@ async fn embed(
             embeddings: flat.chunks_exact(dim).map(<[f32]>::to_vec).collect(),
         };
         let output = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
-        let receipt = s.signer.sign("embed", digest(&inputs), output)?;
+        let receipt = sign(&s, "embed", digest(&inputs), output)?;
         Ok(Json(api::EmbedResponse { result, receipt }))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// Sign a receipt with the current certificate, refusing once it expired.
+fn sign(s: &AppState, operation: &str, inputs: String, output: String) -> Result<api::Receipt> {
+    let id = s.identity();
+    id.check_valid()?;
+    id.signer.sign(operation, inputs, output)
+}
+
+fn verdict(similar: bool) -> api::Verdict {
+    if similar {
+        api::Verdict::Similar
+    } else {
+        api::Verdict::Dissimilar
+    }
+}
+
+fn gallery(s: &AppState) -> Result<&crate::gallery::Gallery> {
+    s.gallery.as_ref().ok_or_else(|| {
+        Error::NotFound("this worker has no gallery (start it with a gallery file and key)".into())
+    })
+}
+
+/// Enrolment needs `Authorization: Bearer <token>` with a token whose
+/// SHA-256 the worker was started with (compared in constant time).
+fn check_enroll_token(s: &AppState, headers: &HeaderMap) -> Result<()> {
+    use sha2::Digest;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(Error::Unauthenticated("enrolment needs a bearer token"))?;
+    let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+    let known = s.enroll_token_sha256.iter().fold(false, |found, t| {
+        found | aws_lc_rs::constant_time::verify_slices_are_equal(t, &digest).is_ok()
+    });
+    if !known {
+        return Err(Error::Unauthenticated("unknown enrolment token"));
+    }
+    Ok(())
+}
+
+async fn enroll(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<api::EnrollRequest>,
+) -> Result<Json<api::EnrollResponse>> {
+    check_enroll_token(&s, &headers)?;
+    gallery(&s)?;
+    check_identity(&req.identity)?;
+    if req.images.is_empty() || req.images.len() > s.limits.max_images {
+        return Err(Error::BadRequest(format!(
+            "{} images; send 1 to {} per request",
+            req.images.len(),
+            s.limits.max_images
+        )));
+    }
+    let inputs = req
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| decode_wire(img, &format!("#{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    let identity = req.identity;
+    tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            all.extend(pixels(&s, input, &format!("#{i}"))?);
+        }
+        let flat = s
+            .model
+            .embed(&all)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let done = gallery(&s)?.enroll(&identity, &flat)?;
+        let result = api::EnrollResult {
+            identity,
+            enrolled: inputs.len(),
+            references: done.references,
+            identities: done.identities,
+        };
+        let output = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
+        let receipt = sign(&s, "enroll", digest(&inputs), output)?;
+        Ok(Json(api::EnrollResponse { result, receipt }))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// Default number of matches a 1:N search returns.
+const DEFAULT_TOP: usize = 5;
+
+async fn verify(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::VerifyRequest>,
+) -> Result<Json<api::VerifyResponse>> {
+    gallery(&s)?;
+    if let Some(name) = &req.identity {
+        check_identity(name)?;
+    }
+    let top = req.top.unwrap_or(DEFAULT_TOP);
+    if top == 0 || top > s.limits.max_images {
+        return Err(Error::BadRequest(format!(
+            "top must be 1 to {}",
+            s.limits.max_images
+        )));
+    }
+    let input = decode_wire(&req.probe, "probe")?;
+    let identity = req.identity;
+    tokio::task::spawn_blocking(move || {
+        let probe = s
+            .model
+            .embed(&pixels(&s, &input, "probe")?)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let closest = gallery(&s)?.closest(&probe, identity.as_deref())?;
+        let mut refs = Vec::with_capacity(closest.len() * probe.len());
+        for c in &closest {
+            refs.extend_from_slice(&c.embedding);
+        }
+        let probes = probe.repeat(closest.len());
+        let scores = s
+            .model
+            .score_embeddings(&probes, &refs)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let threshold = s.model.config().threshold;
+        let mut matches: Vec<api::IdentityMatch> = closest
+            .into_iter()
+            .zip(scores)
+            .map(|(c, sc)| api::IdentityMatch {
+                identity: c.identity,
+                result: api::CompareResult {
+                    distance: sc.distance,
+                    score: sc.score,
+                    probability: sc.probability,
+                    verdict: verdict(sc.similar),
+                    threshold,
+                },
+            })
+            .collect();
+        matches.sort_by(|a, b| a.result.score.total_cmp(&b.result.score));
+        matches.truncate(top);
+        let matched = matches
+            .first()
+            .is_some_and(|m| m.result.verdict == api::Verdict::Similar);
+        let result = api::VerifyResult {
+            mode: if identity.is_some() {
+                "one_to_one"
+            } else {
+                "search"
+            }
+            .into(),
+            identity: match identity {
+                Some(name) => Some(name),
+                None if matched => matches.first().map(|m| m.identity.clone()),
+                None => None,
+            },
+            matched,
+            matches,
+        };
+        let output = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
+        let receipt = sign(&s, "verify", digest(std::slice::from_ref(&input)), output)?;
+        Ok(Json(api::VerifyResponse { result, receipt }))
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))?

@@ -8,7 +8,12 @@
 //! weights never touch disk) and loads it.
 //!
 //! - [`http::app`]: `app(state) -> Router` with `POST /v1/compare`,
-//!   `POST /v1/embed`, `GET /v1/info`, `GET /v1/openapi.json`.
+//!   `POST /v1/embed`, `POST /v1/enroll`, `POST /v1/verify`, `GET /v1/info`,
+//!   `GET /v1/openapi.json`.
+//! - [`gallery`]: enrolled identities' embeddings, sealed at rest under a
+//!   coordinator key.
+//! - [`Worker::serve`] attests again before the certificate expires and
+//!   stops serving if it cannot.
 //! - [`tls`]: HTTPS with the worker's certificate ([`serve`]), and
 //!   [`WorkerCertVerifier`], the client's check of a worker certificate
 //!   against the coordinator's root.
@@ -16,6 +21,7 @@
 //!   certificate's key; [`verify_receipt`] checks one with the certificate.
 
 pub mod error;
+pub mod gallery;
 pub mod http;
 pub mod receipt;
 pub mod tls;
@@ -27,5 +33,6 @@ pub use receipt::{ReceiptSigner, verify_receipt};
 pub use tls::{WorkerCertVerifier, serve};
 pub use worker::{
     AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_IMAGES,
-    DEFAULT_REQUEST_TIMEOUT_SECS, EvidenceSource, Limits, Worker, WorkerOptions, WorkerState,
+    DEFAULT_REQUEST_TIMEOUT_SECS, EvidenceSource, GalleryOptions, Limits, Worker, WorkerOptions,
+    WorkerState,
 };

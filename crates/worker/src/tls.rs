@@ -23,37 +23,51 @@ use x509_parser::prelude::FromDer;
 use crate::error::{Error, Result};
 use crate::http::{AppState, app};
 
-/// Always serves one certificate (the worker's).
-#[derive(Debug)]
-struct FixedServerCert(Arc<CertifiedKey>);
+/// Serves the worker's current certificate, so that a renewed one is used
+/// for new connections as soon as the worker has attested again.
+struct CurrentCert(AppState);
 
-impl rustls::server::ResolvesServerCert for FixedServerCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+impl std::fmt::Debug for CurrentCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CurrentCert")
     }
 }
 
-/// The worker's rustls server configuration: its certificate, then the
-/// coordinator's root; no client authentication.
-pub fn server_config(state: &AppState) -> Result<ServerConfig> {
-    let provider = provider();
+impl rustls::server::ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.identity().certified.clone())
+    }
+}
+
+/// The TLS signing identity: the certificate, then the coordinator's root,
+/// with the private key loaded into aws-lc-rs.
+pub(crate) fn certified_key(
+    cert_der: &[u8],
+    root_der: &[u8],
+    key_pkcs8: &[u8],
+) -> Result<Arc<CertifiedKey>> {
     let chain = vec![
-        CertificateDer::from(state.certificate_der().to_vec()),
-        CertificateDer::from(state.root_der().to_vec()),
+        CertificateDer::from(cert_der.to_vec()),
+        CertificateDer::from(root_der.to_vec()),
     ];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(state.key_pkcs8().to_vec()));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
     // Not `with_single_cert`: it parses the certificate with webpki, which
     // refuses the critical simulated-TEE extension.
-    let signer = provider
+    let signer = provider()
         .key_provider
         .load_private_key(key)
         .map_err(|e| Error::Crypto(e.to_string()))?;
-    let certified = Arc::new(CertifiedKey::new(chain, signer));
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+}
+
+/// The worker's rustls server configuration: its current certificate, then
+/// the coordinator's root; no client authentication.
+pub fn server_config(state: &AppState) -> Result<ServerConfig> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Crypto(e.to_string()))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(FixedServerCert(certified)));
+        .with_cert_resolver(Arc::new(CurrentCert(state.clone())));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }

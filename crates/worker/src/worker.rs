@@ -1,12 +1,14 @@
 //! Starting a worker: attest, obtain the certificate and the model key,
 //! open the sealed model in memory.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use twinseal_api as api;
 use twinseal_attest::{SimulatedPlatform, collect::Collector};
 use twinseal_coordinator::client::Client;
@@ -15,6 +17,7 @@ use twinseal_siamese::Siamese;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
+use crate::gallery::Gallery;
 use crate::receipt::ReceiptSigner;
 
 /// Default largest request body, bytes.
@@ -76,6 +79,16 @@ impl Default for Limits {
     }
 }
 
+/// Where the worker keeps its enrolment gallery: a file sealed under a
+/// coordinator key (the worker obtains the key by attested release).
+#[derive(Clone, Debug)]
+pub struct GalleryOptions {
+    /// The sealed gallery file; created on the first enrolment.
+    pub path: std::path::PathBuf,
+    /// The coordinator key it is sealed under (the app must be allowed it).
+    pub key: String,
+}
+
 /// What a worker needs to start. `Debug` shows the sealed model's size,
 /// not its bytes.
 pub struct WorkerOptions {
@@ -97,6 +110,14 @@ pub struct WorkerOptions {
     pub evidence: EvidenceSource,
     /// Serving limits.
     pub limits: Limits,
+    /// The enrolment gallery (`/v1/enroll`, `/v1/verify`); `None` disables both.
+    pub gallery: Option<GalleryOptions>,
+    /// SHA-256 digests of the bearer tokens that may enrol; empty: enrolment
+    /// is refused to everyone.
+    pub enroll_token_sha256: Vec<[u8; 32]>,
+    /// How long before its certificate expires the worker attests again;
+    /// `None`: a third of the certificate's lifetime.
+    pub renew_before: Option<Duration>,
 }
 
 impl std::fmt::Debug for WorkerOptions {
@@ -110,28 +131,155 @@ impl std::fmt::Debug for WorkerOptions {
             .field("model_context", &self.model_context)
             .field("evidence", &self.evidence)
             .field("limits", &self.limits)
+            .field("gallery", &self.gallery)
+            .field("enroll_tokens", &self.enroll_token_sha256.len())
+            .field("renew_before", &self.renew_before)
             .finish_non_exhaustive()
     }
 }
 
-/// A started worker's state: its identity, its model and its signer.
+/// One attested identity of the worker: its certificate, private key
+/// (inside the TLS signer and the receipt signer), and a mutual-TLS client
+/// to the coordinator. Replaced as a whole when the worker attests again.
+pub(crate) struct Identity {
+    pub(crate) attest: api::AttestResponse,
+    pub(crate) cert_der: Vec<u8>,
+    pub(crate) signer: ReceiptSigner,
+    pub(crate) certified: Arc<rustls::sign::CertifiedKey>,
+    pub(crate) client: Client,
+    pub(crate) attested_at: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
+}
+
+impl Identity {
+    /// Fails once the certificate has expired (the worker then answers 503
+    /// instead of signing receipts with an expired certificate).
+    pub(crate) fn check_valid(&self) -> Result<()> {
+        if OffsetDateTime::now_utc() >= self.not_after {
+            return Err(Error::Unavailable(
+                "the worker's certificate has expired and it could not attest again".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How the worker attests (again).
+struct Attester {
+    anon: Client,
+    root_pem: String,
+    app: String,
+    names: Vec<String>,
+    evidence: EvidenceSource,
+}
+
+/// A fresh attestation, before the model is known.
+struct Attested {
+    response: api::AttestResponse,
+    cert_der: Vec<u8>,
+    key_pkcs8: Zeroizing<Vec<u8>>,
+    evidence_sha256: [u8; 32],
+    client: Client,
+    attested_at: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl Attester {
+    /// Make a key in memory, collect evidence bound to the coordinator's
+    /// challenge and that key, and obtain a certificate and an mTLS client.
+    async fn attest(&self) -> Result<Attested> {
+        if matches!(self.evidence, EvidenceSource::InsecureSimulated { .. }) {
+            tracing::warn!("INSECURE: attesting with the simulated TEE (no hardware guarantee)");
+        }
+        let attested_at = OffsetDateTime::now_utc();
+        let mut evidence_bytes = Vec::new();
+        let evidence = &self.evidence;
+        let identity = self
+            .anon
+            .attest(&self.app, &self.names, |rd| {
+                let ev = match evidence {
+                    EvidenceSource::InsecureSimulated {
+                        platform,
+                        measurement,
+                    } => platform.attest_with_measurement(measurement, rd, SystemTime::now())?,
+                    EvidenceSource::Collector(c) => c.collect(rd)?,
+                };
+                evidence_bytes = ev.bytes().to_vec();
+                Ok(ev)
+            })
+            .await
+            .map_err(Error::Attestation)?;
+        let evidence_sha256: [u8; 32] = Sha256::digest(&evidence_bytes).into();
+        let cert_der = crate::tls::root_der_from_pem(&identity.response.certificate)
+            .map_err(|_| Error::Crypto("the coordinator's certificate is not PEM".into()))?;
+        let not_after = OffsetDateTime::parse(&identity.response.not_after, &Rfc3339)
+            .map_err(|_| Error::Crypto("the certificate's expiry is not RFC 3339".into()))?;
+        tracing::info!(
+            app = %self.app,
+            serial = %identity.response.serial,
+            not_after = %identity.response.not_after,
+            simulated = identity.response.simulated,
+            "attested; certificate issued"
+        );
+        let client = self
+            .anon
+            .with_identity(&self.root_pem, identity.identity())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(Attested {
+            response: identity.response,
+            cert_der,
+            key_pkcs8: identity.key_pkcs8,
+            evidence_sha256,
+            client,
+            attested_at,
+            not_after,
+        })
+    }
+}
+
+impl Attested {
+    fn into_identity(self, root_der: &[u8], model_sha256: [u8; 32]) -> Result<Identity> {
+        let signer = ReceiptSigner::new(
+            &self.key_pkcs8,
+            &self.cert_der,
+            model_sha256,
+            self.evidence_sha256,
+        )?;
+        let certified = crate::tls::certified_key(&self.cert_der, root_der, &self.key_pkcs8)?;
+        Ok(Identity {
+            attest: self.response,
+            cert_der: self.cert_der,
+            signer,
+            certified,
+            client: self.client,
+            attested_at: self.attested_at,
+            not_after: self.not_after,
+        })
+    }
+}
+
+/// A started worker's state: its model, its current attested identity,
+/// its gallery.
 pub struct WorkerState {
     pub(crate) model: Siamese,
-    pub(crate) signer: ReceiptSigner,
     pub(crate) limits: Limits,
+    pub(crate) gallery: Option<Gallery>,
+    pub(crate) enroll_token_sha256: Vec<[u8; 32]>,
     app: String,
-    attest: api::AttestResponse,
-    cert_der: Vec<u8>,
     root_der: Vec<u8>,
-    key_pkcs8: Zeroizing<Vec<u8>>,
+    model_sha256: [u8; 32],
+    identity: RwLock<Arc<Identity>>,
+    attester: Attester,
+    renew_before: Option<Duration>,
 }
 
 impl std::fmt::Debug for WorkerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = self.identity();
         f.debug_struct("WorkerState")
             .field("app", &self.app)
-            .field("serial", &self.attest.serial)
-            .field("signer", &self.signer)
+            .field("serial", &id.attest.serial)
+            .field("signer", &id.signer)
             .finish_non_exhaustive()
     }
 }
@@ -150,20 +298,27 @@ impl WorkerState {
         &self.model
     }
 
-    /// The coordinator's answer to the attestation (certificate PEM,
-    /// serial, expiry, TEE, measurement).
-    pub fn attestation(&self) -> &api::AttestResponse {
-        &self.attest
+    pub(crate) fn identity(&self) -> Arc<Identity> {
+        self.identity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
-    /// The worker's certificate, DER.
-    pub fn certificate_der(&self) -> &[u8] {
-        &self.cert_der
+    /// The coordinator's answer to the current attestation (certificate
+    /// PEM, serial, expiry, TEE, measurement).
+    pub fn attestation(&self) -> api::AttestResponse {
+        self.identity().attest.clone()
     }
 
-    /// The worker's certificate, PEM.
-    pub fn certificate_pem(&self) -> &str {
-        &self.attest.certificate
+    /// The worker's current certificate, DER.
+    pub fn certificate_der(&self) -> Vec<u8> {
+        self.identity().cert_der.clone()
+    }
+
+    /// The worker's current certificate, PEM.
+    pub fn certificate_pem(&self) -> String {
+        self.identity().attest.certificate.clone()
     }
 
     /// The coordinator's root certificate, DER.
@@ -172,32 +327,52 @@ impl WorkerState {
     }
 
     /// SHA-256 of the plaintext model, hex.
-    pub fn model_sha256(&self) -> &str {
-        self.signer.model_sha256()
+    pub fn model_sha256(&self) -> String {
+        hex::encode(self.model_sha256)
     }
 
-    /// SHA-256 of the worker's evidence, hex.
-    pub fn evidence_sha256(&self) -> &str {
-        self.signer.evidence_sha256()
+    /// SHA-256 of the worker's current evidence, hex.
+    pub fn evidence_sha256(&self) -> String {
+        self.identity().signer.evidence_sha256().to_string()
     }
 
-    pub(crate) fn key_pkcs8(&self) -> &[u8] {
-        &self.key_pkcs8
+    /// A mutual-TLS client to the coordinator with the current certificate
+    /// (for key releases and workflow jobs).
+    pub fn coordinator(&self) -> Client {
+        self.identity().client.clone()
+    }
+
+    /// Obtain every version of `key` by attested release; the last element
+    /// is the current version.
+    pub async fn release(&self, key: &str) -> Result<Vec<Kek>> {
+        release_keys(&self.coordinator(), key).await
     }
 
     pub(crate) fn info(&self) -> api::WorkerInfo {
+        let id = self.identity();
         api::WorkerInfo {
             status: "ok".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             app: self.app.clone(),
-            simulated: self.attest.simulated,
-            tee: self.attest.tee.clone(),
-            measurement: self.attest.measurement.clone(),
-            model_sha256: self.model_sha256().into(),
-            evidence_sha256: self.evidence_sha256().into(),
-            certificate: self.attest.certificate.clone(),
-            not_after: self.attest.not_after.clone(),
+            simulated: id.attest.simulated,
+            tee: id.attest.tee.clone(),
+            measurement: id.attest.measurement.clone(),
+            model_sha256: self.model_sha256(),
+            evidence_sha256: id.signer.evidence_sha256().into(),
+            certificate: id.attest.certificate.clone(),
+            not_after: id.attest.not_after.clone(),
         }
+    }
+
+    /// When to attest again: `renew_before` (default a third of the
+    /// lifetime, at least 5 s) before expiry.
+    fn renew_at(&self, id: &Identity) -> OffsetDateTime {
+        let lifetime = (id.not_after - id.attested_at).max(time::Duration::ZERO);
+        let before = match self.renew_before {
+            Some(d) => time::Duration::try_from(d).unwrap_or(lifetime),
+            None => (lifetime / 3_i32).max(time::Duration::seconds(5)),
+        };
+        id.not_after - before.min(lifetime)
     }
 }
 
@@ -209,7 +384,8 @@ pub struct Worker {
 
 impl Worker {
     /// Attest with the coordinator, obtain a certificate, obtain the model
-    /// key over mutual TLS, and open the sealed model in memory.
+    /// key over mutual TLS, open the sealed model in memory, and open (or
+    /// create) the sealed gallery.
     pub async fn start(opts: WorkerOptions) -> Result<Worker> {
         let root_der = crate::tls::root_der_from_pem(&opts.coordinator_root_pem)?;
         let anon = Client::new(
@@ -219,76 +395,53 @@ impl Worker {
             None,
         )
         .map_err(|e| Error::Config(e.to_string()))?;
-
-        if matches!(opts.evidence, EvidenceSource::InsecureSimulated { .. }) {
-            tracing::warn!("INSECURE: attesting with the simulated TEE (no hardware guarantee)");
-        }
-        let mut evidence_bytes = Vec::new();
-        let evidence = &opts.evidence;
-        let identity = anon
-            .attest(&opts.app, &opts.names, |rd| {
-                let ev = match evidence {
-                    EvidenceSource::InsecureSimulated {
-                        platform,
-                        measurement,
-                    } => platform.attest_with_measurement(measurement, rd, SystemTime::now())?,
-                    EvidenceSource::Collector(c) => c.collect(rd)?,
-                };
-                evidence_bytes = ev.bytes().to_vec();
-                Ok(ev)
-            })
-            .await
-            .map_err(Error::Attestation)?;
-        let evidence_sha256: [u8; 32] = Sha256::digest(&evidence_bytes).into();
-        let cert_der = crate::tls::root_der_from_pem(&identity.response.certificate)
-            .map_err(|_| Error::Crypto("the coordinator's certificate is not PEM".into()))?;
-        tracing::info!(
-            app = %opts.app,
-            serial = %identity.response.serial,
-            not_after = %identity.response.not_after,
-            simulated = identity.response.simulated,
-            "attested; certificate issued"
-        );
-
-        let app_client = anon
-            .with_identity(&opts.coordinator_root_pem, identity.identity())
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let key_error = |source| Error::KeyRelease {
-            key: opts.model_key.clone(),
-            source,
+        let attester = Attester {
+            anon,
+            root_pem: opts.coordinator_root_pem,
+            app: opts.app.clone(),
+            names: opts.names,
+            evidence: opts.evidence,
         };
-        let mut released: api::ReleaseResponse = app_client
-            .post(&format!("/v1/keys/{}/release", opts.model_key), &())
-            .await
-            .map_err(key_error)?;
-        let keks = keks_from_release(&mut released)?;
+        let attested = attester.attest().await?;
 
+        let keks = release_keys(&attested.client, &opts.model_key).await?;
         let plaintext = Zeroizing::new(
             twinseal_envelope::open_bytes(&opts.sealed_model, &keks, &opts.model_context)
                 .map_err(|e| Error::ModelRefused(e.to_string()))?,
         );
+        drop(keks);
         let model_sha256: [u8; 32] = Sha256::digest(&plaintext[..]).into();
         let model = Siamese::from_bytes(&plaintext, &candle_core::Device::Cpu)
             .map_err(|e| Error::ModelRefused(e.to_string()))?;
         drop(plaintext);
         tracing::info!(model_sha256 = %hex::encode(model_sha256), "model opened in memory");
 
-        let signer = ReceiptSigner::new(
-            &identity.key_pkcs8,
-            &cert_der,
-            model_sha256,
-            evidence_sha256,
-        )?;
+        let gallery = match &opts.gallery {
+            Some(g) => {
+                let keks = release_keys(&attested.client, &g.key).await?;
+                Some(Gallery::open(
+                    g,
+                    keks,
+                    &opts.app,
+                    model_sha256,
+                    model.config().tower.embedding_dim,
+                )?)
+            }
+            None => None,
+        };
+        let identity = attested.into_identity(&root_der, model_sha256)?;
         Ok(Worker {
             state: Arc::new(WorkerState {
                 model,
-                signer,
                 limits: opts.limits,
+                gallery,
+                enroll_token_sha256: opts.enroll_token_sha256,
                 app: opts.app,
-                attest: identity.response,
-                cert_der,
                 root_der,
-                key_pkcs8: identity.key_pkcs8,
+                model_sha256,
+                identity: RwLock::new(Arc::new(identity)),
+                attester,
+                renew_before: opts.renew_before,
             }),
         })
     }
@@ -298,14 +451,109 @@ impl Worker {
         self.state.clone()
     }
 
-    /// Serve HTTPS on `listener` until `shutdown` resolves.
+    /// Attest again now: a new key, new evidence, a new certificate; the
+    /// TLS server and receipts switch to it for new connections and
+    /// requests.
+    pub async fn renew(&self) -> Result<()> {
+        let s = &self.state;
+        let identity = s
+            .attester
+            .attest()
+            .await?
+            .into_identity(&s.root_der, s.model_sha256)?;
+        *s.identity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(identity);
+        Ok(())
+    }
+
+    /// Keep the certificate fresh: attest again before it expires, retrying
+    /// with backoff; returns (with the last error) only when the
+    /// certificate expired without a renewal.
+    pub async fn keep_attested(&self) -> Error {
+        loop {
+            let id = self.state.identity();
+            let renew_at = self.state.renew_at(&id);
+            sleep_until(renew_at).await;
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                match self.renew().await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let now = OffsetDateTime::now_utc();
+                        if now + backoff >= id.not_after {
+                            tracing::error!(error = %e, "could not attest again before the certificate expired; stopping");
+                            return Error::Unavailable(format!(
+                                "the certificate expired and attesting again failed: {e}"
+                            ));
+                        }
+                        tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "attesting again failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serve HTTPS on `listener` until `shutdown` resolves, attesting again
+    /// before the certificate expires. Stops serving, with an error, when
+    /// the certificate expired and the worker could not attest again.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
-        crate::tls::serve(self.state(), listener, shutdown).await
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let failed = failure.clone();
+        let this = self.clone();
+        let stop = async move {
+            tokio::select! {
+                _ = shutdown => {}
+                e = this.keep_attested() => {
+                    *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                }
+            }
+        };
+        crate::tls::serve(self.state(), listener, stop).await?;
+        let failure = failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
+}
+
+async fn sleep_until(at: OffsetDateTime) {
+    let wait = at - OffsetDateTime::now_utc();
+    if wait.is_positive() {
+        tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO)).await;
+    }
+}
+
+/// Every version of `key` by attested release over `client` (mutual TLS).
+async fn release_keys(client: &Client, key: &str) -> Result<Vec<Kek>> {
+    let mut released: api::ReleaseResponse = client
+        .post(&format!("/v1/keys/{key}/release"), &())
+        .await
+        .map_err(|source| Error::KeyRelease {
+            key: key.to_string(),
+            source,
+        })?;
+    let mut keks = keks_from_release(&mut released)?;
+    // The current version last, so sealing uses it.
+    let current = released.current_version;
+    let pos = released
+        .versions
+        .iter()
+        .position(|v| v.version == current)
+        .ok_or_else(|| Error::Crypto("the current key version was not released".into()))?;
+    let cur = keks.remove(pos);
+    keks.push(cur);
+    Ok(keks)
 }
 
 /// Key-encryption keys from a release answer; the base64 material in the

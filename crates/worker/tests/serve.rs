@@ -23,6 +23,8 @@ use twinseal_worker::{
 const MEASUREMENT: [u8; 48] = [0x11; 48];
 const APP: &str = "siamese-worker";
 const KEY: &str = "model-key";
+const GALLERY_KEY: &str = "gallery-key";
+const ENROLL_TOKEN: &str = "enrol-secret-for-tests";
 
 struct Coord {
     _dir: tempfile::TempDir,
@@ -39,11 +41,17 @@ impl Coord {
     /// A coordinator on loopback with the manifest applied, `model-key`
     /// created and a fresh model sealed under it.
     async fn start() -> Coord {
+        Coord::start_with_lifetime(3600).await
+    }
+
+    /// Like [`Coord::start`], issuing certificates valid `lifetime` seconds.
+    async fn start_with_lifetime(lifetime: u64) -> Coord {
         let dir = tempfile::tempdir().unwrap();
         let platform = SimulatedPlatform::generate("paris-1").unwrap();
         let config = Config {
             insecure_allow_simulated_tee: true,
             simulated_platform_keys: vec![hex::encode(platform.public_key())],
+            cert_lifetime_secs: lifetime,
             ..Config::for_data_dir(dir.path())
         };
         let report = init(&config).unwrap();
@@ -67,7 +75,7 @@ roles = ["admin"]
 [apps.{APP}]
 tee = ["simulated"]
 measurements = ["{m}"]
-keys = ["{KEY}"]
+keys = ["{KEY}", "{GALLERY_KEY}"]
 [apps.keyless]
 tee = ["simulated"]
 measurements = ["{m}"]
@@ -79,17 +87,19 @@ keys = ["other-key"]
             .put("/v1/manifest", &api::ManifestApplyRequest { manifest })
             .await
             .unwrap();
-        let _: api::KeyInfo = admin
-            .post(
-                "/v1/keys",
-                &api::CreateKeyRequest {
-                    name: KEY.into(),
-                    tags: BTreeMap::new(),
-                    required_context: BTreeMap::new(),
-                },
-            )
-            .await
-            .unwrap();
+        for name in [KEY, GALLERY_KEY] {
+            let _: api::KeyInfo = admin
+                .post(
+                    "/v1/keys",
+                    &api::CreateKeyRequest {
+                        name: name.into(),
+                        tags: BTreeMap::new(),
+                        required_context: BTreeMap::new(),
+                    },
+                )
+                .await
+                .unwrap();
+        }
         let model = Siamese::new(
             ModelConfig::seed(HeadKind::Sigmoid),
             7,
@@ -136,6 +146,9 @@ keys = ["other-key"]
                 measurement,
             },
             limits: Limits::default(),
+            gallery: None,
+            enroll_token_sha256: vec![Sha256::digest(ENROLL_TOKEN).into()],
+            renew_before: None,
         }
     }
 
@@ -369,4 +382,252 @@ async fn a_tampered_or_misdescribed_sealed_model_is_refused() {
     let e = Worker::start(opts).await.unwrap_err();
     assert!(matches!(e, Error::ModelRefused(_)), "{e}");
     c.stop().await;
+}
+
+/// Serves `worker` on loopback; returns its URL, a stop switch and the task.
+async fn serve(
+    worker: &Worker,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<twinseal_worker::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let w = worker.clone();
+    let server = tokio::spawn(async move {
+        w.serve(listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (url, stop, server)
+}
+
+async fn enroll(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let mut r = client.post(format!("{url}/v1/enroll")).json(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrol_and_verify_against_a_sealed_gallery() {
+    let c = Coord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gallery.sealed");
+    let gallery = || {
+        Some(twinseal_worker::GalleryOptions {
+            path: path.clone(),
+            key: GALLERY_KEY.into(),
+        })
+    };
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.gallery = gallery();
+    let worker = Worker::start(opts).await.unwrap();
+    let cert = worker.state().certificate_der();
+    let (url, stop, server) = serve(&worker).await;
+    let client = https(&c.root, true);
+    let (alice, bob, carol) = (digit(3), digit(5), digit(11));
+    let body = json!({"identity": "alice", "images": [{"raw": B64.encode(&alice)}, {"png": B64.encode(png_of(&alice))}]});
+
+    // Enrolment: no token, a wrong token, then the right one.
+    let (s, v) = enroll(&client, &url, None, &body).await;
+    assert_eq!(
+        (s, v["type"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
+    let (s, v) = enroll(&client, &url, Some("not-the-token"), &body).await;
+    assert_eq!(
+        (s, v["type"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
+    assert!(!path.exists(), "a refused enrolment writes nothing");
+    let (s, v) = enroll(&client, &url, Some(ENROLL_TOKEN), &body).await;
+    assert_eq!(s, 200, "{v}");
+    let e: api::EnrollResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(
+        (e.result.enrolled, e.result.references, e.result.identities),
+        (2, 2, 1)
+    );
+    verify_receipt(&e.receipt, &cert).unwrap();
+    assert_eq!(e.receipt.operation, "enroll");
+    let body = json!({"identity": "bob", "images": [{"raw": B64.encode(&bob)}]});
+    let (s, v) = enroll(&client, &url, Some(ENROLL_TOKEN), &body).await;
+    assert_eq!((s, v["identities"].as_u64()), (200, Some(2)), "{v}");
+
+    // Sealed at rest: neither names nor embeddings are readable.
+    let sealed = std::fs::read(&path).unwrap();
+    let text = String::from_utf8_lossy(&sealed);
+    assert!(!text.contains("alice") && !text.contains("twinseal-gallery"));
+
+    // 1:1.
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/verify"),
+        &json!({"probe": {"raw": B64.encode(&alice)}, "identity": "alice"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let r: api::VerifyResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(r.result.mode, "one_to_one");
+    assert_eq!(r.result.matches.len(), 1);
+    assert!(r.result.matches[0].result.distance < 1e-3);
+    assert_eq!(
+        r.result.matched,
+        r.result.matches[0].result.verdict == api::Verdict::Similar
+    );
+    verify_receipt(&r.receipt, &cert).unwrap();
+    assert_eq!(r.receipt.operation, "verify");
+    assert_eq!(
+        r.receipt.inputs_sha256,
+        inputs_digest([(InputKind::Raw, &alice[..])].into_iter())
+    );
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/verify"),
+        &json!({"probe": {"raw": B64.encode(&alice)}, "identity": "mallory"}),
+    )
+    .await;
+    assert_eq!((s, v["type"].as_str()), (404, Some("not_found")), "{v}");
+
+    // 1:N: bob's own image finds bob first.
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/verify"),
+        &json!({"probe": {"raw": B64.encode(&bob)}, "top": 5}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let r: api::VerifyResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(r.result.mode, "search");
+    assert_eq!(r.result.matches.len(), 2);
+    assert_eq!(r.result.matches[0].identity, "bob");
+    assert!(r.result.matches[0].result.score <= r.result.matches[1].result.score);
+
+    // Bad enrolments change nothing.
+    for body in [
+        json!({"identity": "", "images": [{"raw": B64.encode(&carol)}]}),
+        json!({"identity": "x\ny", "images": [{"raw": B64.encode(&carol)}]}),
+        json!({"identity": "carol", "images": []}),
+        json!({"identity": "carol", "images": [{"raw": B64.encode([0u8; 3])}]}),
+    ] {
+        let (s, v) = enroll(&client, &url, Some(ENROLL_TOKEN), &body).await;
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (400, Some("bad_request")),
+            "{body}: {v}"
+        );
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), sealed);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    // A restarted worker opens the sealed gallery again.
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.gallery = gallery();
+    let again = Worker::start(opts).await.unwrap();
+    let (url, stop, server) = serve(&again).await;
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/verify"),
+        &json!({"probe": {"raw": B64.encode(&bob)}, "identity": "bob"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["matches"][0]["identity"].as_str()),
+        (200, Some("bob")),
+        "{v}"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    // A damaged gallery stops the worker from starting, and stays as it was.
+    let mut damaged = sealed.clone();
+    let n = damaged.len();
+    damaged[n - 20] ^= 1;
+    std::fs::write(&path, &damaged).unwrap();
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.gallery = gallery();
+    let e = Worker::start(opts).await.unwrap_err();
+    assert!(matches!(e, Error::Gallery(_)), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), damaged);
+
+    // A worker without a gallery says so.
+    let plain = Worker::start(c.options(APP, MEASUREMENT, c.sealed.clone()))
+        .await
+        .unwrap();
+    let (url, stop, server) = serve(&plain).await;
+    let body = json!({"identity": "alice", "images": [{"raw": B64.encode(&alice)}]});
+    let (s, v) = enroll(&client, &url, Some(ENROLL_TOKEN), &body).await;
+    assert_eq!((s, v["type"].as_str()), (404, Some("not_found")), "{v}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_attests_again_before_expiry_and_stops_when_it_cannot() {
+    let c = Coord::start_with_lifetime(10).await;
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.renew_before = Some(std::time::Duration::from_millis(9_000));
+    let worker = Worker::start(opts).await.unwrap();
+    let first = worker.state().attestation();
+    let (url, stop, server) = serve(&worker).await;
+
+    // About a second later it has a new certificate, and new connections get it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while worker.state().attestation().serial == first.serial {
+        assert!(std::time::Instant::now() < deadline, "no renewal");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let info: api::WorkerInfo = https(&c.root, true)
+        .get(format!("{url}/v1/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(info.certificate, first.certificate);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    // Without the coordinator it cannot renew: it stops serving at expiry.
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.renew_before = Some(std::time::Duration::from_millis(3_000));
+    let worker = Worker::start(opts).await.unwrap();
+    let root = c.root.clone();
+    c.stop().await;
+    let (url, _stop, server) = serve(&worker).await;
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(30), server)
+        .await
+        .expect("the worker stopped by itself")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::Unavailable(_)), "{e}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "{e}"
+    );
+    assert!(
+        https(&root, true)
+            .get(format!("{url}/v1/info"))
+            .send()
+            .await
+            .is_err(),
+        "nothing serves after the stop"
+    );
 }
