@@ -75,6 +75,34 @@ pub struct CaInfo {
     pub sha256: String,
 }
 
+/// `POST /v1/evidence` (coordinator): the coordinator's own attestation.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorEvidenceRequest {
+    /// A fresh random nonce chosen by the client, 32 bytes hex.
+    pub nonce: String,
+}
+
+/// The coordinator's evidence: its report data is
+/// `report_data(nonce, SPKI of the root certificate)`, so a client that
+/// verifies it knows the root it is about to pin belongs to the attested
+/// coordinator.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CoordinatorEvidence {
+    /// The TEE kind the coordinator runs in, or `none` when it has no
+    /// evidence to give (then `evidence` is absent).
+    pub tee: String,
+    /// The evidence, when there is any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceWire>,
+    /// The root certificate, PEM.
+    pub ca: String,
+    /// SHA-256 of the root certificate's DER, hex.
+    pub ca_sha256: String,
+    /// The coordinator's version.
+    pub version: String,
+}
+
 /// `POST /v1/attest/challenge`: a one-time challenge.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ChallengeResponse {
@@ -372,6 +400,154 @@ pub struct AuditCheckpoint {
 // The worker's API (the attested Siamese service).
 // ---------------------------------------------------------------------------
 
+/// A workflow run's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for an attested worker of the workflow's app to claim it.
+    Queued,
+    /// A worker claimed it and is computing.
+    Running,
+    /// The sealed output was written.
+    Succeeded,
+    /// The worker reported a failure (nothing was written), or its claim
+    /// expired.
+    Failed,
+}
+
+/// A workflow run as the coordinator records it (`POST
+/// /v1/workflows/{name}/runs`, `GET /v1/runs/{id}`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunInfo {
+    /// The run's id.
+    pub id: u64,
+    /// The workflow's name.
+    pub workflow: String,
+    /// Its kind (`score`).
+    pub kind: String,
+    /// The app that runs it.
+    pub app: String,
+    /// Its state.
+    pub state: RunState,
+    /// Who started it.
+    pub started_by: String,
+    /// When it was queued, RFC 3339.
+    pub created: String,
+    /// When it last changed, RFC 3339.
+    pub updated: String,
+    /// The certificate serial of the worker that claimed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Items done (pairs scored).
+    pub done: u64,
+    /// Items in all (0 until the worker has read the input).
+    pub total: u64,
+    /// Where the sealed output was written (object path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// SHA-256 of the sealed output, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_sha256: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The worker's signed receipt for the run (operation `workflow`), on
+    /// success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+    /// The certificate (PEM) of the worker that signed the receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+/// `GET /v1/runs`: runs, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    /// The runs.
+    pub runs: Vec<RunInfo>,
+}
+
+/// A sealed object a job reads or writes: where it is, the key it is
+/// sealed under and its encryption context.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SealedLocation {
+    /// The object path in the worker's object store.
+    pub location: String,
+    /// The coordinator key.
+    pub key: String,
+    /// The encryption context (public).
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+/// `POST /v1/jobs/claim` (attested app): the oldest queued run of a
+/// workflow the app runs; `job` is absent when there is none.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClaimResponse {
+    /// The job, if one was waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+}
+
+/// A claimed job.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// The run's id.
+    pub run: u64,
+    /// The workflow's name.
+    pub workflow: String,
+    /// Its kind (`score`).
+    pub kind: String,
+    /// The sealed input dataset (a sealed directory).
+    pub input: SealedLocation,
+    /// Where to write the sealed output (one object).
+    pub output: SealedLocation,
+}
+
+/// `POST /v1/jobs/{id}/progress` (the app that claimed the run).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobProgress {
+    /// Items done.
+    pub done: u64,
+    /// Items in all.
+    pub total: u64,
+}
+
+/// `POST /v1/jobs/{id}/finish` (the app that claimed the run).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobFinish {
+    /// Items done.
+    pub done: u64,
+    /// The sealed output's SHA-256, hex, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_sha256: Option<String>,
+    /// Why it failed (no output was written); absent on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The worker's signed receipt for the run, on success: operation
+    /// `workflow`, inputs = the sealed input's index digest, output =
+    /// [`WorkflowOutput`] as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+/// The signed output of a workflow run's receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowOutput {
+    /// The run's id.
+    pub run: u64,
+    /// The workflow's name.
+    pub workflow: String,
+    /// Pairs scored.
+    pub pairs: u64,
+    /// Where the sealed output was written.
+    pub output: String,
+    /// SHA-256 of the sealed output, hex.
+    pub output_sha256: String,
+}
+
 /// An image sent to a worker, base64 (standard, padded).
 ///
 /// `{"png": ...}` (also `{"jpeg": ...}`) carries an encoded PNG or JPEG of
@@ -397,6 +573,25 @@ pub struct CompareRequest {
     pub a: ImageWire,
     /// The second image.
     pub b: ImageWire,
+}
+
+/// One pair of images in a batch.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairWire {
+    /// The first image.
+    pub a: ImageWire,
+    /// The second image.
+    pub b: ImageWire,
+}
+
+/// `POST /v1/compare/batch` (worker): many pairs in one request, scored
+/// together (the worker bounds how many).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompareBatchRequest {
+    /// The pairs (at least one).
+    pub pairs: Vec<PairWire>,
 }
 
 /// The verdict on a pair.
@@ -430,6 +625,25 @@ pub struct CompareResponse {
     /// The result.
     #[serde(flatten)]
     pub result: CompareResult,
+    /// The signed receipt; its `output` is `result` as JSON text.
+    pub receipt: Receipt,
+}
+
+/// What a worker computed for `POST /v1/compare/batch` (also the signed
+/// output of its receipt).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CompareBatchResult {
+    /// One result per pair, in request order.
+    pub results: Vec<CompareResult>,
+}
+
+/// The answer to `POST /v1/compare/batch`: one receipt covers every pair
+/// (its inputs digest runs over `a0, b0, a1, b1, ...`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CompareBatchResponse {
+    /// The result.
+    #[serde(flatten)]
+    pub result: CompareBatchResult,
     /// The signed receipt; its `output` is `result` as JSON text.
     pub receipt: Receipt,
 }
@@ -555,7 +769,7 @@ pub struct VerifyResponse {
 pub struct Receipt {
     /// Format name and version: `twinseal-receipt/1`.
     pub format: String,
-    /// The operation: `compare`, `embed`, `enroll` or `verify`.
+    /// The operation: `compare`, `compare_batch`, `embed`, `enroll` or `verify`.
     pub operation: String,
     /// When the worker computed the output, RFC 3339 UTC.
     pub time: String,
@@ -811,6 +1025,62 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             None,
             None,
         ),
+        (
+            "post",
+            "/v1/evidence",
+            "The coordinator's own evidence, bound to the client's nonce and the root certificate's key",
+            "anyone",
+            Some("CoordinatorEvidenceRequest"),
+            Some("CoordinatorEvidence"),
+        ),
+        (
+            "post",
+            "/v1/workflows/{name}/runs",
+            "Queue a run of a manifest workflow",
+            "admin, ml_engineer",
+            None,
+            Some("RunInfo"),
+        ),
+        (
+            "get",
+            "/v1/runs",
+            "Workflow runs, newest first",
+            "admin, ml_engineer, auditor",
+            None,
+            Some("RunList"),
+        ),
+        (
+            "get",
+            "/v1/runs/{id}",
+            "One workflow run: state, progress, output digest",
+            "admin, ml_engineer, auditor, the app that claimed it",
+            None,
+            Some("RunInfo"),
+        ),
+        (
+            "post",
+            "/v1/jobs/claim",
+            "Claim the oldest queued run of a workflow the app runs",
+            "attested apps (mutual TLS)",
+            None,
+            Some("ClaimResponse"),
+        ),
+        (
+            "post",
+            "/v1/jobs/{id}/progress",
+            "Report a claimed run's progress",
+            "the app that claimed it (mutual TLS)",
+            Some("JobProgress"),
+            Some("RunInfo"),
+        ),
+        (
+            "post",
+            "/v1/jobs/{id}/finish",
+            "Report a claimed run's outcome",
+            "the app that claimed it (mutual TLS)",
+            Some("JobFinish"),
+            Some("RunInfo"),
+        ),
     ];
     let schemas = vec![
         schema::<ErrorBody>(),
@@ -841,6 +1111,18 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         schema::<TokenizeRequest>(),
         schema::<TokenizeResponse>(),
         schema::<AuditCheckpoint>(),
+        schema::<CoordinatorEvidenceRequest>(),
+        schema::<CoordinatorEvidence>(),
+        schema::<RunState>(),
+        schema::<RunInfo>(),
+        schema::<RunList>(),
+        schema::<SealedLocation>(),
+        schema::<ClaimResponse>(),
+        schema::<Job>(),
+        schema::<JobProgress>(),
+        schema::<JobFinish>(),
+        schema::<WorkflowOutput>(),
+        schema::<Receipt>(),
     ];
     build("twinseal coordinator", OPS, schemas)
 }
@@ -875,6 +1157,14 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
         ),
         (
             "post",
+            "/v1/compare/batch",
+            "Many pairs -> one result per pair, one signed receipt",
+            "anyone",
+            Some("CompareBatchRequest"),
+            Some("CompareBatchResponse"),
+        ),
+        (
+            "post",
             "/v1/embed",
             "Images -> embeddings, signed receipt",
             "anyone",
@@ -905,6 +1195,10 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
         schema::<Verdict>(),
         schema::<CompareResult>(),
         schema::<CompareResponse>(),
+        schema::<PairWire>(),
+        schema::<CompareBatchRequest>(),
+        schema::<CompareBatchResult>(),
+        schema::<CompareBatchResponse>(),
         schema::<EmbedRequest>(),
         schema::<EmbedResult>(),
         schema::<EmbedResponse>(),
