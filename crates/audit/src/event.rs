@@ -230,6 +230,48 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A workflow run was queued.
+    WorkflowRunQueued {
+        /// Who started it.
+        actor: String,
+        /// The workflow's name.
+        workflow: String,
+        /// The run's id.
+        run: u64,
+    },
+    /// An attested app claimed a queued workflow run.
+    WorkflowRunClaimed {
+        /// The application.
+        app: String,
+        /// Its certificate serial, hex.
+        serial: String,
+        /// The workflow's name.
+        workflow: String,
+        /// The run's id.
+        run: u64,
+    },
+    /// A workflow run ended.
+    WorkflowRunFinished {
+        /// The application that reported it (or `coordinator` when its
+        /// claim expired).
+        app: String,
+        /// The reporting certificate's serial, hex, if any.
+        serial: Option<String>,
+        /// The workflow's name.
+        workflow: String,
+        /// The run's id.
+        run: u64,
+        /// Whether the sealed output was written.
+        succeeded: bool,
+        /// Items processed.
+        items: u64,
+        /// The output's object path, on success.
+        output: Option<String>,
+        /// SHA-256 of the sealed output, hex, on success.
+        output_sha256: Option<String>,
+        /// Why it failed.
+        error: Option<String>,
+    },
     /// The coordinator started.
     CoordinatorStarted {
         /// Its version.
@@ -265,6 +307,9 @@ impl Event {
             Event::Tokenized { .. } => "tokenized",
             Event::Detokenized { .. } => "detokenized",
             Event::TokenizationDenied { .. } => "tokenization_denied",
+            Event::WorkflowRunQueued { .. } => "workflow_run_queued",
+            Event::WorkflowRunClaimed { .. } => "workflow_run_claimed",
+            Event::WorkflowRunFinished { .. } => "workflow_run_finished",
             Event::CoordinatorStarted { .. } => "coordinator_started",
         }
     }
@@ -510,6 +555,28 @@ pub(crate) mod tests {
                 actor: s("svc"),
                 key: s("t"),
                 reason: s("role"),
+            },
+            Event::WorkflowRunQueued {
+                actor: s("user:mel"),
+                workflow: s("score"),
+                run: 1,
+            },
+            Event::WorkflowRunClaimed {
+                app: s("app"),
+                serial: s("01"),
+                workflow: s("score"),
+                run: 1,
+            },
+            Event::WorkflowRunFinished {
+                app: s("app"),
+                serial: Some(s("01")),
+                workflow: s("score"),
+                run: 1,
+                succeeded: true,
+                items: 20,
+                output: Some(s("results/score/run-1.sealed")),
+                output_sha256: Some(s("00")),
+                error: None,
             },
             Event::CoordinatorStarted {
                 version: s("0.1.0"),
