@@ -249,3 +249,127 @@ impl Client {
         Client::new(&self.base, root_pem, None, Some(identity))
     }
 }
+
+/// Accepts any server certificate (the root is not known yet) but checks
+/// the handshake signature with the certificate presented, so the server
+/// proves it holds that certificate's key; the certificate itself is
+/// checked against the attested root afterwards ([`fetch_own_evidence`]).
+#[derive(Debug)]
+struct UnpinnedServer;
+
+impl rustls::client::danger::ServerCertVerifier for UnpinnedServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        crate::tls::verify_handshake_signature(cert, dss.scheme, message, dss.signature())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        crate::tls::verify_handshake_signature(cert, dss.scheme, message, dss.signature())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        crate::tls::SCHEMES.to_vec()
+    }
+}
+
+/// What [`fetch_own_evidence`] got: the coordinator's answer and the
+/// certificate its TLS server presented. Nothing in it is trusted yet.
+#[derive(Debug)]
+pub struct UnverifiedEvidence {
+    /// The answer to `POST /v1/evidence`.
+    pub answer: api::CoordinatorEvidence,
+    /// The server's TLS certificate, DER.
+    pub server_cert_der: Vec<u8>,
+}
+
+/// Ask a coordinator whose root is not trusted yet for its own evidence
+/// bound to `nonce`. The connection accepts any server certificate; the
+/// caller must then check, before trusting the root:
+/// (1) the evidence with a verifier, against `report_data(nonce, SPKI of
+/// the root in the answer)` ([`own_evidence_report_data`]), and
+/// (2) that the server certificate was issued by that root
+/// ([`check_server_cert`]), so the endpoint holds a key the attested root
+/// certified.
+pub async fn fetch_own_evidence(base_url: &str, nonce: &[u8; 32]) -> Result<UnverifiedEvidence> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(http)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(UnpinnedServer))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .tls_info(true)
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(http)?;
+    let resp = client
+        .post(format!("{}/v1/evidence", base_url.trim_end_matches('/')))
+        .json(&api::CoordinatorEvidenceRequest {
+            nonce: hex::encode(nonce),
+        })
+        .send()
+        .await
+        .map_err(|e| Error::Http(format!("{e:#}")))?;
+    let server_cert_der = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| Error::Http("the server presented no certificate".into()))?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(http)?;
+    if !status.is_success() {
+        return Err(Error::Remote {
+            status: status.as_u16(),
+            kind: String::new(),
+            detail: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+        });
+    }
+    let answer =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Http(format!("bad answer: {e}")))?;
+    Ok(UnverifiedEvidence {
+        answer,
+        server_cert_der,
+    })
+}
+
+/// The report data the coordinator's evidence must carry for `nonce` and
+/// the root certificate `root_der`.
+pub fn own_evidence_report_data(nonce: &[u8; 32], root_der: &[u8]) -> Result<[u8; 64]> {
+    let (_, root) = x509_parser::parse_x509_certificate(root_der)
+        .map_err(|_| Error::Crypto("unparsable root certificate".into()))?;
+    Ok(twinseal_attest::report_data(nonce, root.public_key().raw))
+}
+
+/// Whether `server_der` was issued by `root_der` and is valid now.
+pub fn check_server_cert(server_der: &[u8], root_der: &[u8]) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    crate::tls::AppCertVerifier::new(root_der)?
+        .check(server_der, now)
+        .map_err(|e| Error::Crypto(format!("the server's certificate: {e}")))
+}

@@ -76,6 +76,38 @@ pub struct Config {
     /// Requests served at once; more wait.
     #[serde(default = "default_concurrency")]
     pub max_concurrent_requests: usize,
+    /// Where the coordinator's own evidence comes from (`POST /v1/evidence`,
+    /// which `twinseal coordinator verify` checks before a client pins the
+    /// root).
+    #[serde(default)]
+    pub self_evidence: SelfEvidence,
+}
+
+/// The coordinator's own attestation evidence.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SelfEvidence {
+    /// None: the coordinator does not run in a TEE; clients can only pin
+    /// its root on trust (`coordinator verify` says so and fails).
+    #[default]
+    None,
+    /// The TEE the coordinator runs in (configfs-tsm for TDX and SEV-SNP,
+    /// Gramine's `/dev/attestation` for SGX).
+    Tee,
+    /// INSECURE, development only: evidence from a simulated platform whose
+    /// private key (PKCS#8 DER, as `twinseal attest simulate` writes it) is
+    /// in `platform_key`. Proves nothing about hardware.
+    InsecureSimulated {
+        /// The simulated platform's private key file.
+        platform_key: PathBuf,
+        /// The platform's id.
+        #[serde(default = "default_platform_id")]
+        platform_id: String,
+    },
+}
+
+fn default_platform_id() -> String {
+    "simulated-coordinator".into()
 }
 
 fn default_data_dir() -> PathBuf {
@@ -124,6 +156,7 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            self_evidence: SelfEvidence::None,
         }
     }
 }
@@ -152,6 +185,11 @@ impl Config {
             && p.is_relative()
         {
             c.dcap_collateral = Some(base.join(p));
+        }
+        if let SelfEvidence::InsecureSimulated { platform_key, .. } = &mut c.self_evidence
+            && platform_key.is_relative()
+        {
+            *platform_key = base.join(&*platform_key);
         }
         c.validate()?;
         Ok(c)

@@ -95,6 +95,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/ca", get(ca))
         .route("/v1/attest/challenge", post(challenge))
         .route("/v1/attest", post(attest))
+        .route("/v1/evidence", post(own_evidence))
         .route("/v1/keys", get(list_keys).post(create_key))
         .route("/v1/keys/{name}", get(show_key).delete(destroy_key))
         .route("/v1/keys/{name}/rotate", post(rotate_key))
@@ -112,6 +113,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/detokenize", post(detokenize))
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/v1/audit/export", get(audit_export))
+        .route("/v1/workflows/{name}/runs", post(start_run))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(run_info))
+        .route("/v1/jobs/claim", post(claim_job))
+        .route("/v1/jobs/{id}/progress", post(job_progress))
+        .route("/v1/jobs/{id}/finish", post(finish_job))
         .fallback(|| async { Error::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             (
@@ -174,6 +181,16 @@ async fn ca(State(s): State<AppState>) -> Json<api::CaInfo> {
 
 async fn challenge(State(s): State<AppState>) -> Json<api::ChallengeResponse> {
     Json(s.challenge())
+}
+
+async fn own_evidence(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::CoordinatorEvidenceRequest>,
+) -> Result<Json<api::CoordinatorEvidence>> {
+    let ev = tokio::task::spawn_blocking(move || s.own_evidence(&req))
+        .await
+        .map_err(|e| Error::Crypto(format!("evidence task: {e}")))??;
+    Ok(Json(ev))
 }
 
 async fn attest(
@@ -354,4 +371,55 @@ async fn audit_export(State(s): State<AppState>, caller: Caller) -> Result<Respo
     caller.require_role(&[Role::Auditor])?;
     let body = s.audit_export()?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn start_run(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<api::RunInfo>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.start_run(&caller, &name).await?),
+    ))
+}
+
+async fn list_runs(State(s): State<AppState>, caller: Caller) -> Result<Json<api::RunList>> {
+    Ok(Json(s.list_runs(&caller)?))
+}
+
+async fn run_info(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<api::RunInfo>> {
+    Ok(Json(s.run_info(&caller, run_id(&id)?)?))
+}
+
+async fn claim_job(State(s): State<AppState>, caller: Caller) -> Result<Json<api::ClaimResponse>> {
+    Ok(Json(s.claim_job(&caller).await?))
+}
+
+async fn job_progress(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(p): ApiJson<api::JobProgress>,
+) -> Result<Json<api::RunInfo>> {
+    Ok(Json(s.job_progress(&caller, run_id(&id)?, p).await?))
+}
+
+async fn finish_job(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(f): ApiJson<api::JobFinish>,
+) -> Result<Json<api::RunInfo>> {
+    Ok(Json(s.finish_job(&caller, run_id(&id)?, f).await?))
+}
+
+/// A run id from the path (a stable JSON error when it is not a number).
+fn run_id(s: &str) -> Result<u64> {
+    s.parse()
+        .map_err(|_| Error::BadRequest(format!("run id {s:?} is not a number")))
 }

@@ -27,6 +27,7 @@ pub mod service;
 pub mod store;
 pub mod tls;
 pub mod tokenize;
+pub mod workflow;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -27,13 +27,14 @@
 //! signature = "<hex>"
 //!
 //! [datasets.mnist-pairs]
-//! location = "datasets/mnist-pairs.sealed"
+//! location = "datasets/mnist-pairs"   # a sealed directory in the workers' object store
 //! key = "dataset-key"
+//! context = { purpose = "pairs" }     # the context it was sealed with
 //!
 //! [workflows.score-mnist]
 //! input = "mnist-pairs"
-//! app = "siamese-worker"
-//! output = "results/score-mnist.sealed"
+//! app = "siamese-worker"              # must be given dataset-key and results-key
+//! output = "results/score-mnist"      # run N writes results/score-mnist/run-N.sealed
 //! output_key = "results-key"
 //! ```
 
@@ -133,27 +134,39 @@ fn default_tcb() -> Vec<String> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
-    /// Where it is stored (an object-store path).
+    /// Where it is stored: a sealed directory's path in the workers' object
+    /// store (relative, `/`-separated).
     pub location: String,
     /// The key it is sealed under.
     pub key: String,
+    /// The encryption context it was sealed with (public).
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
 }
 
 /// A workflow: sealed input -> attested app -> sealed output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workflow {
-    /// What the app does (`score` or `train`).
+    /// What the app does (`score`; `train` is reserved).
     #[serde(default = "default_kind")]
     pub kind: String,
     /// The input dataset's name.
     pub input: String,
-    /// The app that runs it.
+    /// The app that runs it; the manifest must give it the input dataset's
+    /// key and `output_key`.
     pub app: String,
-    /// Where the sealed output goes.
+    /// Where the sealed outputs go: a folder in the object store; run `N`
+    /// writes `<output>/run-N.sealed` and never replaces an object.
     pub output: String,
     /// The key the output is sealed under.
     pub output_key: String,
+}
+
+/// True for object-store locations: relative, `/`-separated, 1 to 512
+/// bytes, every part a valid name (no `.` or `..`, no empty part).
+pub fn valid_location(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 512 && s.split('/').all(valid_name)
 }
 
 fn default_kind() -> String {
@@ -267,15 +280,40 @@ impl Manifest {
                 }
             }
         }
-        for (name, w) in &self.workflows {
-            if !self.datasets.contains_key(&w.input) {
-                return bad(format!("workflow {name}: unknown dataset {}", w.input));
+        for (name, d) in &self.datasets {
+            if !valid_location(&d.location) {
+                return bad(format!(
+                    "dataset {name}: location {:?} is not a relative object path",
+                    d.location
+                ));
             }
+            if !valid_name(&d.key) {
+                return bad(format!("dataset {name}: invalid key name {:?}", d.key));
+            }
+        }
+        for (name, w) in &self.workflows {
+            let Some(input) = self.datasets.get(&w.input) else {
+                return bad(format!("workflow {name}: unknown dataset {}", w.input));
+            };
             if !self.apps.contains_key(&w.app) {
                 return bad(format!("workflow {name}: unknown app {}", w.app));
             }
             if !matches!(w.kind.as_str(), "score" | "train") {
                 return bad(format!("workflow {name}: unknown kind {:?}", w.kind));
+            }
+            if !valid_location(&w.output) {
+                return bad(format!(
+                    "workflow {name}: output {:?} is not a relative object path",
+                    w.output
+                ));
+            }
+            for key in [&input.key, &w.output_key] {
+                if !self.app_may_use_key(&w.app, key) {
+                    return bad(format!(
+                        "workflow {name}: app {} is not given key {key} (add it to the app's keys)",
+                        w.app
+                    ));
+                }
             }
         }
         Ok(())
@@ -338,16 +376,17 @@ permissions = ["detokenize"]
 [apps.worker]
 tee = ["simulated"]
 measurements = ["00ff"]
-keys = ["model-key"]
+keys = ["model-key", "data-key", "out-key"]
 [keys.model-key]
 allowed_locations = ["eu-west"]
 [datasets.pairs]
-location = "pairs.sealed"
+location = "datasets/pairs.sealed"
 key = "data-key"
+context = { purpose = "pairs" }
 [workflows.score]
 input = "pairs"
 app = "worker"
-output = "out.sealed"
+output = "results/score"
 output_key = "out-key"
 "#;
 
@@ -389,6 +428,23 @@ output_key = "out-key"
                 "unknown dataset",
             ),
             ("[users", "manifest:"),
+            (
+                GOOD.replace("\"datasets/pairs.sealed\"", "\"../etc/passwd\"")
+                    .as_str(),
+                "not a relative object path",
+            ),
+            (
+                GOOD.replace("\"results/score\"", "\"/abs/out\"").as_str(),
+                "not a relative object path",
+            ),
+            (
+                GOOD.replace(
+                    "\"model-key\", \"data-key\", \"out-key\"",
+                    "\"model-key\", \"data-key\"",
+                )
+                .as_str(),
+                "is not given key out-key",
+            ),
         ] {
             let e = Manifest::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

@@ -26,7 +26,7 @@ use twinseal_policy::{Placements, Policy, Request as PolicyRequest};
 use zeroize::Zeroizing;
 
 use crate::ca::{AppCertRequest, Ca};
-use crate::config::Config;
+use crate::config::{Config, SelfEvidence};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, Permission, Role, valid_name};
 use crate::master::MasterKey;
@@ -235,8 +235,48 @@ pub struct Coordinator {
     certs: RwLock<HashMap<String, Arc<AppRecord>>>,
     verifier_key: VerifierKey,
     server_tls: (Vec<u8>, Zeroizing<Vec<u8>>),
+    self_evidence: SelfEvidenceSource,
     /// Prometheus metrics.
     pub metrics: Metrics,
+}
+
+/// Where the coordinator's own evidence comes from, opened at start.
+enum SelfEvidenceSource {
+    None,
+    Tee(twinseal_attest::collect::Collector),
+    InsecureSimulated {
+        platform: twinseal_attest::SimulatedPlatform,
+        measurement: std::sync::OnceLock<[u8; 48]>,
+    },
+}
+
+impl SelfEvidenceSource {
+    fn open(config: &SelfEvidence) -> Result<SelfEvidenceSource> {
+        Ok(match config {
+            SelfEvidence::None => SelfEvidenceSource::None,
+            SelfEvidence::Tee => {
+                SelfEvidenceSource::Tee(twinseal_attest::collect::Collector::system())
+            }
+            SelfEvidence::InsecureSimulated {
+                platform_key,
+                platform_id,
+            } => {
+                tracing::warn!(
+                    "INSECURE: self_evidence = insecure_simulated: the coordinator's own evidence is simulated and proves nothing about hardware"
+                );
+                let pkcs8 =
+                    Zeroizing::new(std::fs::read(platform_key).map_err(|e| {
+                        Error::io(format!("reading {}", platform_key.display()), e)
+                    })?);
+                let platform = twinseal_attest::SimulatedPlatform::from_pkcs8(&pkcs8, platform_id)
+                    .map_err(|e| Error::Config(format!("{}: {e}", platform_key.display())))?;
+                SelfEvidenceSource::InsecureSimulated {
+                    platform,
+                    measurement: std::sync::OnceLock::new(),
+                }
+            }
+        })
+    }
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -455,6 +495,7 @@ impl Coordinator {
             }
         }
         drop(conn);
+        let self_evidence = SelfEvidenceSource::open(&config.self_evidence)?;
         let store = Store::open(&dir, signer)?;
         let c = Arc::new(Coordinator {
             challenges: ChallengeStore::new(Duration::from_secs(config.challenge_ttl_secs)),
@@ -471,6 +512,7 @@ impl Coordinator {
             certs: RwLock::new(HashMap::new()),
             verifier_key,
             server_tls,
+            self_evidence,
             metrics: Metrics::new(),
         });
         Ok(c)
@@ -1575,6 +1617,61 @@ impl Coordinator {
         Ok(api::TokenResponse {
             user: user.to_string(),
             token: token.to_string(),
+        })
+    }
+
+    // ----- the coordinator's own evidence -----
+
+    /// The coordinator's own evidence, with report data
+    /// `report_data(nonce, SPKI of the root certificate)`: a client that
+    /// verifies it (and that the server it talks to chains to that root)
+    /// may pin the root. Blocking (a TEE's evidence interface is a file
+    /// system); call it off the async threads.
+    pub fn own_evidence(
+        &self,
+        req: &api::CoordinatorEvidenceRequest,
+    ) -> Result<api::CoordinatorEvidence> {
+        let nonce = hex::decode(req.nonce.trim())
+            .ok()
+            .filter(|n| n.len() == 32)
+            .ok_or_else(|| Error::BadRequest("nonce must be 32 bytes, hex".into()))?;
+        let (_, root) = x509_parser::parse_x509_certificate(self.ca.cert_der())
+            .map_err(|e| Error::Crypto(format!("root certificate: {e}")))?;
+        let rd = twinseal_attest::report_data(&nonce, root.public_key().raw);
+        let evidence = match &self.self_evidence {
+            SelfEvidenceSource::None => None,
+            SelfEvidenceSource::Tee(c) => Some(c.collect(&rd)?),
+            SelfEvidenceSource::InsecureSimulated {
+                platform,
+                measurement,
+            } => {
+                let m = match measurement.get() {
+                    Some(m) => *m,
+                    None => {
+                        let m = twinseal_attest::simulated::executable_measurement()?;
+                        *measurement.get_or_init(|| m)
+                    }
+                };
+                Some(platform.attest_with_measurement(&m, &rd, SystemTime::now())?)
+            }
+        };
+        Ok(api::CoordinatorEvidence {
+            tee: evidence
+                .as_ref()
+                .map(|e| e.kind().to_string())
+                .unwrap_or_else(|| "none".into()),
+            evidence: evidence.map(|e| {
+                let (evidence, vcek) = match &e {
+                    Evidence::SevSnp { report, vcek_der } => {
+                        (B64.encode(report), vcek_der.as_ref().map(|v| B64.encode(v)))
+                    }
+                    other => (B64.encode(other.bytes()), None),
+                };
+                api::EvidenceWire { evidence, vcek }
+            }),
+            ca: self.ca.cert_pem(),
+            ca_sha256: self.ca.fingerprint(),
+            version: env!("CARGO_PKG_VERSION").into(),
         })
     }
 

@@ -71,6 +71,31 @@ CREATE TABLE IF NOT EXISTS certificates (
 );
 ";
 
+/// Workflow runs (added after schema version 1 shipped: created on open
+/// when missing, which changes nothing else).
+const RUNS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS workflow_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    app TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_by TEXT NOT NULL,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    updated_unix INTEGER NOT NULL,
+    serial TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    output_sha256 TEXT,
+    receipt TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS workflow_runs_queue ON workflow_runs (state, app, id);
+";
+
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Completion + Send>;
 
@@ -107,6 +132,7 @@ pub fn open_connection(path: &Path, create: bool) -> Result<Connection> {
 /// Create the schema (idempotent) in a fresh database.
 pub fn create_schema(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(RUNS_SCHEMA)?;
     AuditLog::init(conn)?;
     conn.execute(
         "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', ?1)",
@@ -153,6 +179,7 @@ impl Store {
                 "unsupported schema version {version:?} (this build knows {SCHEMA_VERSION})"
             )));
         }
+        writer_conn.execute_batch(RUNS_SCHEMA)?;
         let reader = open_connection(&path, false)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(4 * MAX_BATCH);
         let handle = std::thread::Builder::new()
