@@ -56,6 +56,10 @@ pub enum Error {
     /// Reading or writing the sealed gallery failed.
     #[error("gallery: {0}")]
     Gallery(String),
+    /// A workflow job failed; the message names the step and never the
+    /// data (it is reported to the coordinator, which ML engineers read).
+    #[error("job: {0}")]
+    Job(String),
     /// The request body is larger than the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,

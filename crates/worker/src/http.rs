@@ -47,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/info", get(info))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/compare", post(compare))
+        .route("/v1/compare/batch", post(compare_batch))
         .route("/v1/embed", post(embed))
         .route("/v1/enroll", post(enroll))
         .route("/v1/verify", post(verify))
@@ -164,6 +165,55 @@ async fn compare(
     .map_err(|e| Error::Internal(e.to_string()))?
 }
 
+async fn compare_batch(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::CompareBatchRequest>,
+) -> Result<Json<api::CompareBatchResponse>> {
+    if req.pairs.is_empty() || req.pairs.len() > s.limits.max_pairs {
+        return Err(Error::BadRequest(format!(
+            "{} pairs; send 1 to {} per request",
+            req.pairs.len(),
+            s.limits.max_pairs
+        )));
+    }
+    let mut inputs = Vec::with_capacity(2 * req.pairs.len());
+    for (i, p) in req.pairs.iter().enumerate() {
+        inputs.push(decode_wire(&p.a, &format!("#{i}.a"))?);
+        inputs.push(decode_wire(&p.b, &format!("#{i}.b"))?);
+    }
+    drop(req);
+    tokio::task::spawn_blocking(move || {
+        let n = inputs.len() / 2;
+        let t = &s.model.config().tower;
+        let mut a = Vec::with_capacity(n * t.height * t.width);
+        let mut b = Vec::with_capacity(n * t.height * t.width);
+        for (i, pair) in inputs.chunks_exact(2).enumerate() {
+            a.extend(pixels(&s, &pair[0], &format!("#{i}.a"))?);
+            b.extend(pixels(&s, &pair[1], &format!("#{i}.b"))?);
+        }
+        let threshold = s.model.config().threshold;
+        let results = s
+            .model
+            .score_pairs(&a, &b)
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .into_iter()
+            .map(|score| api::CompareResult {
+                distance: score.distance,
+                score: score.score,
+                probability: score.probability,
+                verdict: verdict(score.similar),
+                threshold,
+            })
+            .collect();
+        let result = api::CompareBatchResult { results };
+        let output = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
+        let receipt = sign(&s, "compare_batch", digest(&inputs), output)?;
+        Ok(Json(api::CompareBatchResponse { result, receipt }))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
 async fn embed(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<api::EmbedRequest>,
@@ -208,7 +258,12 @@ async fn embed(
 }
 
 /// Sign a receipt with the current certificate, refusing once it expired.
-fn sign(s: &AppState, operation: &str, inputs: String, output: String) -> Result<api::Receipt> {
+pub(crate) fn sign(
+    s: &AppState,
+    operation: &str,
+    inputs: String,
+    output: String,
+) -> Result<api::Receipt> {
     let id = s.identity();
     id.check_valid()?;
     id.signer.sign(operation, inputs, output)

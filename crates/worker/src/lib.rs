@@ -8,7 +8,7 @@
 //! weights never touch disk) and loads it.
 //!
 //! - [`http::app`]: `app(state) -> Router` with `POST /v1/compare`,
-//!   `POST /v1/embed`, `POST /v1/enroll`, `POST /v1/verify`, `GET /v1/info`,
+//!   `POST /v1/compare/batch`, `POST /v1/embed`, `POST /v1/enroll`, `POST /v1/verify`, `GET /v1/info`,
 //!   `GET /v1/openapi.json`.
 //! - [`gallery`]: enrolled identities' embeddings, sealed at rest under a
 //!   coordinator key.
@@ -17,12 +17,15 @@
 //! - [`tls`]: HTTPS with the worker's certificate ([`serve`]), and
 //!   [`WorkerCertVerifier`], the client's check of a worker certificate
 //!   against the coordinator's root.
+//! - [`jobs`]: workflow jobs: a sealed dataset of pairs read from the
+//!   object store, scored, and written back sealed, with a receipt.
 //! - [`receipt`]: every answer carries a receipt signed with the
 //!   certificate's key; [`verify_receipt`] checks one with the certificate.
 
 pub mod error;
 pub mod gallery;
 pub mod http;
+pub mod jobs;
 pub mod receipt;
 pub mod tls;
 mod worker;
@@ -33,6 +36,6 @@ pub use receipt::{ReceiptSigner, verify_receipt};
 pub use tls::{WorkerCertVerifier, serve};
 pub use worker::{
     AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_IMAGES,
-    DEFAULT_REQUEST_TIMEOUT_SECS, EvidenceSource, GalleryOptions, Limits, Worker, WorkerOptions,
-    WorkerState,
+    DEFAULT_MAX_PAIRS, DEFAULT_REQUEST_TIMEOUT_SECS, EvidenceSource, GalleryOptions, Limits,
+    Worker, WorkerOptions, WorkerState,
 };

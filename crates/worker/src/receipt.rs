@@ -35,7 +35,8 @@
 //! ```
 //!
 //! Digests are 64 lowercase hex digits; the operation is lowercase ASCII
-//! letters; the time is RFC 3339 and is checked to parse, so no field can
+//! letters and `_` (`compare`, `compare_batch`, `embed`, `enroll`,
+//! `verify`, `workflow`); the time is RFC 3339 and is checked to parse, so no field can
 //! smuggle a line break. The output is carried as the exact JSON text that
 //! was signed, so a verifier needs no JSON canonicalisation.
 
@@ -200,7 +201,12 @@ fn check_fields(r: &Receipt) -> Result<()> {
     if r.format != RECEIPT_FORMAT {
         return Err(reject("unknown receipt format"));
     }
-    if r.operation.is_empty() || !r.operation.bytes().all(|b| b.is_ascii_lowercase()) {
+    if r.operation.is_empty()
+        || !r
+            .operation
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
         return Err(reject("malformed operation"));
     }
     if time::OffsetDateTime::parse(&r.time, &Rfc3339).is_err() {

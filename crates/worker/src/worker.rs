@@ -28,6 +28,8 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
 /// Default largest number of images in one `embed` request.
 pub const DEFAULT_MAX_IMAGES: usize = 256;
+/// Default largest number of pairs in one `compare/batch` request.
+pub const DEFAULT_MAX_PAIRS: usize = 1024;
 
 /// Where the worker's attestation evidence comes from.
 pub enum EvidenceSource {
@@ -66,6 +68,8 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Images in one `embed` request.
     pub max_images: usize,
+    /// Pairs in one `compare/batch` request.
+    pub max_pairs: usize,
 }
 
 impl Default for Limits {
@@ -75,6 +79,7 @@ impl Default for Limits {
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_images: DEFAULT_MAX_IMAGES,
+            max_pairs: DEFAULT_MAX_PAIRS,
         }
     }
 }

@@ -285,6 +285,47 @@ async fn compare_and_embed_over_attested_tls_with_verifiable_receipts() {
     // Another certificate of the coordinator (not the worker's) does not verify it.
     assert!(verify_receipt(&r.receipt, state.root_der()).is_err());
 
+    // A batch gives each pair the single-pair answer, under one receipt.
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/compare/batch"),
+        &json!({"pairs": [
+            {"a": {"raw": B64.encode(&a)}, "b": {"png": B64.encode(png_of(&a))}},
+            {"a": {"raw": B64.encode(&a)}, "b": {"raw": B64.encode(&b)}},
+        ]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let batch: api::CompareBatchResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(
+        batch.result.results,
+        vec![same.result.clone(), r.result.clone()]
+    );
+    verify_receipt(&batch.receipt, &cert).unwrap();
+    assert_eq!(batch.receipt.operation, "compare_batch");
+    assert_eq!(
+        batch.receipt.inputs_sha256,
+        inputs_digest(
+            [
+                (InputKind::Raw, &a[..]),
+                (InputKind::Encoded, &png_of(&a)[..]),
+                (InputKind::Raw, &a[..]),
+                (InputKind::Raw, &b[..]),
+            ]
+            .into_iter()
+        )
+    );
+    let one = json!({"a": {"raw": B64.encode(&a)}, "b": {"raw": B64.encode(&b)}});
+    for body in [
+        json!({"pairs": []}),
+        json!({"pairs": vec![one.clone(); twinseal_worker::DEFAULT_MAX_PAIRS + 1]}),
+        json!({"pairs": [{"a": {"raw": B64.encode(&a)}}]}),
+        json!({"pairs": [one.clone(), {"a": {"raw": B64.encode([0u8; 3])}, "b": {"raw": B64.encode(&a)}}]}),
+    ] {
+        let (s, v) = post(&client, &format!("{url}/v1/compare/batch"), &body).await;
+        assert_eq!((s, v["type"].as_str()), (400, Some("bad_request")), "{v}");
+    }
+
     // Embeddings.
     let (s, v) = post(
         &client,
