@@ -130,48 +130,22 @@ fn verify(a: VerifyArgs) -> Result<()> {
         }
     };
     let collateral = a.collateral.as_deref().map(read).transpose()?;
-    let verified = match evidence.kind() {
-        TeeKind::Sgx | TeeKind::Tdx => {
-            let c =
-                collateral.context("SGX/TDX evidence needs --collateral (DCAP collateral JSON)")?;
-            let c = DcapCollateral::from_json(&c)?;
-            let v = if evidence.kind() == TeeKind::Sgx {
-                DcapVerifier::sgx(CollateralSource::Fixed(c))
-            } else {
-                DcapVerifier::tdx(CollateralSource::Fixed(c))
-            };
-            v.verify(&evidence, &expected, at)
-        }
-        TeeKind::SevSnp => {
-            let mut v = SnpVerifier::new()?;
-            if let Some(vcek) = collateral {
-                v = v.with_vcek(vcek);
-            }
-            v.verify(&evidence, &expected, at)
-        }
-        TeeKind::Simulated => {
-            if !a.insecure_allow_simulated_tee {
-                bail!("simulated evidence is only verified with --insecure-allow-simulated-tee");
-            }
-            let key = collateral
-                .context("simulated evidence needs --collateral (the platform's .pub file)")?;
-            let key = hex::decode(String::from_utf8_lossy(&key).trim())
-                .context("platform public key file is not hex")?;
-            SimulatedVerifier::insecure_new(vec![key]).verify(&evidence, &expected, at)
-        }
-    };
-    let claims = match verified {
+    let claims = match verify_evidence(
+        &evidence,
+        collateral,
+        &expected,
+        at,
+        a.insecure_allow_simulated_tee,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            // The auditor is the operator here: show the detailed reason.
-            let why = e
-                .reason()
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string());
+        Err(why) => {
             if a.json {
-                println!("{}", serde_json::json!({"verified": false, "error": why}));
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "error": why.to_string()})
+                );
             }
-            bail!("attestation rejected: {why}");
+            return Err(why);
         }
     };
     let config: PolicyConfig = match &a.policy {
@@ -218,6 +192,58 @@ fn verify(a: VerifyArgs) -> Result<()> {
         bail!("policy denied the evidence");
     }
     Ok(())
+}
+
+/// Verifies `evidence` against `expected` report data at `at`, with the
+/// collateral its kind needs: DCAP collateral JSON (SGX/TDX), the VCEK
+/// certificate DER (SEV-SNP, when the evidence does not carry it), or the
+/// simulated platform's public key file (hex; only with
+/// `insecure_allow_simulated_tee`). The error carries the detailed reason:
+/// the caller is the auditor or the client, not a remote party.
+pub fn verify_evidence(
+    evidence: &Evidence,
+    collateral: Option<Vec<u8>>,
+    expected: &[u8; 64],
+    at: SystemTime,
+    insecure_allow_simulated_tee: bool,
+) -> Result<twinseal_attest::VerifiedClaims> {
+    let verified = match evidence.kind() {
+        TeeKind::Sgx | TeeKind::Tdx => {
+            let c =
+                collateral.context("SGX/TDX evidence needs --collateral (DCAP collateral JSON)")?;
+            let c = DcapCollateral::from_json(&c)?;
+            let v = if evidence.kind() == TeeKind::Sgx {
+                DcapVerifier::sgx(CollateralSource::Fixed(c))
+            } else {
+                DcapVerifier::tdx(CollateralSource::Fixed(c))
+            };
+            v.verify(evidence, expected, at)
+        }
+        TeeKind::SevSnp => {
+            let mut v = SnpVerifier::new()?;
+            if let Some(vcek) = collateral {
+                v = v.with_vcek(vcek);
+            }
+            v.verify(evidence, expected, at)
+        }
+        TeeKind::Simulated => {
+            if !insecure_allow_simulated_tee {
+                bail!("simulated evidence is only verified with --insecure-allow-simulated-tee");
+            }
+            let key = collateral
+                .context("simulated evidence needs --collateral (the platform's .pub file)")?;
+            let key = hex::decode(String::from_utf8_lossy(&key).trim())
+                .context("platform public key file is not hex")?;
+            SimulatedVerifier::insecure_new(vec![key]).verify(evidence, expected, at)
+        }
+    };
+    verified.map_err(|e| {
+        let why = e
+            .reason()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string());
+        anyhow::anyhow!("attestation rejected: {why}")
+    })
 }
 
 fn simulate(a: SimulateArgs) -> Result<()> {

@@ -115,6 +115,38 @@ pub enum CoordinatorCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Check a coordinator's own attestation before trusting it: its
+    /// evidence must be bound to a fresh nonce and to the root certificate
+    /// it presents, and its TLS certificate must be issued by that root.
+    /// Prints the root's fingerprint to pin (and writes the root with -o).
+    Verify(CoordinatorVerifyArgs),
+}
+
+/// `twinseal coordinator verify`.
+#[derive(Debug, Args)]
+pub struct CoordinatorVerifyArgs {
+    /// The coordinator's URL, e.g. https://coordinator.example:8443.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// Collateral for its evidence: DCAP collateral JSON (SGX/TDX), the VCEK
+    /// certificate DER (SEV-SNP, if the evidence lacks it), or the
+    /// simulated platform's public key file (hex).
+    #[arg(long, value_name = "FILE")]
+    pub collateral: Option<PathBuf>,
+    /// The measurement the coordinator must have (hex); without it the
+    /// measurement is printed for you to compare with a reproducible build.
+    #[arg(long, value_name = "HEX")]
+    pub expect_measurement: Option<String>,
+    /// Write the verified root certificate (PEM) here, to pin with --ca.
+    #[arg(short, long, value_name = "ROOT.pem")]
+    pub output: Option<PathBuf>,
+    /// INSECURE, development only: accept a coordinator whose evidence is
+    /// simulated.
+    #[arg(long)]
+    pub insecure_allow_simulated_tee: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `twinseal coordinator ...`.
@@ -175,6 +207,7 @@ pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
             println!("{}", report.admin_token.as_str());
             Ok(())
         }
+        CoordinatorCommand::Verify(a) => verify_coordinator(a),
         CoordinatorCommand::Serve { config } => {
             let config = Config::load(&config)?;
             let rt = runtime()?;
@@ -185,6 +218,109 @@ pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `twinseal coordinator verify`: fetch the evidence without trusting the
+/// server, then check it (bound to our nonce and the root it presents), the
+/// server certificate's issuer, and the expected measurement.
+fn verify_coordinator(a: CoordinatorVerifyArgs) -> Result<()> {
+    if a.insecure_allow_simulated_tee {
+        eprintln!(
+            "WARNING: INSECURE: accepting simulated evidence (--insecure-allow-simulated-tee)"
+        );
+    }
+    let nonce: [u8; 32] = *twinseal_attest::Challenge::random().as_bytes();
+    let got = runtime()?
+        .block_on(twinseal_coordinator::client::fetch_own_evidence(
+            &a.url, &nonce,
+        ))
+        .with_context(|| format!("asking {} for its evidence", a.url))?;
+    let root_der = twinseal_worker::tls::root_der_from_pem(&got.answer.ca)
+        .context("the coordinator's root certificate is not PEM")?;
+    let fingerprint = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&root_der));
+    if fingerprint != got.answer.ca_sha256 {
+        bail!("the coordinator's answer names another fingerprint than its root's");
+    }
+    twinseal_coordinator::client::check_server_cert(&got.server_cert_der, &root_der)
+        .context("the TLS server is not certified by the root it presents")?;
+    let Some(wire) = &got.answer.evidence else {
+        bail!(
+            "the coordinator at {} gives no evidence (it does not run in a TEE, or its \
+             self_evidence is not configured): its root {fingerprint} could only be trusted on first use",
+            a.url
+        );
+    };
+    let bytes = B64
+        .decode(&wire.evidence)
+        .context("the evidence is not base64")?;
+    let mut evidence = twinseal_attest::Evidence::detect(&bytes)
+        .map_err(|_| anyhow::anyhow!("the coordinator's evidence is in no known format"))?;
+    if let (Some(v), twinseal_attest::Evidence::SevSnp { vcek_der, .. }) =
+        (&wire.vcek, &mut evidence)
+    {
+        *vcek_der = Some(B64.decode(v).context("the VCEK is not base64")?);
+    }
+    let expected = twinseal_coordinator::client::own_evidence_report_data(&nonce, &root_der)?;
+    let collateral = a
+        .collateral
+        .as_deref()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let claims = crate::attest::verify_evidence(
+        &evidence,
+        collateral,
+        &expected,
+        std::time::SystemTime::now(),
+        a.insecure_allow_simulated_tee,
+    )?;
+    let measurement = claims.measurement().to_hex();
+    if let Some(want) = &a.expect_measurement
+        && !want.trim().eq_ignore_ascii_case(&measurement)
+    {
+        bail!("the coordinator's measurement is {measurement}, not the expected {want}");
+    }
+    if claims.is_debug() {
+        bail!("the coordinator runs in a debug-mode TEE (its memory is readable)");
+    }
+    if let Some(out) = &a.output {
+        use std::io::Write as _;
+        let mut file = twinseal_envelope::AtomicOutput::create(out)
+            .with_context(|| format!("creating {}", out.display()))?;
+        file.write_all(got.answer.ca.as_bytes())
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing {}", out.display()))?;
+        file.commit()
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if a.json {
+        return print_json(&serde_json::json!({
+            "url": a.url,
+            "root_sha256": fingerprint,
+            "tee": claims.tee().as_str(),
+            "simulated": claims.is_simulated(),
+            "measurement": measurement,
+            "tcb_status": claims.tcb_status(),
+            "version": got.answer.version,
+        }));
+    }
+    println!("coordinator {} verified:", a.url);
+    println!(
+        "  evidence: {}{}, bound to a fresh nonce and to its root certificate",
+        claims.tee(),
+        if claims.is_simulated() {
+            " (SIMULATED: proves nothing about hardware)"
+        } else {
+            ""
+        }
+    );
+    println!("  measurement: {measurement}");
+    println!("  TCB status: {:?}", claims.tcb_status());
+    println!("  TLS certificate issued by that root");
+    println!("root certificate sha256 (pin this): {fingerprint}");
+    if let Some(out) = &a.output {
+        println!("root certificate written to {}", out.display());
+    }
+    Ok(())
 }
 
 /// `twinseal manifest ...`

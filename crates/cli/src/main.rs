@@ -16,6 +16,8 @@ mod model_cmd;
 mod plot;
 mod progress;
 mod seal;
+mod worker_cmd;
+mod workflow_cmd;
 
 /// Train and serve Siamese networks confidentially.
 #[derive(Debug, Parser)]
@@ -39,8 +41,15 @@ enum Command {
     Train(model_cmd::TrainArgs),
     /// Evaluate a model on a dataset's test split: accuracy, ROC-AUC, EER, FAR/FRR.
     Eval(model_cmd::EvalArgs),
-    /// Compare two images with a model (or show random test pairs of a dataset).
+    /// Compare two images with a local model or an attested worker (or show random test pairs of a dataset).
     Compare(model_cmd::CompareArgs),
+    /// Run the attested worker.
+    #[command(subcommand)]
+    Worker(worker_cmd::WorkerCommand),
+    /// Enrol reference images of an identity on an attested worker (needs TWINSEAL_ENROLL_TOKEN).
+    Enroll(worker_cmd::EnrollArgs),
+    /// Verify a probe image against an enrolled identity (1:1) or search the gallery (1:N).
+    Verify(worker_cmd::VerifyArgs),
     /// Print the embeddings of images as JSON.
     Embed(model_cmd::EmbedArgs),
     /// Benchmarks measured side by side with a peer (see BENCHMARKS.md).
@@ -71,6 +80,9 @@ enum Command {
     /// Export and verify the coordinator's audit log.
     #[command(subcommand)]
     Audit(coord::AuditCommand),
+    /// Run manifest workflows (sealed dataset -> attested worker -> sealed results) and follow them.
+    #[command(subcommand)]
+    Workflow(workflow_cmd::WorkflowCommand),
     /// Format-preserving tokenization (FF1) under a coordinator key.
     Tokenize(coord::TokenizeArgs),
     /// Reverse tokenization (needs the detokenize permission).
@@ -92,6 +104,9 @@ fn main() -> ExitCode {
         Command::Train(a) => model_cmd::run_train(a),
         Command::Eval(a) => model_cmd::run_eval(a),
         Command::Compare(a) => model_cmd::run_compare(a),
+        Command::Worker(c) => worker_cmd::run(c),
+        Command::Enroll(a) => worker_cmd::run_enroll(a),
+        Command::Verify(a) => worker_cmd::run_verify(a),
         Command::Embed(a) => model_cmd::run_embed(a),
         Command::Bench(c) => bench::run(c),
         Command::Key { command } => seal::run_key(command),
@@ -103,6 +118,7 @@ fn main() -> ExitCode {
         Command::Manifest(c) => coord::run_manifest(c),
         Command::User(c) => coord::run_user(c),
         Command::Audit(c) => coord::run_audit(c),
+        Command::Workflow(c) => workflow_cmd::run(c),
         Command::Tokenize(a) => coord::run_tokenize(a, false),
         Command::Detokenize(a) => coord::run_tokenize(a, true),
     };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use candle_core::Device;
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
@@ -314,9 +314,11 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
 
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
-    /// A local model file (for the attested service, see `--worker` in later versions).
-    #[arg(long)]
-    pub model: PathBuf,
+    /// A local model file (or ask an attested worker with `--worker`).
+    #[arg(long, required_unless_present = "worker", conflicts_with = "worker")]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: crate::worker_cmd::WorkerClientArgs,
     /// Two images (PNG/JPEG of any size, or raw grey bytes of the model's size).
     #[arg(num_args = 0..=2)]
     pub images: Vec<PathBuf>,
@@ -337,7 +339,19 @@ pub struct CompareArgs {
 }
 
 pub fn run_compare(args: CompareArgs) -> Result<()> {
-    let model = load_model(&args.model, &Device::Cpu)?;
+    let Some(model_path) = &args.model else {
+        ensure!(
+            args.images.len() == 2 && args.dataset.is_none(),
+            "with --worker, give two images"
+        );
+        return crate::worker_cmd::compare_remote(
+            &args.remote,
+            &args.images[0],
+            &args.images[1],
+            args.json,
+        );
+    };
+    let model = load_model(model_path, &Device::Cpu)?;
     let t = model.config().tower.clone();
     match (&args.dataset, args.images.len()) {
         (None, 2) => {

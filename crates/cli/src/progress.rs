@@ -75,3 +75,28 @@ impl TrainProgress {
         }
     }
 }
+
+/// A counting bar on stderr when it is a terminal; hidden otherwise.
+pub fn bar(len: u64, unit: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "   [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}})"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    b
+}
+
+/// A line above `bar` (or on stderr when the bar is hidden).
+pub fn line(bar: &ProgressBar, text: String) {
+    if bar.is_hidden() {
+        eprintln!("{text}");
+    } else {
+        bar.println(text);
+    }
+}

@@ -275,7 +275,7 @@ fn read_keys(paths: &[PathBuf]) -> Result<Vec<Kek>> {
     paths.iter().map(|p| read_key(p)).collect()
 }
 
-fn parse_context(pairs: &[String]) -> Result<Context> {
+pub(crate) fn parse_context(pairs: &[String]) -> Result<Context> {
     let mut context = Context::new();
     for pair in pairs {
         let (key, value) = Context::parse_pair(pair)?;

@@ -1,0 +1,495 @@
+//! `twinseal worker serve` (the attested app) and the client side of the
+//! worker: `twinseal compare --worker`, `twinseal enroll`, `twinseal verify`.
+//! Clients pin the coordinator's root, refuse simulated-TEE certificates
+//! unless told otherwise, and verify every answer's signed receipt against
+//! the certificate that served it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use twinseal_api as api;
+use twinseal_attest::SimulatedPlatform;
+use twinseal_attest::collect::{Collector, TeeInterface};
+use twinseal_worker::{EvidenceSource, GalleryOptions, Limits, Worker, WorkerOptions};
+
+/// `twinseal worker ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkerCommand {
+    /// Attest with the coordinator, obtain the model key, open the sealed
+    /// model in memory and serve compare/embed/enroll/verify over HTTPS with
+    /// the attested certificate, attesting again before it expires.
+    Serve(ServeArgs),
+}
+
+/// Where the worker's evidence comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tee {
+    /// The TEE this machine offers (configfs-tsm or Gramine's /dev/attestation).
+    Auto,
+    /// Intel SGX (through Gramine).
+    Sgx,
+    /// Intel TDX (configfs-tsm).
+    Tdx,
+    /// AMD SEV-SNP (configfs-tsm).
+    Snp,
+    /// INSECURE, development only: the simulated TEE (needs
+    /// --insecure-simulated-platform-key; the coordinator must allow it).
+    Simulated,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The coordinator's URL.
+    #[arg(long, env = "TWINSEAL_COORDINATOR")]
+    pub coordinator: String,
+    /// The coordinator's root certificate (PEM), pinned.
+    #[arg(long, env = "TWINSEAL_CA", value_name = "ROOT.pem")]
+    pub ca: PathBuf,
+    /// The app name in the coordinator's manifest.
+    #[arg(long)]
+    pub app: String,
+    /// The sealed model file.
+    #[arg(long, value_name = "SEALED_MODEL")]
+    pub model: PathBuf,
+    /// The coordinator key the model is sealed under.
+    #[arg(long, default_value = "model-key")]
+    pub model_key: String,
+    /// Encryption context the model was sealed with (repeatable KEY=VALUE).
+    #[arg(
+        long = "model-context",
+        value_name = "KEY=VALUE",
+        default_value = "purpose=model"
+    )]
+    pub model_context: Vec<String>,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// DNS names or IP addresses clients use to reach this worker (repeatable;
+    /// default: the listen address's IP and `localhost`).
+    #[arg(long = "name")]
+    pub names: Vec<String>,
+    /// Where the attestation evidence comes from.
+    #[arg(long, value_enum, default_value_t = Tee::Auto)]
+    pub tee: Tee,
+    /// INSECURE: the simulated platform's private key (PKCS#8 DER, as
+    /// written by `twinseal attest simulate`), with `--tee simulated`.
+    #[arg(long, value_name = "FILE")]
+    pub insecure_simulated_platform_key: Option<PathBuf>,
+    /// The simulated platform's id (placement refers to it as `simulated:ID`).
+    #[arg(long, default_value = "simulated-dev")]
+    pub insecure_simulated_platform_id: String,
+    /// The sealed enrolment gallery (created on the first enrolment); enables
+    /// /v1/enroll and /v1/verify.
+    #[arg(long, value_name = "FILE", requires = "gallery_key")]
+    pub gallery: Option<PathBuf>,
+    /// The coordinator key the gallery is sealed under.
+    #[arg(long, value_name = "KEY")]
+    pub gallery_key: Option<String>,
+    /// SHA-256 (hex) of a bearer token that may enrol (repeatable; compute
+    /// with `printf %s TOKEN | sha256sum`). Without one, enrolment is refused.
+    #[arg(long, value_name = "HEX")]
+    pub enroll_token_sha256: Vec<String>,
+    /// Largest request body, bytes.
+    #[arg(long, default_value_t = twinseal_worker::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Also run workflow jobs of this app: claim queued runs from the
+    /// coordinator, read sealed inputs from and write sealed results to
+    /// this object store (a directory or file:// URL).
+    #[arg(long, value_name = "DIR|URL")]
+    pub jobs: Option<String>,
+    /// Seconds between polls for queued workflow runs.
+    #[arg(long, default_value_t = 2, requires = "jobs")]
+    pub poll_secs: u64,
+}
+
+pub fn run(cmd: WorkerCommand) -> Result<()> {
+    match cmd {
+        WorkerCommand::Serve(a) => serve(a),
+    }
+}
+
+fn evidence_source(tee: Tee, key: Option<&Path>, platform_id: &str) -> Result<EvidenceSource> {
+    Ok(match tee {
+        Tee::Simulated => {
+            let path = key.context(
+                "--tee simulated needs --insecure-simulated-platform-key (see `twinseal attest simulate`)",
+            )?;
+            let pkcs8 =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            eprintln!(
+                "WARNING: INSECURE simulated TEE: this worker's evidence proves nothing about hardware"
+            );
+            EvidenceSource::InsecureSimulated {
+                platform: SimulatedPlatform::from_pkcs8(&pkcs8, platform_id)?,
+                measurement: twinseal_attest::simulated::executable_measurement()?,
+            }
+        }
+        other => {
+            let c = Collector::system();
+            let found = c
+                .detect()
+                .context("no TEE interface found (configfs-tsm or /dev/attestation); use --tee simulated for development")?;
+            eprintln!("evidence from {found:?}");
+            // TDX and SEV-SNP share configfs-tsm; the coordinator checks the
+            // evidence's kind against the manifest in any case.
+            let matches = matches!(
+                (other, &found),
+                (Tee::Auto, _)
+                    | (Tee::Sgx, TeeInterface::GramineSgx)
+                    | (Tee::Tdx | Tee::Snp, TeeInterface::ConfigFsTsm)
+            );
+            ensure!(
+                matches,
+                "--tee {other:?} asked for, but this machine offers {found:?}"
+            );
+            EvidenceSource::Collector(c)
+        }
+    })
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    let root =
+        std::fs::read_to_string(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
+    let sealed =
+        std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+    let names = if a.names.is_empty() {
+        vec![a.listen.ip().to_string(), "localhost".into()]
+    } else {
+        a.names.clone()
+    };
+    let enroll_token_sha256 = a
+        .enroll_token_sha256
+        .iter()
+        .map(|h| {
+            hex::decode(h.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .with_context(|| format!("--enroll-token-sha256 {h:?} is not 64 hex digits"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let opts = WorkerOptions {
+        coordinator_url: a.coordinator.clone(),
+        coordinator_root_pem: root,
+        app: a.app.clone(),
+        names,
+        model_key: a.model_key.clone(),
+        sealed_model: sealed,
+        model_context: crate::seal::parse_context(&a.model_context)?,
+        evidence: evidence_source(
+            a.tee,
+            a.insecure_simulated_platform_key.as_deref(),
+            &a.insecure_simulated_platform_id,
+        )?,
+        limits: Limits {
+            max_body_bytes: a.max_body_bytes,
+            ..Limits::default()
+        },
+        gallery: a.gallery.clone().map(|path| GalleryOptions {
+            path,
+            key: a.gallery_key.clone().unwrap_or_default(),
+        }),
+        enroll_token_sha256,
+        renew_before: None,
+    };
+    let store = a
+        .jobs
+        .as_deref()
+        .map(twinseal_worker::jobs::open_store)
+        .transpose()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let worker = Worker::start(opts).await?;
+        if let Some(store) = store {
+            let w = worker.clone();
+            let poll = std::time::Duration::from_secs(a.poll_secs.max(1));
+            eprintln!(
+                "running workflow jobs of {} (object store {})",
+                a.app,
+                a.jobs.as_deref().unwrap_or_default()
+            );
+            tokio::spawn(async move { w.run_jobs(store, poll, std::future::pending()).await });
+        }
+        let state = worker.state();
+        let info = state.attestation();
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("binding {}", a.listen))?;
+        eprintln!(
+            "worker {} serving https://{} ({}; certificate {} until {}; model sha256 {})",
+            a.app,
+            a.listen,
+            if info.simulated {
+                "SIMULATED TEE, INSECURE".to_string()
+            } else {
+                info.tee.clone()
+            },
+            info.serial,
+            info.not_after,
+            state.model_sha256()
+        );
+        worker
+            .serve(listener, twinseal_coordinator::tls::shutdown_signal())
+            .await?;
+        Ok(())
+    })
+}
+
+/// How a client reaches a worker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerClientArgs {
+    /// The worker's URL (`https://host:port`).
+    #[arg(long, env = "TWINSEAL_WORKER")]
+    pub worker: Option<String>,
+    /// The coordinator's root certificate (PEM) that the worker's certificate must chain to.
+    #[arg(long, env = "TWINSEAL_CA", value_name = "ROOT.pem")]
+    pub ca: Option<PathBuf>,
+    /// INSECURE: accept a worker whose certificate was issued on simulated-TEE evidence.
+    #[arg(long)]
+    pub allow_simulated: bool,
+}
+
+/// A connection to one worker: TLS pinned to the coordinator's root.
+pub struct WorkerClient {
+    http: reqwest::Client,
+    url: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl WorkerClient {
+    pub fn new(args: &WorkerClientArgs) -> Result<WorkerClient> {
+        let url = args
+            .worker
+            .clone()
+            .context("no worker: give --worker URL or set TWINSEAL_WORKER")?;
+        let ca = args
+            .ca
+            .as_deref()
+            .context("no root certificate: give --ca ROOT.pem or set TWINSEAL_CA")?;
+        let root =
+            std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+        Self::with_root(&url, &root, args.allow_simulated)
+    }
+
+    pub fn with_root(url: &str, root_pem: &str, allow_simulated: bool) -> Result<WorkerClient> {
+        if allow_simulated {
+            eprintln!("WARNING: INSECURE: accepting a simulated-TEE worker (--allow-simulated)");
+        }
+        let cfg = twinseal_worker::WorkerCertVerifier::from_root_pem(root_pem, allow_simulated)?
+            .client_config()?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(cfg)
+            .tls_info(true)
+            .build()?;
+        Ok(WorkerClient {
+            http,
+            url: url.trim_end_matches('/').to_string(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    /// POST `body` to `path` with an optional bearer token; the answer and
+    /// the DER certificate of the worker that served it.
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        token: Option<&str>,
+    ) -> Result<(T, Vec<u8>)> {
+        self.rt.block_on(async {
+            let mut req = self.http.post(format!("{}{path}", self.url)).json(body);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the worker at {} over TLS pinned to the coordinator's root: {}",
+                    self.url,
+                    error_chain(&e)
+                )
+            })?;
+            let cert = resp
+                .extensions()
+                .get::<reqwest::tls::TlsInfo>()
+                .and_then(|i| i.peer_certificate())
+                .map(<[u8]>::to_vec)
+                .context("the worker presented no certificate")?;
+            let status = resp.status();
+            let bytes = resp.bytes().await?;
+            if !status.is_success() {
+                let detail = serde_json::from_slice::<api::ErrorBody>(&bytes)
+                    .map(|e| format!("{}: {}", e.kind, e.detail))
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+                bail!("the worker answered {status}: {detail}");
+            }
+            Ok((serde_json::from_slice(&bytes)?, cert))
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// Checks a receipt against the certificate that served it.
+pub fn check_receipt(receipt: &api::Receipt, cert_der: &[u8]) -> Result<()> {
+    ensure!(
+        receipt.certificate_sha256 == hex::encode(Sha256::digest(cert_der)),
+        "the receipt names another certificate than the one that served it"
+    );
+    twinseal_worker::verify_receipt(receipt, cert_der).context("the receipt does not verify")?;
+    Ok(())
+}
+
+/// An image file as the worker takes it: PNG/JPEG as sent; anything else
+/// as raw grey pixels (the worker checks the size).
+pub fn image_wire(path: &Path) -> Result<api::ImageWire> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(if bytes.starts_with(b"\x89PNG") {
+        api::ImageWire::Png(B64.encode(&bytes))
+    } else if bytes.starts_with(&[0xff, 0xd8]) {
+        api::ImageWire::Jpeg(B64.encode(&bytes))
+    } else {
+        api::ImageWire::Raw(B64.encode(&bytes))
+    })
+}
+
+/// `twinseal compare --worker URL A B`.
+pub fn compare_remote(args: &WorkerClientArgs, a: &Path, b: &Path, json: bool) -> Result<()> {
+    let client = WorkerClient::new(args)?;
+    let req = api::CompareRequest {
+        a: image_wire(a)?,
+        b: image_wire(b)?,
+    };
+    let (r, cert): (api::CompareResponse, _) = client.post("/v1/compare", &req, None)?;
+    check_receipt(&r.receipt, &cert)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{}  probability {:.4}  distance {:.4}  (threshold {:.4})",
+            crate::model_cmd::verdict(r.result.verdict == api::Verdict::Similar),
+            r.result.probability,
+            r.result.distance,
+            r.result.threshold
+        );
+        print_receipt(&r.receipt);
+    }
+    Ok(())
+}
+
+fn print_receipt(r: &api::Receipt) {
+    println!(
+        "receipt verified: {} at {}, model sha256 {}, evidence sha256 {}, certificate sha256 {}",
+        r.operation,
+        r.time,
+        &r.model_sha256[..16],
+        &r.evidence_sha256[..16],
+        &r.certificate_sha256[..16]
+    );
+}
+
+/// `twinseal enroll`.
+#[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub worker: WorkerClientArgs,
+    /// The identity to enrol the images under.
+    #[arg(long)]
+    pub identity: String,
+    /// Reference images.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_enroll(a: EnrollArgs) -> Result<()> {
+    let token = std::env::var("TWINSEAL_ENROLL_TOKEN")
+        .context("set TWINSEAL_ENROLL_TOKEN to a token the worker accepts for enrolment")?;
+    let client = WorkerClient::new(&a.worker)?;
+    let req = api::EnrollRequest {
+        identity: a.identity,
+        images: a
+            .images
+            .iter()
+            .map(|p| image_wire(p))
+            .collect::<Result<_>>()?,
+    };
+    let (r, cert): (api::EnrollResponse, _) = client.post("/v1/enroll", &req, Some(&token))?;
+    check_receipt(&r.receipt, &cert)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "enrolled {} image(s) as {:?}: {} reference(s); {} identities in the gallery",
+            r.result.enrolled, r.result.identity, r.result.references, r.result.identities
+        );
+        print_receipt(&r.receipt);
+    }
+    Ok(())
+}
+
+/// `twinseal verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub worker: WorkerClientArgs,
+    /// The claimed identity (1:1); without it, search the gallery (1:N).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// How many best matches a search shows.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// The probe image.
+    pub probe: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_verify(a: VerifyArgs) -> Result<()> {
+    let client = WorkerClient::new(&a.worker)?;
+    let req = api::VerifyRequest {
+        probe: image_wire(&a.probe)?,
+        identity: a.identity,
+        top: Some(a.top),
+    };
+    let (r, cert): (api::VerifyResponse, _) = client.post("/v1/verify", &req, None)?;
+    check_receipt(&r.receipt, &cert)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    match (&r.result.identity, r.result.matched) {
+        (Some(id), true) => println!("MATCH: {id}"),
+        (Some(id), false) => println!("NO MATCH: the probe is not {id}"),
+        (None, _) => println!("NO MATCH in the gallery"),
+    }
+    for m in &r.result.matches {
+        println!(
+            "  {:<24} {}  probability {:.4}  distance {:.4}",
+            m.identity,
+            crate::model_cmd::verdict(m.result.verdict == api::Verdict::Similar),
+            m.result.probability,
+            m.result.distance
+        );
+    }
+    print_receipt(&r.receipt);
+    Ok(())
+}
