@@ -1,0 +1,406 @@
+//! A whole twinseal deployment in one process, on loopback: a coordinator
+//! serving HTTPS with real keys, certificates and audit log, the INSECURE
+//! simulated TEE for its workers, and helpers to seal data the way a data
+//! owner does (a data key from the coordinator, never the key itself).
+//!
+//! `twinseal demo`, the worker benchmarks and the end-to-end tests all
+//! start from [`Local`], so that what the demo shows is what the tests
+//! check. Nothing here is for production: the simulated TEE proves nothing
+//! about hardware, and every certificate issued under it says so.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use twinseal_api as api;
+use twinseal_attest::SimulatedPlatform;
+use twinseal_coordinator::client::Client;
+use twinseal_coordinator::config::SelfEvidence;
+use twinseal_coordinator::{Config, Coordinator};
+use twinseal_envelope::{Context, FileKey, Header};
+use twinseal_worker::{EvidenceSource, Limits, Worker, WorkerOptions};
+
+/// What can go wrong setting a local deployment up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The coordinator refused or failed.
+    #[error(transparent)]
+    Coordinator(#[from] twinseal_coordinator::Error),
+    /// A worker failed.
+    #[error(transparent)]
+    Worker(#[from] twinseal_worker::Error),
+    /// Sealing or opening failed.
+    #[error(transparent)]
+    Envelope(#[from] twinseal_envelope::Error),
+    /// The simulated TEE failed.
+    #[error(transparent)]
+    Attest(#[from] twinseal_attest::Error),
+    /// Local I/O (temporary directory, sockets).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The coordinator answered something unusable.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The app name workers of a local deployment attest as by default.
+pub const APP: &str = "siamese-worker";
+/// The key models are sealed under by default.
+pub const MODEL_KEY: &str = "model-key";
+/// The id of the simulated platform workers run on.
+pub const PLATFORM_ID: &str = "local-1";
+
+/// How to start a local deployment.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Lifetime of app certificates, seconds.
+    pub cert_lifetime_secs: u64,
+    /// Operators' placement-signing public keys the coordinator trusts.
+    pub placement_keys: Vec<Vec<u8>>,
+    /// Give the coordinator simulated evidence of its own (for
+    /// `coordinator verify`), signed by the same simulated platform.
+    pub self_evidence: bool,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            cert_lifetime_secs: 3600,
+            placement_keys: Vec::new(),
+            self_evidence: false,
+        }
+    }
+}
+
+/// A coordinator on loopback, its state in a temporary directory.
+pub struct Local {
+    dir: tempfile::TempDir,
+    /// The coordinator's state (for audit export, direct calls).
+    pub coordinator: Arc<Coordinator>,
+    /// Its base URL, `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its root certificate, PEM (what clients pin).
+    pub root_pem: String,
+    /// A client with the first admin's token.
+    pub admin: Client,
+    admin_token: String,
+    platform: SimulatedPlatform,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<twinseal_coordinator::Result<()>>>,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Local {
+    /// Initialize a coordinator in a temporary directory (INSECURE: it
+    /// accepts the simulated platform this deployment creates) and serve it
+    /// on a free loopback port. Must run inside a Tokio runtime.
+    pub async fn start(opts: LocalOptions) -> Result<Local> {
+        let dir = tempfile::tempdir()?;
+        let platform = SimulatedPlatform::generate(PLATFORM_ID)?;
+        let self_evidence = if opts.self_evidence {
+            let key = dir.path().join("coordinator-platform.key");
+            std::fs::write(&key, platform.pkcs8().as_slice())?;
+            SelfEvidence::InsecureSimulated {
+                platform_key: key,
+                platform_id: PLATFORM_ID.into(),
+            }
+        } else {
+            SelfEvidence::None
+        };
+        let config = Config {
+            insecure_allow_simulated_tee: true,
+            simulated_platform_keys: vec![hex::encode(platform.public_key())],
+            placement_keys: opts.placement_keys.iter().map(hex::encode).collect(),
+            cert_lifetime_secs: opts.cert_lifetime_secs,
+            self_evidence,
+            ..Config::for_data_dir(dir.path())
+        };
+        let report = twinseal_coordinator::init(&config)?;
+        let coordinator = Coordinator::open(config)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(twinseal_coordinator::tls::serve(
+            coordinator.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let root_pem = coordinator.ca().cert_pem();
+        let admin_token = report.admin_token.to_string();
+        let admin = Client::new(&url, &root_pem, Some(admin_token.clone()), None)?;
+        Ok(Local {
+            dir,
+            coordinator,
+            url,
+            root_pem,
+            admin,
+            admin_token,
+            platform,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    /// The temporary directory holding the coordinator's state.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The simulated platform's public key (hex), for verifiers.
+    pub fn platform_public_key_hex(&self) -> String {
+        hex::encode(self.platform.public_key())
+    }
+
+    /// The first admin's bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// Apply a manifest. The first admin must stay in it as `admin`.
+    pub async fn apply_manifest(&self, manifest: &str) -> Result<api::ManifestInfo> {
+        Ok(self
+            .admin
+            .put(
+                "/v1/manifest",
+                &api::ManifestApplyRequest {
+                    manifest: manifest.to_string(),
+                },
+            )
+            .await?)
+    }
+
+    /// Create AES-256 keys.
+    pub async fn create_keys(&self, names: &[&str]) -> Result<()> {
+        for name in names {
+            let _: api::KeyInfo = self
+                .admin
+                .post(
+                    "/v1/keys",
+                    &api::CreateKeyRequest {
+                        name: name.to_string(),
+                        tags: BTreeMap::new(),
+                        required_context: BTreeMap::new(),
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A client with a new token of manifest user `user`.
+    pub async fn user(&self, user: &str) -> Result<Client> {
+        let t: api::TokenResponse = self
+            .admin
+            .post(&format!("/v1/users/{user}/token"), &())
+            .await?;
+        Ok(Client::new(&self.url, &self.root_pem, Some(t.token), None)?)
+    }
+
+    /// A new token of manifest user `user` (for tools that take a token).
+    pub async fn user_token(&self, user: &str) -> Result<String> {
+        let t: api::TokenResponse = self
+            .admin
+            .post(&format!("/v1/users/{user}/token"), &())
+            .await?;
+        Ok(t.token)
+    }
+
+    /// The manifest entry of an app that runs on this deployment's
+    /// simulated platform with `measurement` and may receive `keys`.
+    pub fn app_entry(name: &str, measurement: &[u8; 48], keys: &[&str]) -> String {
+        let keys = keys
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "[apps.{name}]\ntee = [\"simulated\"]\nmeasurements = [\"{}\"]\nkeys = [{keys}]\n",
+            hex::encode(measurement)
+        )
+    }
+
+    /// Options for a worker of `app` on this deployment's simulated
+    /// platform, claiming `measurement`, serving `sealed_model` (sealed
+    /// under [`MODEL_KEY`] with `purpose=model`).
+    pub fn worker_options(
+        &self,
+        app: &str,
+        measurement: [u8; 48],
+        sealed_model: Vec<u8>,
+    ) -> Result<WorkerOptions> {
+        Ok(WorkerOptions {
+            coordinator_url: self.url.clone(),
+            coordinator_root_pem: self.root_pem.clone(),
+            app: app.to_string(),
+            names: vec!["127.0.0.1".into(), "localhost".into()],
+            model_key: MODEL_KEY.into(),
+            sealed_model,
+            model_context: Context::from_pairs([("purpose", "model")])?,
+            evidence: EvidenceSource::InsecureSimulated {
+                platform: SimulatedPlatform::from_pkcs8(self.platform.pkcs8(), PLATFORM_ID)?,
+                measurement,
+            },
+            limits: Limits::default(),
+            gallery: None,
+            enroll_token_sha256: Vec::new(),
+            renew_before: None,
+        })
+    }
+
+    /// Stop the coordinator and wait for it.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .map_err(|e| Error::Protocol(format!("coordinator task: {e}")))??;
+        }
+        Ok(())
+    }
+}
+
+/// Seal `plaintext` under coordinator key `key` the way a data owner does:
+/// the coordinator issues a header and a file key for `context`; the key
+/// itself never leaves it.
+pub async fn seal(
+    client: &Client,
+    key: &str,
+    context: &[(&str, &str)],
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let dk: api::DataKeyResponse = client
+        .post(
+            &format!("/v1/keys/{key}/datakey"),
+            &api::DataKeyRequest {
+                context: context
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        )
+        .await?;
+    let header = B64
+        .decode(&dk.header)
+        .map_err(|_| Error::Protocol("the data key header is not base64".into()))?;
+    let fk = file_key(&dk.file_key)?;
+    Ok(twinseal_envelope::seal_bytes_with_header(
+        plaintext, &header, &fk,
+    )?)
+}
+
+/// Open `sealed` with coordinator key `key`: the coordinator checks the
+/// caller may, and unwraps this file's key only.
+pub async fn unseal(
+    client: &Client,
+    key: &str,
+    context: &[(&str, &str)],
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
+    let header = Header::parse(sealed)?;
+    let uk: api::UnwrapResponse = client
+        .post(
+            &format!("/v1/keys/{key}/unwrap"),
+            &api::UnwrapRequest {
+                header: B64.encode(header.as_bytes()),
+            },
+        )
+        .await?;
+    let fk = file_key(&uk.file_key)?;
+    Ok(twinseal_envelope::open_bytes_with_file_key(
+        sealed,
+        &fk,
+        &Context::from_pairs(context.iter().copied())?,
+    )?)
+}
+
+fn file_key(b64: &str) -> Result<FileKey> {
+    let raw = B64
+        .decode(b64)
+        .map_err(|_| Error::Protocol("the file key is not base64".into()))?;
+    let bytes: [u8; 32] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Protocol("the file key is not 32 bytes".into()))?;
+    Ok(FileKey::from_bytes(bytes))
+}
+
+/// A started worker served on a free loopback port.
+pub struct Served {
+    /// The worker.
+    pub worker: Worker,
+    /// Its base URL.
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<twinseal_worker::Result<()>>>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Served {
+    /// Serve `worker` over HTTPS on 127.0.0.1.
+    pub async fn start(worker: Worker) -> Result<Served> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let w = worker.clone();
+        let task = tokio::spawn(async move {
+            w.serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(Served {
+            worker,
+            url,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Stop serving and wait; the worker's own error, if it stopped by
+    /// itself.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await
+                .map_err(|e| Error::Protocol(format!("worker task: {e}")))??;
+        }
+        Ok(())
+    }
+}
+
+/// A reqwest client that trusts workers certified by `root_pem`
+/// (simulated ones only when `allow_simulated`) and exposes the serving
+/// certificate for receipt checks.
+pub fn worker_http_client(root_pem: &str, allow_simulated: bool) -> Result<reqwest::Client> {
+    let cfg = twinseal_worker::WorkerCertVerifier::from_root_pem(root_pem, allow_simulated)?
+        .client_config()?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .tls_info(true)
+        .build()
+        .map_err(|e| Error::Protocol(e.to_string()))
+}
