@@ -141,6 +141,50 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
             None,
             [UNAUTH, FORBID, FORBID, OK, FORBID, FORBID, FORBID],
         ),
+        (
+            Method::POST,
+            "/v1/evidence".into(),
+            Some(json!({"nonce": "ab".repeat(32)})),
+            public,
+        ),
+        // Workflows: ML engineers and admins queue runs; the app of the
+        // workflow claims and reports; readers and that app read them.
+        (
+            Method::POST,
+            "/v1/workflows/w1/runs".into(),
+            None,
+            [UNAUTH, CREATED, FORBID, FORBID, CREATED, FORBID, FORBID],
+        ),
+        (
+            Method::GET,
+            "/v1/runs".into(),
+            None,
+            [UNAUTH, OK, FORBID, OK, OK, FORBID, FORBID],
+        ),
+        (
+            Method::GET,
+            "/v1/runs/1".into(),
+            None,
+            [UNAUTH, OK, FORBID, OK, OK, OK, FORBID],
+        ),
+        (
+            Method::POST,
+            "/v1/jobs/claim".into(),
+            None,
+            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, OK],
+        ),
+        (
+            Method::POST,
+            "/v1/jobs/1/progress".into(),
+            Some(json!({"done": 0, "total": 1})),
+            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, FORBID],
+        ),
+        (
+            Method::POST,
+            "/v1/jobs/1/finish".into(),
+            Some(json!({"done": 0, "error": "stopped by the test"})),
+            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, FORBID],
+        ),
     ];
     let mut failures = Vec::new();
     for (method, path, body, expected) in rows.drain(..) {

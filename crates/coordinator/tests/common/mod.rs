@@ -41,11 +41,19 @@ roles = ["ml_engineer"]
 [apps.worker]
 tee = ["simulated"]
 measurements = ["{m}"]
-keys = ["model-key"]
+keys = ["model-key", "data-key", "out-key"]
 [apps.other]
 tee = ["simulated"]
 measurements = ["{m}"]
 keys = ["other-key"]
+[datasets.d1]
+location = "datasets/d1.sealed"
+key = "data-key"
+[workflows.w1]
+input = "d1"
+app = "worker"
+output = "results/w1"
+output_key = "out-key"
 "#,
         m = measurement_hex()
     )
