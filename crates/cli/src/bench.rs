@@ -20,6 +20,12 @@ pub enum BenchCommand {
     /// Attestation + certificate issuance and key release over mutual TLS,
     /// from concurrent clients on loopback (simulated evidence).
     Coordinator(crate::bench_coord::CoordinatorBench),
+    /// Pair throughput of an attested worker over TLS against the same
+    /// model in process, at each batch size, on the same pairs.
+    Worker(crate::bench_worker::WorkerBench),
+    /// A bounded load test on loopback: concurrent clients against an
+    /// attested worker; errors and latency percentiles.
+    Load(crate::bench_worker::LoadBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +64,7 @@ fn read_f32(p: &Path) -> Result<Vec<f32>> {
         .collect())
 }
 
-fn read_pairs(p: &Path) -> Result<Vec<Pair>> {
+pub(crate) fn read_pairs(p: &Path) -> Result<Vec<Pair>> {
     let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
     let v: Vec<u32> = b
         .chunks_exact(4)
@@ -73,7 +79,7 @@ fn read_pairs(p: &Path) -> Result<Vec<Pair>> {
         .collect())
 }
 
-fn read_set(dir: &Path, split: &str) -> Result<ImageSet> {
+pub(crate) fn read_set(dir: &Path, split: &str) -> Result<ImageSet> {
     // prep_data.py stores pixels multiplied by 255 (the Keras model's input); twinseal takes 0..1.
     let pixels: Vec<f32> = read_f32(&dir.join(format!("{split}_x.bin")))?
         .into_iter()
@@ -99,6 +105,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     let a = match cmd {
         BenchCommand::Siamese(a) => a,
         BenchCommand::Coordinator(a) => return crate::bench_coord::run(a),
+        BenchCommand::Worker(a) => return crate::bench_worker::run_worker(a),
+        BenchCommand::Load(a) => return crate::bench_worker::run_load(a),
     };
     let ds = Dataset {
         name: "peer-data".into(),

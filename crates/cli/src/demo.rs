@@ -13,15 +13,13 @@ use rand::SeedableRng;
 use rand::seq::IndexedRandom;
 use sha2::{Digest, Sha256};
 use twinseal_api as api;
-use twinseal_attest::SimulatedPlatform;
-use twinseal_coordinator::client::Client;
-use twinseal_coordinator::{Config, Coordinator};
-use twinseal_envelope::{Context, FileKey};
+use twinseal_local::{APP, Local, LocalOptions, MODEL_KEY, Served};
 use twinseal_siamese::Siamese;
 use twinseal_siamese::data::Dataset;
 use twinseal_siamese::data::pairs::Pair;
 use twinseal_siamese::train::{self, TrainOptions};
-use twinseal_worker::{EvidenceSource, Limits, Worker, WorkerOptions};
+use twinseal_worker::Worker;
+use zeroize::Zeroizing;
 
 use crate::data::{DataDirArg, DatasetSpec};
 use crate::model_cmd;
@@ -116,123 +114,58 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
          WARNING: INSECURE demo mode: the TEE is SIMULATED (no hardware guarantee); \
          a production coordinator refuses such evidence"
     );
-    let dir = tempfile::tempdir()?;
-    let platform = SimulatedPlatform::generate("demo-laptop")?;
-    let config = Config {
-        insecure_allow_simulated_tee: true,
-        simulated_platform_keys: vec![hex::encode(platform.public_key())],
-        ..Config::for_data_dir(dir.path())
-    };
-    let report = twinseal_coordinator::init(&config)?;
-    let state = Coordinator::open(config)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("https://{}", listener.local_addr()?);
-    let (stop_coord, coord_stopped) = tokio::sync::oneshot::channel::<()>();
-    let coord_server = tokio::spawn(twinseal_coordinator::tls::serve(
-        state.clone(),
-        listener,
-        async {
-            let _ = coord_stopped.await;
-        },
-    ));
-    let root = report.ca_pem.clone();
-    let admin = Client::new(&url, &root, Some(report.admin_token.to_string()), None)?;
+    let local = Local::start(LocalOptions::default()).await?;
     let m = measurement()?;
-    let manifest = format!(
-        "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n\
-         [apps.siamese-worker]\ntee = [\"simulated\"]\nmeasurements = [\"{}\"]\nkeys = [\"model-key\"]\n",
-        hex::encode(m)
-    );
-    let _: api::ManifestInfo = admin
-        .put("/v1/manifest", &api::ManifestApplyRequest { manifest })
+    local
+        .apply_manifest(&format!(
+            "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n{}",
+            Local::app_entry(APP, &m, &[MODEL_KEY])
+        ))
         .await?;
-    let _: api::KeyInfo = admin
-        .post(
-            "/v1/keys",
-            &api::CreateKeyRequest {
-                name: "model-key".into(),
-                tags: Default::default(),
-                required_context: Default::default(),
-            },
-        )
-        .await?;
+    local.create_keys(&[MODEL_KEY]).await?;
+    let root_sha256 = hex::encode(Sha256::digest(twinseal_worker::tls::root_der_from_pem(
+        &local.root_pem,
+    )?));
     println!(
-        "   {url}; root certificate sha256 {}\n   manifest: app siamese-worker may run with measurement {}... and receive model-key",
-        &report.ca_fingerprint[..16],
+        "   {}; root certificate sha256 {}\n   manifest: app {APP} may run with measurement {}... and receive {MODEL_KEY}",
+        local.url,
+        &root_sha256[..16],
         &hex::encode(m)[..16]
     );
 
     println!(
-        "== 4. seal the model under model-key (envelope: AES-256-GCM, the key never leaves the coordinator)"
+        "== 4. seal the model under {MODEL_KEY} (envelope: AES-256-GCM; the data owner gets a data key, never {MODEL_KEY} itself)"
     );
-    let token: api::TokenResponse = admin.post("/v1/users/dora/token", &()).await?;
-    let dora = Client::new(&url, &root, Some(token.token.clone()), None)?;
-    let plain = model.to_bytes()?;
-    let context = Context::from_pairs([("purpose", "model")])?;
-    let dk: api::DataKeyResponse = dora
-        .post(
-            "/v1/keys/model-key/datakey",
-            &api::DataKeyRequest {
-                context: [("purpose".to_string(), "model".to_string())].into(),
-            },
-        )
-        .await?;
-    let header = B64.decode(&dk.header)?;
-    let file_key =
-        FileKey::from_bytes(B64.decode(&dk.file_key)?.try_into().map_err(|_| {
-            anyhow::anyhow!("the coordinator returned a file key of the wrong size")
-        })?);
-    let sealed = twinseal_envelope::seal_bytes_with_header(&plain, &header, &file_key)?;
-    drop(file_key);
+    let dora = local.user("dora").await?;
+    let plain = Zeroizing::new(model.to_bytes()?);
+    let sealed = twinseal_local::seal(&dora, MODEL_KEY, &[("purpose", "model")], &plain).await?;
     println!(
         "   model {} bytes -> sealed {} bytes (plaintext sha256 {})",
         plain.len(),
         sealed.len(),
-        &hex::encode(Sha256::digest(&plain))[..16]
+        &hex::encode(Sha256::digest(&plain[..]))[..16]
     );
     drop(plain);
 
     println!(
-        "== 5. start the worker: attest (simulated evidence bound to a challenge and its TLS key), get a certificate and model-key, open the model in memory"
+        "== 5. start the worker: attest (simulated evidence bound to a challenge and its TLS key), get a certificate and {MODEL_KEY}, open the model in memory"
     );
-    let worker = Worker::start(WorkerOptions {
-        coordinator_url: url.clone(),
-        coordinator_root_pem: root.clone(),
-        app: "siamese-worker".into(),
-        names: vec!["127.0.0.1".into()],
-        model_key: "model-key".into(),
-        sealed_model: sealed,
-        model_context: context,
-        evidence: EvidenceSource::InsecureSimulated {
-            platform,
-            measurement: m,
-        },
-        limits: Limits::default(),
-        gallery: None,
-        enroll_token_sha256: Vec::new(),
-        renew_before: None,
-    })
-    .await?;
+    let worker = Worker::start(local.worker_options(APP, m, sealed)?).await?;
     let ws = worker.state();
     let att = ws.attestation();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let wurl = format!("https://{}", listener.local_addr()?);
-    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
-    let w = worker.clone();
-    let worker_server = tokio::spawn(async move {
-        w.serve(listener, async {
-            let _ = worker_stopped.await;
-        })
-        .await
-    });
+    let served = Served::start(worker.clone()).await?;
     println!(
-        "   {wurl}: certificate {} until {} (SIMULATED TEE marked in it), model sha256 {}",
+        "   {}: certificate {} until {} (SIMULATED TEE marked in it), model sha256 {}",
+        served.url,
         att.serial,
         att.not_after,
         &ws.model_sha256()[..16]
     );
 
-    let client = demo_client(&wurl, &root)?;
+    let client = DemoClient {
+        http: twinseal_local::worker_http_client(&local.root_pem, true)?,
+        url: served.url.clone(),
+    };
     println!(
         "== 6. {} random test pairs, answered by the worker over TLS pinned to the coordinator's root",
         args.pairs
@@ -263,8 +196,9 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
     }
 
     println!(
-        "== 7. all {} test pairs through the worker (the test split, pairs as in `twinseal eval`)",
-        all.len()
+        "== 7. all {} test pairs through the worker ({}-pair batches, each with a verified receipt; pairs as in `twinseal eval`)",
+        all.len(),
+        BATCH
     );
     let started = std::time::Instant::now();
     let correct = client.accuracy(ds, &all).await?;
@@ -274,12 +208,11 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
         all.len(),
         started.elapsed().as_secs_f64()
     );
+    served.stop().await?;
 
-    let _ = stop_worker.send(());
-    worker_server.await??;
     println!("== 8. the audit log: exported and verified offline with the coordinator's audit key");
-    let bundle = twinseal_audit::Bundle::from_json(&state.audit_export()?)?;
-    let verified = twinseal_audit::verify_bundle(&bundle, state.verifier_key());
+    let bundle = twinseal_audit::Bundle::from_json(&local.coordinator.audit_export()?)?;
+    let verified = twinseal_audit::verify_bundle(&bundle, local.coordinator.verifier_key());
     let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
     for e in &bundle.entries {
         *kinds.entry(e.event.kind()).or_default() += 1;
@@ -296,11 +229,13 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
         "   {} entries, {} signed checkpoints: verified (hash chain, Merkle inclusion and consistency, signatures, evidence)",
         verified.entries, verified.checkpoints
     );
-    let _ = stop_coord.send(());
-    coord_server.await??;
+    local.stop().await?;
     println!("done: the demo coordinator's state was temporary and is deleted.");
     Ok(())
 }
+
+/// Pairs per request when scoring the whole test split.
+const BATCH: usize = 500;
 
 /// The demo's client of the worker: TLS pinned to the coordinator's root,
 /// simulated certificates accepted (the demo is labelled INSECURE), every
@@ -310,32 +245,21 @@ struct DemoClient {
     url: String,
 }
 
-fn demo_client(url: &str, root: &str) -> Result<DemoClient> {
-    let cfg = twinseal_worker::WorkerCertVerifier::from_root_pem(root, true)?.client_config()?;
-    Ok(DemoClient {
-        http: reqwest::Client::builder()
-            .use_preconfigured_tls(cfg)
-            .tls_info(true)
-            .build()?,
-        url: url.to_string(),
-    })
-}
-
 fn raw_wire(px: &[f32]) -> api::ImageWire {
     let bytes: Vec<u8> = px.iter().map(|&x| (x * 255.0).round() as u8).collect();
     api::ImageWire::Raw(B64.encode(bytes))
 }
 
 impl DemoClient {
-    async fn compare(&self, ds: &Dataset, p: &Pair) -> Result<api::CompareResponse> {
-        let req = api::CompareRequest {
-            a: raw_wire(ds.test.image(p.a as usize)),
-            b: raw_wire(ds.test.image(p.b as usize)),
-        };
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(T, Vec<u8>)> {
         let resp = self
             .http
-            .post(format!("{}/v1/compare", self.url))
-            .json(&req)
+            .post(format!("{}{path}", self.url))
+            .json(body)
             .send()
             .await?;
         let cert = resp
@@ -346,31 +270,54 @@ impl DemoClient {
             .context("no worker certificate")?;
         let status = resp.status();
         ensure!(status.is_success(), "the worker answered {status}");
-        let r: api::CompareResponse = resp.json().await?;
+        Ok((resp.json().await?, cert))
+    }
+
+    async fn compare(&self, ds: &Dataset, p: &Pair) -> Result<api::CompareResponse> {
+        let req = api::CompareRequest {
+            a: raw_wire(ds.test.image(p.a as usize)),
+            b: raw_wire(ds.test.image(p.b as usize)),
+        };
+        let (r, cert): (api::CompareResponse, _) = self.post("/v1/compare", &req).await?;
         crate::worker_cmd::check_receipt(&r.receipt, &cert)?;
         Ok(r)
     }
 
-    /// Correct verdicts over `pairs`, eight requests in flight.
+    /// Correct verdicts over `pairs`, in batches, two requests in flight.
     async fn accuracy(&self, ds: &Dataset, pairs: &[Pair]) -> Result<usize> {
         use futures_util::StreamExt;
-        let bar = indicatif::ProgressBar::new(pairs.len() as u64).with_style(
-            indicatif::ProgressStyle::with_template("   {bar:40} {pos}/{len} pairs {per_sec}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let results: Vec<Result<bool>> = futures_util::stream::iter(pairs)
-            .map(|p| async {
-                let r = self.compare(ds, p).await?;
-                bar.inc(1);
-                Ok((r.result.verdict == api::Verdict::Similar) == p.same)
+        let bar = crate::progress::bar(pairs.len() as u64, "pairs");
+        let bar_ref = &bar;
+        let results: Vec<Result<usize>> = futures_util::stream::iter(pairs.chunks(BATCH))
+            .map(|chunk| async move {
+                let req = api::CompareBatchRequest {
+                    pairs: chunk
+                        .iter()
+                        .map(|p| api::PairWire {
+                            a: raw_wire(ds.test.image(p.a as usize)),
+                            b: raw_wire(ds.test.image(p.b as usize)),
+                        })
+                        .collect(),
+                };
+                let (r, cert): (api::CompareBatchResponse, _) =
+                    self.post("/v1/compare/batch", &req).await?;
+                crate::worker_cmd::check_receipt(&r.receipt, &cert)?;
+                ensure!(r.result.results.len() == chunk.len(), "a batch lost pairs");
+                bar_ref.inc(chunk.len() as u64);
+                Ok(r.result
+                    .results
+                    .iter()
+                    .zip(chunk)
+                    .filter(|(r, p)| (r.verdict == api::Verdict::Similar) == p.same)
+                    .count())
             })
-            .buffer_unordered(8)
+            .buffer_unordered(2)
             .collect()
             .await;
         bar.finish_and_clear();
         let mut correct = 0;
         for r in results {
-            correct += usize::from(r?);
+            correct += r?;
         }
         Ok(correct)
     }
