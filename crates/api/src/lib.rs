@@ -1158,7 +1158,7 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
         (
             "post",
             "/v1/compare/batch",
-            "Many pairs -> one result per pair, one signed receipt",
+            "Many pairs (JSON, or application/octet-stream: raw grey images a0 b0 a1 b1 ... of the model's size) -> one result per pair, one signed receipt",
             "anyone",
             Some("CompareBatchRequest"),
             Some("CompareBatchResponse"),

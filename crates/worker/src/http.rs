@@ -93,7 +93,7 @@ async fn openapi() -> Response {
 /// An image from the wire: its kind and bytes (after base64).
 struct Input {
     kind: InputKind,
-    bytes: Vec<u8>,
+    bytes: axum::body::Bytes,
 }
 
 fn decode_wire(img: &api::ImageWire, name: &str) -> Result<Input> {
@@ -104,11 +104,22 @@ fn decode_wire(img: &api::ImageWire, name: &str) -> Result<Input> {
     let bytes = B64
         .decode(b64.as_bytes())
         .map_err(|_| Error::BadRequest(format!("image {name} is not valid base64")))?;
-    Ok(Input { kind, bytes })
+    Ok(Input {
+        kind,
+        bytes: bytes.into(),
+    })
 }
 
 /// Pixels in 0..1 of the model's input size, converted as its config says.
 fn pixels(state: &AppState, input: &Input, name: &str) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    pixels_into(state, input, name, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the pixels of `input` to `out` (raw bytes convert in place,
+/// without an intermediate buffer).
+fn pixels_into(state: &AppState, input: &Input, name: &str, out: &mut Vec<f32>) -> Result<()> {
     let t = &state.model.config().tower;
     match input.kind {
         InputKind::Raw => {
@@ -121,97 +132,175 @@ fn pixels(state: &AppState, input: &Input, name: &str) -> Result<Vec<f32>> {
                     t.height * t.width
                 )));
             }
-            Ok(input.bytes.iter().map(|&b| b as f32 / 255.0).collect())
+            out.extend(input.bytes.iter().map(|&b| b as f32 * (1.0 / 255.0)));
         }
-        InputKind::Encoded => {
+        InputKind::Encoded => out.extend(
             twinseal_siamese::data::decode_image(&input.bytes, t.height, t.width, name)
-                .map_err(|e| Error::BadRequest(e.to_string()))
-        }
+                .map_err(|e| Error::BadRequest(e.to_string()))?,
+        ),
     }
+    Ok(())
 }
 
 fn digest(inputs: &[Input]) -> String {
-    inputs_digest(inputs.iter().map(|i| (i.kind, i.bytes.as_slice())))
+    inputs_digest(inputs.iter().map(|i| (i.kind, &i.bytes[..])))
+}
+
+/// Requests of at most this many pairs, all raw pixels, are scored on the
+/// async thread: the model takes tens of microseconds for them, less than
+/// handing them to the blocking pool and back (measured with
+/// `twinseal bench worker`). Larger or encoded (PNG/JPEG) inputs go to
+/// the blocking pool.
+const INLINE_PAIRS: usize = 8;
+
+/// Runs `f` on the calling thread when `inline`, else on the blocking pool.
+/// Larger requests wait for one of the state's compute permits (one per
+/// core), so that concurrent requests take turns on the cores instead of
+/// oversubscribing them.
+async fn on_model<T: Send + 'static>(
+    s: &AppState,
+    inline: bool,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if inline {
+        return f();
+    }
+    let _permit = s
+        .compute
+        .acquire()
+        .await
+        .map_err(|_| Error::Unavailable("shutting down".into()))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// Scores consecutive pairs of `inputs` (`a0, b0, a1, b1, ...`).
+fn score_inputs(s: &AppState, inputs: &[Input]) -> Result<Vec<api::CompareResult>> {
+    let n = inputs.len() / 2;
+    let t = &s.model.config().tower;
+    let mut a = Vec::with_capacity(n * t.height * t.width);
+    let mut b = Vec::with_capacity(n * t.height * t.width);
+    for (i, pair) in inputs.chunks_exact(2).enumerate() {
+        if n == 1 {
+            pixels_into(s, &pair[0], "a", &mut a)?;
+            pixels_into(s, &pair[1], "b", &mut b)?;
+        } else {
+            pixels_into(s, &pair[0], &format!("#{i}.a"), &mut a)?;
+            pixels_into(s, &pair[1], &format!("#{i}.b"), &mut b)?;
+        }
+    }
+    let threshold = s.model.config().threshold;
+    Ok(s.model
+        .score_pairs(&a, &b)
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .into_iter()
+        .map(|score| api::CompareResult {
+            distance: score.distance,
+            score: score.score,
+            probability: score.probability,
+            verdict: verdict(score.similar),
+            threshold,
+        })
+        .collect())
+}
+
+fn all_raw_and_few(inputs: &[Input]) -> bool {
+    inputs.len() <= 2 * INLINE_PAIRS && inputs.iter().all(|i| i.kind == InputKind::Raw)
 }
 
 async fn compare(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<api::CompareRequest>,
 ) -> Result<Json<api::CompareResponse>> {
-    let inputs = [decode_wire(&req.a, "a")?, decode_wire(&req.b, "b")?];
+    let inputs = vec![decode_wire(&req.a, "a")?, decode_wire(&req.b, "b")?];
     drop(req);
-    tokio::task::spawn_blocking(move || {
-        let a = pixels(&s, &inputs[0], "a")?;
-        let b = pixels(&s, &inputs[1], "b")?;
-        let score = s
-            .model
-            .score_pairs(&a, &b)
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .into_iter()
-            .next()
+    on_model(&s.clone(), all_raw_and_few(&inputs), move || {
+        let result = score_inputs(&s, &inputs)?
+            .pop()
             .ok_or_else(|| Error::Internal("no score".into()))?;
-        let result = api::CompareResult {
-            distance: score.distance,
-            score: score.score,
-            probability: score.probability,
-            verdict: verdict(score.similar),
-            threshold: s.model.config().threshold,
-        };
         let output = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
         let receipt = sign(&s, "compare", digest(&inputs), output)?;
         Ok(Json(api::CompareResponse { result, receipt }))
     })
     .await
-    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// The binary form of a batch: `Content-Type: application/octet-stream`,
+/// the body `a0 b0 a1 b1 ...`, each image exactly the model's
+/// `height * width` raw grey bytes. The same pairs as raw images in JSON,
+/// without base64 and JSON parsing (the receipt is the same).
+pub const BINARY_PAIRS: &str = "application/octet-stream";
+
+fn raw_pairs(s: &AppState, body: &axum::body::Bytes) -> Result<Vec<Input>> {
+    let t = &s.model.config().tower;
+    let image = t.height * t.width;
+    if body.is_empty() || !body.len().is_multiple_of(2 * image) {
+        return Err(Error::BadRequest(format!(
+            "an {BINARY_PAIRS} batch is pairs of {}x{} raw grey images: a positive multiple of {} bytes, not {}",
+            t.height,
+            t.width,
+            2 * image,
+            body.len()
+        )));
+    }
+    Ok((0..body.len() / image)
+        .map(|i| Input {
+            kind: InputKind::Raw,
+            bytes: body.slice(i * image..(i + 1) * image),
+        })
+        .collect())
 }
 
 async fn compare_batch(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<api::CompareBatchRequest>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<api::CompareBatchResponse>> {
-    if req.pairs.is_empty() || req.pairs.len() > s.limits.max_pairs {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge
+        } else {
+            Error::BadRequest(r.body_text())
+        }
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let inputs = if content_type.starts_with(BINARY_PAIRS) {
+        raw_pairs(&s, &body)?
+    } else if content_type.starts_with("application/json") {
+        let req: api::CompareBatchRequest = serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
+        let mut inputs = Vec::with_capacity(2 * req.pairs.len());
+        for (i, p) in req.pairs.iter().enumerate() {
+            inputs.push(decode_wire(&p.a, &format!("#{i}.a"))?);
+            inputs.push(decode_wire(&p.b, &format!("#{i}.b"))?);
+        }
+        inputs
+    } else {
         return Err(Error::BadRequest(format!(
-            "{} pairs; send 1 to {} per request",
-            req.pairs.len(),
+            "send application/json or {BINARY_PAIRS}"
+        )));
+    };
+    drop(body);
+    let pairs = inputs.len() / 2;
+    if pairs == 0 || pairs > s.limits.max_pairs {
+        return Err(Error::BadRequest(format!(
+            "{pairs} pairs; send 1 to {} per request",
             s.limits.max_pairs
         )));
     }
-    let mut inputs = Vec::with_capacity(2 * req.pairs.len());
-    for (i, p) in req.pairs.iter().enumerate() {
-        inputs.push(decode_wire(&p.a, &format!("#{i}.a"))?);
-        inputs.push(decode_wire(&p.b, &format!("#{i}.b"))?);
-    }
-    drop(req);
-    tokio::task::spawn_blocking(move || {
-        let n = inputs.len() / 2;
-        let t = &s.model.config().tower;
-        let mut a = Vec::with_capacity(n * t.height * t.width);
-        let mut b = Vec::with_capacity(n * t.height * t.width);
-        for (i, pair) in inputs.chunks_exact(2).enumerate() {
-            a.extend(pixels(&s, &pair[0], &format!("#{i}.a"))?);
-            b.extend(pixels(&s, &pair[1], &format!("#{i}.b"))?);
-        }
-        let threshold = s.model.config().threshold;
-        let results = s
-            .model
-            .score_pairs(&a, &b)
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .into_iter()
-            .map(|score| api::CompareResult {
-                distance: score.distance,
-                score: score.score,
-                probability: score.probability,
-                verdict: verdict(score.similar),
-                threshold,
-            })
-            .collect();
-        let result = api::CompareBatchResult { results };
+    on_model(&s.clone(), all_raw_and_few(&inputs), move || {
+        let result = api::CompareBatchResult {
+            results: score_inputs(&s, &inputs)?,
+        };
         let output = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
         let receipt = sign(&s, "compare_batch", digest(&inputs), output)?;
         Ok(Json(api::CompareBatchResponse { result, receipt }))
     })
     .await
-    .map_err(|e| Error::Internal(e.to_string()))?
 }
 
 async fn embed(
@@ -235,7 +324,7 @@ async fn embed(
         .map(|(i, img)| decode_wire(img, &format!("#{i}")))
         .collect::<Result<Vec<_>>>()?;
     drop(req);
-    tokio::task::spawn_blocking(move || {
+    on_model(&s.clone(), false, move || {
         let mut all = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
             all.extend(pixels(&s, input, &format!("#{i}"))?);
@@ -254,7 +343,6 @@ async fn embed(
         Ok(Json(api::EmbedResponse { result, receipt }))
     })
     .await
-    .map_err(|e| Error::Internal(e.to_string()))?
 }
 
 /// Sign a receipt with the current certificate, refusing once it expired.
@@ -324,7 +412,7 @@ async fn enroll(
         .map(|(i, img)| decode_wire(img, &format!("#{i}")))
         .collect::<Result<Vec<_>>>()?;
     let identity = req.identity;
-    tokio::task::spawn_blocking(move || {
+    on_model(&s.clone(), false, move || {
         let mut all = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
             all.extend(pixels(&s, input, &format!("#{i}"))?);
@@ -345,7 +433,6 @@ async fn enroll(
         Ok(Json(api::EnrollResponse { result, receipt }))
     })
     .await
-    .map_err(|e| Error::Internal(e.to_string()))?
 }
 
 /// Default number of matches a 1:N search returns.
@@ -368,7 +455,7 @@ async fn verify(
     }
     let input = decode_wire(&req.probe, "probe")?;
     let identity = req.identity;
-    tokio::task::spawn_blocking(move || {
+    on_model(&s.clone(), false, move || {
         let probe = s
             .model
             .embed(&pixels(&s, &input, "probe")?)
@@ -423,5 +510,4 @@ async fn verify(
         Ok(Json(api::VerifyResponse { result, receipt }))
     })
     .await
-    .map_err(|e| Error::Internal(e.to_string()))?
 }

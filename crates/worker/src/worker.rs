@@ -267,6 +267,8 @@ impl Attested {
 /// its gallery.
 pub struct WorkerState {
     pub(crate) model: Siamese,
+    /// One permit per core for model work on the blocking pool.
+    pub(crate) compute: tokio::sync::Semaphore,
     pub(crate) limits: Limits,
     pub(crate) gallery: Option<Gallery>,
     pub(crate) enroll_token_sha256: Vec<[u8; 32]>,
@@ -438,6 +440,9 @@ impl Worker {
         Ok(Worker {
             state: Arc::new(WorkerState {
                 model,
+                compute: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                ),
                 limits: opts.limits,
                 gallery,
                 enroll_token_sha256: opts.enroll_token_sha256,

@@ -315,6 +315,53 @@ async fn compare_and_embed_over_attested_tls_with_verifiable_receipts() {
             .into_iter()
         )
     );
+    // The binary form (raw pairs, no JSON) gives the same answer and the
+    // same inputs digest as raw images in JSON.
+    let raw_batch = |body: Vec<u8>, ct: &'static str| {
+        let client = &client;
+        let url = &url;
+        async move {
+            let r = client
+                .post(format!("{url}/v1/compare/batch"))
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = raw_batch(
+        [&a[..], &b[..], &b[..], &a[..]].concat(),
+        "application/octet-stream",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let bin: api::CompareBatchResponse = serde_json::from_value(v).unwrap();
+    verify_receipt(&bin.receipt, &cert).unwrap();
+    assert_eq!(bin.result.results[0], r.result);
+    assert_eq!(
+        bin.receipt.inputs_sha256,
+        inputs_digest(
+            [&a, &b, &b, &a]
+                .into_iter()
+                .map(|x| (InputKind::Raw, &x[..]))
+        )
+    );
+    for (body, ct) in [
+        (a[..700].to_vec(), "application/octet-stream"),
+        (Vec::new(), "application/octet-stream"),
+        ([&a[..], &b[..]].concat(), "text/plain"),
+        (b"{\"pairs\": [}".to_vec(), "application/json"),
+    ] {
+        let (s, v) = raw_batch(body, ct).await;
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (400, Some("bad_request")),
+            "{ct}: {v}"
+        );
+    }
+
     let one = json!({"a": {"raw": B64.encode(&a)}, "b": {"raw": B64.encode(&b)}});
     for body in [
         json!({"pairs": []}),
