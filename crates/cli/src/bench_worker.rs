@@ -44,6 +44,9 @@ pub struct WorkerBench {
     /// Requests in flight over TLS.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Rounds per batch size; each runs in process, then over TLS.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Batch sizes (pairs per call / per request).
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     pub batches: Vec<usize>,
@@ -183,29 +186,65 @@ impl Deployment {
     }
 }
 
+/// How a batch travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Wire {
+    /// JSON with base64 raw images (`/v1/compare` for one pair).
+    Json,
+    /// `application/octet-stream` raw pairs (`/v1/compare/batch`).
+    Binary,
+}
+
 /// Request bodies: `batch` pairs each, cycling through the pairs.
-fn bodies(p: &Pairs, batch: usize, count: usize) -> Result<Vec<bytes_body::Body>> {
+fn bodies(p: &Pairs, batch: usize, count: usize, wire: Wire) -> Result<Vec<bytes_body::Body>> {
     let mut out = Vec::with_capacity(count);
     let mut next = 0usize;
     for _ in 0..count {
-        let mut pairs = Vec::with_capacity(batch);
-        for _ in 0..batch {
-            let pr = p.pairs[next % p.pairs.len()];
-            next += 1;
-            pairs.push(api::PairWire {
+        let chosen: Vec<Pair> = (0..batch)
+            .map(|_| {
+                let pr = p.pairs[next % p.pairs.len()];
+                next += 1;
+                pr
+            })
+            .collect();
+        if wire == Wire::Binary {
+            let mut body = Vec::with_capacity(batch * 2 * 784);
+            for pr in &chosen {
+                for img in [pr.a, pr.b] {
+                    body.extend(
+                        p.set
+                            .image(img as usize)
+                            .iter()
+                            .map(|&x| (x * 255.0).round().clamp(0.0, 255.0) as u8),
+                    );
+                }
+            }
+            out.push(bytes_body::Body::new(
+                "/v1/compare/batch",
+                twinseal_worker::http::BINARY_PAIRS,
+                body,
+            ));
+            continue;
+        }
+        let mut pairs: Vec<api::PairWire> = chosen
+            .iter()
+            .map(|pr| api::PairWire {
                 a: raw(p.set.image(pr.a as usize)),
                 b: raw(p.set.image(pr.b as usize)),
-            });
-        }
+            })
+            .collect();
         out.push(if batch == 1 {
             let pw = pairs.pop().expect("one pair");
             bytes_body::Body::new(
                 "/v1/compare",
+                "application/json",
                 serde_json::to_vec(&api::CompareRequest { a: pw.a, b: pw.b })?,
             )
         } else {
             bytes_body::Body::new(
                 "/v1/compare/batch",
+                "application/json",
                 serde_json::to_vec(&api::CompareBatchRequest { pairs })?,
             )
         });
@@ -214,21 +253,47 @@ fn bodies(p: &Pairs, batch: usize, count: usize) -> Result<Vec<bytes_body::Body>
 }
 
 mod bytes_body {
-    /// A prepared request: path and JSON body.
+    /// A prepared request: path, content type and body.
     #[derive(Clone)]
     pub struct Body {
         pub path: &'static str,
-        pub json: bytes::Bytes,
+        pub content_type: &'static str,
+        pub bytes: bytes::Bytes,
     }
 
     impl Body {
-        pub fn new(path: &'static str, json: Vec<u8>) -> Body {
+        pub fn new(path: &'static str, content_type: &'static str, bytes: Vec<u8>) -> Body {
             Body {
                 path,
-                json: bytes::Bytes::from(json),
+                content_type,
+                bytes: bytes::Bytes::from(bytes),
             }
         }
     }
+}
+
+/// CPU seconds used so far by this process's threads whose name starts
+/// with `prefix` (Linux: `/proc/self/task/*/stat`; elsewhere `None`).
+/// Threads that already ended are not counted, so call it around work
+/// whose threads stay alive (the runtimes' workers and blocking pools).
+fn thread_cpu_secs(prefix: &str) -> Option<f64> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the command name (which is in parentheses).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 12 {
+            total += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+        }
+    }
+    Some(total as f64 / tick)
 }
 
 /// What a client run saw.
@@ -239,16 +304,25 @@ struct Seen {
     latencies_us: Vec<u32>,
 }
 
+/// What [`drive`] measured.
+struct Driven {
+    seen: Seen,
+    secs: f64,
+    /// CPU seconds of the worker's threads and of the load generator's.
+    server_cpu: Option<f64>,
+    client_cpu: Option<f64>,
+}
+
 /// Runs `clients` tasks, each sending the prepared bodies in turn (one
-/// request in flight per task), for `duration`; returns requests, errors
-/// and per-request latencies.
+/// request in flight per task), for `duration`; returns requests, errors,
+/// per-request latencies and the CPU time each side used.
 fn drive(
     d: &Deployment,
     bodies: Arc<Vec<bytes_body::Body>>,
     clients: usize,
     duration: Duration,
     first_error: Arc<std::sync::Mutex<Option<String>>>,
-) -> Result<(Seen, f64)> {
+) -> Result<Driven> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("bench-client")
@@ -258,6 +332,10 @@ fn drive(
     let url = d.url.clone();
     rt.block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));
+        let (s0, c0) = (
+            thread_cpu_secs("bench-server"),
+            thread_cpu_secs("bench-client"),
+        );
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..clients {
@@ -275,8 +353,8 @@ fn drive(
                     let outcome = async {
                         let resp = http
                             .post(format!("{url}{}", body.path))
-                            .header("content-type", "application/json")
-                            .body(body.json.clone())
+                            .header("content-type", body.content_type)
+                            .body(body.bytes.clone())
                             .send()
                             .await?;
                         let status = resp.status();
@@ -324,7 +402,17 @@ fn drive(
             all.latencies_us.extend(s.latencies_us);
         }
         let secs = started.elapsed().as_secs_f64();
-        anyhow::Ok((all, secs))
+        let (s1, c1) = (
+            thread_cpu_secs("bench-server"),
+            thread_cpu_secs("bench-client"),
+        );
+        let delta = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+        anyhow::Ok(Driven {
+            seen: all,
+            secs,
+            server_cpu: delta(s0, s1),
+            client_cpu: delta(c0, c1),
+        })
     })
 }
 
@@ -374,14 +462,35 @@ fn in_process(
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct ThroughputRow {
     batch: usize,
+    wire: Wire,
     in_process_pairs_per_s: f64,
     tls_pairs_per_s: f64,
     tls_requests_per_s: f64,
     tls_over_in_process: f64,
     overhead: f64,
+    /// The TLS / in-process ratio of every round.
+    rounds: Vec<f64>,
+    /// CPU time per pair: in process (threads x wall time / pairs), and
+    /// over TLS split into the worker's threads and the load generator's.
+    in_process_cpu_us_per_pair: f64,
+    server_cpu_us_per_pair: Option<f64>,
+    client_cpu_us_per_pair: Option<f64>,
+    /// The worker's CPU per pair over the in-process CPU per pair, minus 1:
+    /// the attested TLS path's own cost, without the load generator's.
+    server_cpu_overhead: Option<f64>,
     errors: u64,
 }
 
@@ -398,7 +507,18 @@ pub fn run_worker(a: WorkerBench) -> Result<()> {
     );
     let d = Deployment::start(&model)?;
     let mut rows = Vec::new();
-    for &batch in &a.batches {
+    let runs: Vec<(usize, Wire)> = a
+        .batches
+        .iter()
+        .flat_map(|&b| {
+            if b == 1 {
+                vec![(1, Wire::Json)]
+            } else {
+                vec![(b, Wire::Json), (b, Wire::Binary)]
+            }
+        })
+        .collect();
+    for (batch, wire) in runs {
         ensure!(
             (1..=twinseal_worker::DEFAULT_MAX_PAIRS).contains(&batch),
             "batch sizes run from 1 to {}",
@@ -406,7 +526,7 @@ pub fn run_worker(a: WorkerBench) -> Result<()> {
         );
         let duration = Duration::from_secs(a.seconds);
         let count = (4096 / batch).max(64);
-        let bodies = Arc::new(bodies(&p, batch, count)?);
+        let bodies = Arc::new(bodies(&p, batch, count, wire)?);
         // Warm-up: connections, TLS sessions, allocator.
         let first_error = Arc::new(std::sync::Mutex::new(None));
         drive(
@@ -416,8 +536,33 @@ pub fn run_worker(a: WorkerBench) -> Result<()> {
             Duration::from_secs(1),
             first_error.clone(),
         )?;
-        let inproc = in_process(&model, &p, batch, threads, duration)?;
-        let (seen, secs) = drive(&d, bodies, a.concurrency, duration, first_error.clone())?;
+        // Alternate in process and over TLS, round by round, so that both
+        // see the same machine; medians over the rounds.
+        let mut inproc_runs = Vec::new();
+        let mut tls_runs = Vec::new();
+        let mut ratio_runs = Vec::new();
+        let (mut requests, mut errors, mut tls_secs) = (0u64, 0u64, 0.0f64);
+        let (mut server_cpu, mut client_cpu) = (Some(0.0f64), Some(0.0f64));
+        for _ in 0..a.rounds.max(1) {
+            let inproc = in_process(&model, &p, batch, threads, duration)?;
+            let run = drive(
+                &d,
+                bodies.clone(),
+                a.concurrency,
+                duration,
+                first_error.clone(),
+            )?;
+            let ok = run.seen.requests - run.seen.errors;
+            let tls = ok as f64 * batch as f64 / run.secs;
+            inproc_runs.push(inproc);
+            tls_runs.push(tls);
+            ratio_runs.push(tls / inproc);
+            requests += ok;
+            errors += run.seen.errors;
+            tls_secs += run.secs;
+            server_cpu = server_cpu.zip(run.server_cpu).map(|(a, b)| a + b);
+            client_cpu = client_cpu.zip(run.client_cpu).map(|(a, b)| a + b);
+        }
         if let Some(e) = first_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -425,23 +570,40 @@ pub fn run_worker(a: WorkerBench) -> Result<()> {
         {
             eprintln!("first error: {e}");
         }
-        let tls = (seen.requests - seen.errors) as f64 * batch as f64 / secs;
+        let inproc = median(&inproc_runs);
+        let ratio = median(&ratio_runs);
+        let pairs_done = (requests as f64 * batch as f64).max(1.0);
+        let inproc_cpu = 1e6 * threads as f64 / inproc;
+        let per_pair = |cpu: Option<f64>| cpu.map(|c| 1e6 * c / pairs_done);
+        let server_cpu = per_pair(server_cpu);
         let row = ThroughputRow {
             batch,
+            wire,
             in_process_pairs_per_s: inproc,
-            tls_pairs_per_s: tls,
-            tls_requests_per_s: (seen.requests - seen.errors) as f64 / secs,
-            tls_over_in_process: tls / inproc,
-            overhead: 1.0 - tls / inproc,
-            errors: seen.errors,
+            tls_pairs_per_s: median(&tls_runs),
+            tls_requests_per_s: requests as f64 / tls_secs,
+            tls_over_in_process: ratio,
+            overhead: 1.0 - ratio,
+            rounds: ratio_runs,
+            in_process_cpu_us_per_pair: inproc_cpu,
+            server_cpu_us_per_pair: server_cpu,
+            client_cpu_us_per_pair: per_pair(client_cpu),
+            server_cpu_overhead: server_cpu.map(|c| c / inproc_cpu - 1.0),
+            errors,
         };
         eprintln!(
-            "batch {batch:>4}: in process {:>9.0} pairs/s, over attested TLS {:>9.0} pairs/s ({:.0} requests/s), overhead {:>5.1}%, errors {}",
+            "batch {batch:>4} {wire:?} (medians of {} rounds): in process {:>9.0} pairs/s, over attested TLS {:>9.0} pairs/s ({:.0} requests/s), overhead {:>5.1}%, errors {}\n            CPU per pair: in process {:.1} us, worker {} us, load generator {} us",
+            row.rounds.len(),
             row.in_process_pairs_per_s,
             row.tls_pairs_per_s,
             row.tls_requests_per_s,
             100.0 * row.overhead,
-            row.errors
+            row.errors,
+            row.in_process_cpu_us_per_pair,
+            row.server_cpu_us_per_pair
+                .map_or("?".into(), |v| format!("{v:.1}")),
+            row.client_cpu_us_per_pair
+                .map_or("?".into(), |v| format!("{v:.1}")),
         );
         rows.push(row);
     }
@@ -451,6 +613,7 @@ pub fn run_worker(a: WorkerBench) -> Result<()> {
         "in_process_threads": threads,
         "concurrency": a.concurrency,
         "seconds": a.seconds,
+        "rounds": a.rounds,
         "rows": rows,
     }))?;
     println!("{text}");
@@ -480,9 +643,9 @@ pub fn run_load(a: LoadBench) -> Result<()> {
         "INSECURE bench deployment: simulated TEE; {} clients for {} s, {} pair(s) per request, against {}",
         a.clients, a.duration_secs, a.batch, d.url
     );
-    let bodies = Arc::new(bodies(&p, a.batch, 4096)?);
+    let bodies = Arc::new(bodies(&p, a.batch, 4096, Wire::Json)?);
     let first_error = Arc::new(std::sync::Mutex::new(None));
-    let (mut seen, secs) = drive(
+    let Driven { mut seen, secs, .. } = drive(
         &d,
         bodies,
         a.clients,
