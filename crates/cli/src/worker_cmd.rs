@@ -25,6 +25,10 @@ pub enum WorkerCommand {
     /// model in memory and serve compare/embed/enroll/verify over HTTPS with
     /// the attested certificate, attesting again before it expires.
     Serve(ServeArgs),
+    /// Print the measurement the simulated TEE reports for this binary
+    /// (SHA-384 of the executable), for a development manifest. On real
+    /// TEEs the measurement comes from the enclave/TD/guest build instead.
+    Measurement,
 }
 
 /// Where the worker's evidence comes from.
@@ -111,6 +115,13 @@ pub struct ServeArgs {
 pub fn run(cmd: WorkerCommand) -> Result<()> {
     match cmd {
         WorkerCommand::Serve(a) => serve(a),
+        WorkerCommand::Measurement => {
+            println!(
+                "{}",
+                hex::encode(twinseal_attest::simulated::executable_measurement()?)
+            );
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,209 @@
+//! `twinseal worker serve` as an operator runs it, against `twinseal
+//! coordinator serve`, both as child processes on loopback with the
+//! INSECURE simulated TEE: the worker attests, opens the sealed model and
+//! answers `twinseal compare --worker`; a worker whose app the manifest
+//! does not know does not start; SIGTERM stops it cleanly.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha384};
+
+fn twinseal(token: Option<&str>, url: &str, ca: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_twinseal"));
+    c.env("TWINSEAL_COORDINATOR", url)
+        .env("TWINSEAL_CA", ca)
+        .env_remove("TWINSEAL_TOKEN")
+        .env_remove("TWINSEAL_WORKER");
+    if let Some(t) = token {
+        c.env("TWINSEAL_TOKEN", t);
+    }
+    c
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the {what} exited");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the {what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no graceful stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, wport) = (free_port(), free_port());
+    let url = format!("https://127.0.0.1:{port}");
+    let ca = d.join("coord/ca.pem");
+
+    // The simulated platform (its key stays with the operator; its public
+    // key goes to the coordinator's configuration).
+    let platform_key = d.join("platform.key");
+    ok(twinseal(None, &url, &ca)
+        .args(["attest", "simulate", "--report-data", "00", "-o"])
+        .arg(d.join("ev.bin"))
+        .arg("--platform-key")
+        .arg(&platform_key)
+        .output()
+        .unwrap());
+    let platform_pub = std::fs::read_to_string(d.join("platform.key.pub")).unwrap();
+    let admin = ok(twinseal(None, &url, &ca)
+        .args(["coordinator", "init", "--data-dir"])
+        .arg(d.join("coord"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--insecure-allow-simulated-tee", "--simulated-platform-key"])
+        .arg(platform_pub.trim())
+        .output()
+        .unwrap());
+    let admin = admin.trim().to_string();
+    let mut coordinator = twinseal(None, &url, &ca)
+        .args(["coordinator", "serve", "--config"])
+        .arg(d.join("coord/coordinator.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port, &mut coordinator, "coordinator");
+
+    // The manifest names this binary's measurement, as the simulated TEE
+    // reports it; `worker measurement` prints the same.
+    let measurement = hex::encode(Sha384::digest(
+        std::fs::read(env!("CARGO_BIN_EXE_twinseal")).unwrap(),
+    ));
+    let printed = ok(twinseal(None, &url, &ca)
+        .args(["worker", "measurement"])
+        .output()
+        .unwrap());
+    assert_eq!(printed.trim(), measurement);
+    let manifest = d.join("manifest.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n\
+             [apps.siamese-worker]\ntee = [\"simulated\"]\nmeasurements = [\"{measurement}\"]\nkeys = [\"model-key\"]\n"
+        ),
+    )
+    .unwrap();
+    ok(twinseal(Some(&admin), &url, &ca)
+        .args(["manifest", "apply"])
+        .arg(&manifest)
+        .output()
+        .unwrap());
+    ok(twinseal(Some(&admin), &url, &ca)
+        .args(["key", "create", "model-key"])
+        .output()
+        .unwrap());
+    let dora = ok(twinseal(Some(&admin), &url, &ca)
+        .args(["user", "token", "dora"])
+        .output()
+        .unwrap());
+
+    // The data owner seals a model under the coordinator key.
+    let model = d.join("model.safetensors");
+    std::fs::write(
+        &model,
+        twinseal_siamese::Siamese::new(
+            twinseal_siamese::ModelConfig::seed(twinseal_siamese::HeadKind::Sigmoid),
+            5,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+        .to_bytes()
+        .unwrap(),
+    )
+    .unwrap();
+    let sealed = d.join("model.sealed");
+    ok(twinseal(Some(dora.trim()), &url, &ca)
+        .args(["seal", "--key", "model-key", "-c", "purpose=model"])
+        .arg(&model)
+        .arg("-o")
+        .arg(&sealed)
+        .output()
+        .unwrap());
+
+    let worker = |app: &str| {
+        let mut c = twinseal(None, &url, &ca);
+        c.args(["worker", "serve", "--app", app, "--tee", "simulated"])
+            .arg("--model")
+            .arg(&sealed)
+            .arg("--insecure-simulated-platform-key")
+            .arg(&platform_key)
+            .args(["--listen", &format!("127.0.0.1:{wport}")]);
+        c
+    };
+    // An app the manifest does not know gets no certificate: the worker
+    // exits with the reason.
+    let out = worker("stranger").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("attestation"), "{err}");
+    assert!(err.contains("INSECURE"), "{err}");
+
+    let mut served = worker("siamese-worker")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(wport, &mut served, "worker");
+    let (a, b) = (d.join("a.png"), d.join("b.png"));
+    for (seed, p) in [(3u32, &a), (8, &b)] {
+        let raw: Vec<u8> = (0..784u32)
+            .map(|i| ((i * seed + i / 28) % 256) as u8)
+            .collect();
+        image::GrayImage::from_raw(28, 28, raw)
+            .unwrap()
+            .save(p)
+            .unwrap();
+    }
+    let out = ok(twinseal(None, &url, &ca)
+        .args(["compare", "--worker", &format!("https://127.0.0.1:{wport}")])
+        .arg("--allow-simulated")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap());
+    assert!(out.contains("receipt verified"), "{out}");
+
+    assert!(stop(served).success(), "the worker did not stop cleanly");
+    assert!(stop(coordinator).success());
+}
