@@ -24,7 +24,7 @@ pub enum WorkerCommand {
     /// Attest with the coordinator, obtain the model key, open the sealed
     /// model in memory and serve compare/embed/enroll/verify over HTTPS with
     /// the attested certificate, attesting again before it expires.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the measurement the simulated TEE reports for this binary
     /// (SHA-384 of the executable), for a development manifest. On real
     /// TEEs the measurement comes from the enclave/TD/guest build instead.
@@ -114,7 +114,7 @@ pub struct ServeArgs {
 
 pub fn run(cmd: WorkerCommand) -> Result<()> {
     match cmd {
-        WorkerCommand::Serve(a) => serve(a),
+        WorkerCommand::Serve(a) => serve(*a),
         WorkerCommand::Measurement => {
             println!(
                 "{}",
