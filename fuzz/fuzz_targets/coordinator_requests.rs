@@ -15,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<api::UnwrapRequest>(data);
     let _ = serde_json::from_slice::<api::ManifestApplyRequest>(data);
     let _ = serde_json::from_slice::<api::TokenizeRequest>(data);
+    let _ = serde_json::from_slice::<api::CoordinatorEvidenceRequest>(data);
+    let _ = serde_json::from_slice::<api::JobProgress>(data);
+    let _ = serde_json::from_slice::<api::JobFinish>(data);
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(m) = Manifest::parse(text) {
             // A parsed manifest is valid by construction.
