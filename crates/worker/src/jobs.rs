@@ -49,7 +49,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use sha2::{Digest, Sha256};
 use twinseal_api as api;
 use twinseal_envelope::{Context, FileKey, Header};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::worker::{AppState, Worker};
@@ -423,7 +423,7 @@ async fn run_job(
         .map_err(|e| job_err(format!("the input is not a sealed file: {e}")))?;
     // The coordinator checks that this app may use the key and unwraps the
     // file's key for this one file.
-    let unwrapped: api::UnwrapResponse = state
+    let mut unwrapped: api::UnwrapResponse = state
         .coordinator()
         .post(
             &format!("/v1/keys/{}/unwrap", job.input.key),
@@ -438,7 +438,7 @@ async fn run_job(
             ))
         })?;
     let file_key = decode_file_key(&unwrapped.file_key)?;
-    drop(unwrapped);
+    unwrapped.file_key.zeroize();
     let plain = Zeroizing::new(
         twinseal_envelope::open_bytes_with_file_key(
             &sealed,
@@ -526,7 +526,7 @@ async fn run_job(
 
     // Seal under a data key for the output key: the worker never holds
     // the output key itself.
-    let dk: api::DataKeyResponse = state
+    let mut dk: api::DataKeyResponse = state
         .coordinator()
         .post(
             &format!("/v1/keys/{}/datakey", job.output.key),
@@ -545,7 +545,7 @@ async fn run_job(
         .decode(&dk.header)
         .map_err(|_| job_err("the coordinator's data key header is not base64"))?;
     let file_key = decode_file_key(&dk.file_key)?;
-    drop(dk);
+    dk.file_key.zeroize();
     let sealed = twinseal_envelope::seal_bytes_with_header(csv.as_bytes(), &header, &file_key)
         .map_err(|e| job_err(format!("sealing the results: {e}")))?;
     drop(file_key);
