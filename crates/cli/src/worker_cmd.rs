@@ -269,7 +269,6 @@ pub struct WorkerClientArgs {
 pub struct WorkerClient {
     http: reqwest::Client,
     url: String,
-    rt: tokio::runtime::Runtime,
 }
 
 impl WorkerClient {
@@ -284,13 +283,13 @@ impl WorkerClient {
             .context("no root certificate: give --ca ROOT.pem or set TWINSEAL_CA")?;
         let root =
             std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+        if args.allow_simulated {
+            eprintln!("WARNING: INSECURE: accepting a simulated-TEE worker (--allow-simulated)");
+        }
         Self::with_root(&url, &root, args.allow_simulated)
     }
 
     pub fn with_root(url: &str, root_pem: &str, allow_simulated: bool) -> Result<WorkerClient> {
-        if allow_simulated {
-            eprintln!("WARNING: INSECURE: accepting a simulated-TEE worker (--allow-simulated)");
-        }
         let cfg = twinseal_worker::WorkerCertVerifier::from_root_pem(root_pem, allow_simulated)?
             .client_config()?;
         let http = reqwest::Client::builder()
@@ -300,49 +299,87 @@ impl WorkerClient {
         Ok(WorkerClient {
             http,
             url: url.trim_end_matches('/').to_string(),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?,
         })
     }
 
     /// POST `body` to `path` with an optional bearer token; the answer and
     /// the DER certificate of the worker that served it.
-    pub fn post<B: Serialize, T: DeserializeOwned>(
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
         token: Option<&str>,
     ) -> Result<(T, Vec<u8>)> {
-        self.rt.block_on(async {
-            let mut req = self.http.post(format!("{}{path}", self.url)).json(body);
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            }
-            let resp = req.send().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot reach the worker at {} over TLS pinned to the coordinator's root: {}",
-                    self.url,
-                    error_chain(&e)
-                )
-            })?;
-            let cert = resp
-                .extensions()
-                .get::<reqwest::tls::TlsInfo>()
-                .and_then(|i| i.peer_certificate())
-                .map(<[u8]>::to_vec)
-                .context("the worker presented no certificate")?;
-            let status = resp.status();
-            let bytes = resp.bytes().await?;
-            if !status.is_success() {
-                let detail = serde_json::from_slice::<api::ErrorBody>(&bytes)
-                    .map(|e| format!("{}: {}", e.kind, e.detail))
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-                bail!("the worker answered {status}: {detail}");
-            }
-            Ok((serde_json::from_slice(&bytes)?, cert))
-        })
+        let mut req = self.http.post(format!("{}{path}", self.url)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the worker at {} over TLS pinned to the coordinator's root: {}",
+                self.url,
+                error_chain(&e)
+            )
+        })?;
+        let cert = resp
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .map(<[u8]>::to_vec)
+            .context("the worker presented no certificate")?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<api::ErrorBody>(&bytes)
+                .map(|e| format!("{}: {}", e.kind, e.detail))
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("the worker answered {status}: {detail}");
+        }
+        Ok((serde_json::from_slice(&bytes)?, cert))
     }
+
+    /// [`WorkerClient::post`], then the receipt checked against the
+    /// certificate that served it.
+    pub async fn post_verified<B: Serialize, T: DeserializeOwned + HasReceipt>(
+        &self,
+        path: &str,
+        body: &B,
+        token: Option<&str>,
+    ) -> Result<T> {
+        let (r, cert): (T, _) = self.post(path, body, token).await?;
+        check_receipt(r.receipt(), &cert)?;
+        Ok(r)
+    }
+}
+
+/// Answers that carry a receipt.
+pub trait HasReceipt {
+    fn receipt(&self) -> &api::Receipt;
+}
+
+macro_rules! has_receipt {
+    ($($t:ty),*) => {$(
+        impl HasReceipt for $t {
+            fn receipt(&self) -> &api::Receipt {
+                &self.receipt
+            }
+        }
+    )*};
+}
+has_receipt!(
+    api::CompareResponse,
+    api::CompareBatchResponse,
+    api::EmbedResponse,
+    api::EnrollResponse,
+    api::VerifyResponse
+);
+
+/// Runs one client call to completion on a small runtime of its own.
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -386,8 +423,7 @@ pub fn compare_remote(args: &WorkerClientArgs, a: &Path, b: &Path, json: bool) -
         a: image_wire(a)?,
         b: image_wire(b)?,
     };
-    let (r, cert): (api::CompareResponse, _) = client.post("/v1/compare", &req, None)?;
-    check_receipt(&r.receipt, &cert)?;
+    let r: api::CompareResponse = block_on(client.post_verified("/v1/compare", &req, None))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -442,8 +478,7 @@ pub fn run_enroll(a: EnrollArgs) -> Result<()> {
             .map(|p| image_wire(p))
             .collect::<Result<_>>()?,
     };
-    let (r, cert): (api::EnrollResponse, _) = client.post("/v1/enroll", &req, Some(&token))?;
-    check_receipt(&r.receipt, &cert)?;
+    let r: api::EnrollResponse = block_on(client.post_verified("/v1/enroll", &req, Some(&token)))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -481,8 +516,7 @@ pub fn run_verify(a: VerifyArgs) -> Result<()> {
         identity: a.identity,
         top: Some(a.top),
     };
-    let (r, cert): (api::VerifyResponse, _) = client.post("/v1/verify", &req, None)?;
-    check_receipt(&r.receipt, &cert)?;
+    let r: api::VerifyResponse = block_on(client.post_verified("/v1/verify", &req, None))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());

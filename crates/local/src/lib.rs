@@ -51,6 +51,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const APP: &str = "siamese-worker";
 /// The key models are sealed under by default.
 pub const MODEL_KEY: &str = "model-key";
+/// The data owner of [`Local::prepare_model_serving`].
+pub const DATA_OWNER: &str = "dora";
 /// The id of the simulated platform workers run on.
 pub const PLATFORM_ID: &str = "local-1";
 
@@ -198,6 +200,18 @@ impl Local {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The manifest and key for serving one model: users `admin` and
+    /// [`DATA_OWNER`], app [`APP`] with `measurement` given [`MODEL_KEY`];
+    /// creates [`MODEL_KEY`].
+    pub async fn prepare_model_serving(&self, measurement: &[u8; 48]) -> Result<()> {
+        self.apply_manifest(&format!(
+            "[users.admin]\nroles = [\"admin\"]\n[users.{DATA_OWNER}]\nroles = [\"data_owner\"]\n{}",
+            Local::app_entry(APP, measurement, &[MODEL_KEY])
+        ))
+        .await?;
+        self.create_keys(&[MODEL_KEY]).await
     }
 
     /// A client with a new token of manifest user `user`.
