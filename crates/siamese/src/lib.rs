@@ -22,11 +22,14 @@ pub mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod onnx;
 mod ops;
 pub mod optim;
+pub mod serving;
 pub mod train;
 
 pub use config::{HeadKind, ModelConfig, TowerConfig};
 pub use error::{Error, Result};
 pub use kernels::simd::prefer_single_threaded_candle;
 pub use model::{PairScore, Provenance, Siamese};
+pub use serving::{PairModel, load as load_model};

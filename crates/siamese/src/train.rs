@@ -19,6 +19,7 @@ use crate::loss::{self, LossKind};
 use crate::metrics::{self, Report};
 use crate::model::{Provenance, Siamese};
 use crate::optim::{Optimizer, OptimizerKind};
+use crate::serving::PairModel;
 use crate::{Error, Result};
 
 /// Seed of the evaluation pairs, fixed so that models trained with different
@@ -150,7 +151,7 @@ pub fn test_pairs(set: &ImageSet) -> Vec<Pair> {
 }
 
 /// Scores `pairs` of `set` with `model`, 1024 pairs at a time.
-pub fn score_pairs(model: &Siamese, set: &ImageSet, pairs: &[Pair]) -> Result<Vec<f32>> {
+pub fn score_pairs(model: &dyn PairModel, set: &ImageSet, pairs: &[Pair]) -> Result<Vec<f32>> {
     let mut scores = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(1024) {
         let (a, b, _) = pairs::gather(set, chunk);
@@ -161,18 +162,19 @@ pub fn score_pairs(model: &Siamese, set: &ImageSet, pairs: &[Pair]) -> Result<Ve
 
 /// Evaluates `model` on `pairs` of `set` at the model's threshold.
 pub fn evaluate(
-    model: &Siamese,
+    model: &dyn PairModel,
     set: &ImageSet,
     pairs: &[Pair],
     target_far: Option<f64>,
 ) -> Result<Report> {
-    set.expect_size(model.config().tower.height, model.config().tower.width)?;
+    let (height, width) = model.input_size();
+    set.expect_size(height, width)?;
     let scores = score_pairs(model, set, pairs)?;
     let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
     Ok(metrics::report(
         &scores,
         &same,
-        model.config().threshold,
+        model.threshold(),
         target_far,
     ))
 }

@@ -1,0 +1,170 @@
+//! Imported ONNX models: the Keras example's export (fixture in
+//! `../shared/testdata/models/keras-siamese/`, see its README) gives
+//! Keras's scores within 1e-4, and every misfit between graph and
+//! configuration, every unknown op and every damaged file is refused at
+//! load with a clear error.
+
+use std::path::PathBuf;
+
+use twinseal_siamese::onnx::{OnnxConfig, OnnxModel};
+
+fn fixture() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("TWINSEAL_KERAS_SIAMESE").map(PathBuf::from),
+        Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/testdata/models/keras-siamese"),
+        ),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if c.join("siamese.onnx").is_file() {
+            return Some(c);
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("the keras-siamese fixture (../shared/testdata/models) is missing under CI=true");
+    }
+    eprintln!(
+        "SKIPPED: ../shared/testdata/models/keras-siamese not found; set TWINSEAL_KERAS_SIAMESE"
+    );
+    None
+}
+
+const KERAS_CONFIG: &str = r#"
+kind = "pair"
+layout = "nhwc"
+height = 28
+width = 28
+scale = 255.0
+output = "dissimilarity_probability"
+threshold = 0.5
+"#;
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn the_keras_export_gives_keras_scores() {
+    let Some(dir) = fixture() else { return };
+    let onnx = std::fs::read(dir.join("siamese.onnx")).unwrap();
+    let model = OnnxModel::from_bytes(&onnx, OnnxConfig::from_toml(KERAS_CONFIG).unwrap()).unwrap();
+    // The fixture's pixels are 0..255 (what Keras was fed); twinseal takes 0..1.
+    let a: Vec<f32> = f32s(&std::fs::read(dir.join("pairs_a.f32")).unwrap())
+        .iter()
+        .map(|v| v / 255.0)
+        .collect();
+    let b: Vec<f32> = f32s(&std::fs::read(dir.join("pairs_b.f32")).unwrap())
+        .iter()
+        .map(|v| v / 255.0)
+        .collect();
+    let keras = f32s(&std::fs::read(dir.join("keras_scores.f32")).unwrap());
+    let different = std::fs::read(dir.join("labels_different.u8")).unwrap();
+    assert_eq!(keras.len(), 512);
+    // All at once, and one pair at a time: the same scores.
+    let scores = model.score_pairs(&a, &b).unwrap();
+    let mut worst = 0f32;
+    for (s, k) in scores.iter().zip(&keras) {
+        worst = worst.max((s.score - k).abs());
+    }
+    assert!(worst < 1e-4, "largest difference from Keras: {worst}");
+    for i in [0usize, 7, 511] {
+        let one = model
+            .score_pairs(&a[i * 784..(i + 1) * 784], &b[i * 784..(i + 1) * 784])
+            .unwrap();
+        assert!((one[0].score - scores[i].score).abs() < 1e-5);
+    }
+    let correct = scores
+        .iter()
+        .zip(&different)
+        .filter(|(s, d)| s.similar == (**d == 0))
+        .count();
+    assert_eq!(correct, 497, "the README's 0.9707 on these 512 pairs");
+    for s in &scores {
+        assert!((s.probability - (1.0 - s.score)).abs() < 1e-6);
+    }
+    let summary = model.summary();
+    assert_eq!(summary.inputs.len(), 2);
+    assert!(
+        summary.ops.iter().any(|(op, _)| op.contains("Conv")),
+        "{:?}",
+        summary.ops
+    );
+    assert!(summary.weight_bytes > 0);
+}
+
+#[test]
+fn fail_configs_that_do_not_fit_the_graph() {
+    let Some(dir) = fixture() else { return };
+    let onnx = std::fs::read(dir.join("siamese.onnx")).unwrap();
+    for (config, why) in [
+        (KERAS_CONFIG.replace("\"pair\"", "\"tower\""), "output"),
+        (
+            KERAS_CONFIG
+                .replace("\"pair\"", "\"tower\"")
+                .replace("output = \"dissimilarity_probability\"\n", ""),
+            "takes 1 input",
+        ),
+        (
+            KERAS_CONFIG.replace("height = 28", "height = 32"),
+            "declared",
+        ),
+        (KERAS_CONFIG.replace("\"nhwc\"", "\"nchw\""), "declared"),
+        (
+            KERAS_CONFIG.replace("threshold = 0.5", "threshold = 7.0"),
+            "0..1",
+        ),
+        (
+            KERAS_CONFIG.replace("kind = \"pair\"", "kind = \"triple\""),
+            "model config",
+        ),
+        (format!("{KERAS_CONFIG}\ncolour = 1"), "unknown field"),
+    ] {
+        let e = OnnxConfig::from_toml(&config)
+            .and_then(|c| OnnxModel::from_bytes(&onnx, c))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+}
+
+#[test]
+fn fail_damaged_graphs_and_unknown_ops() {
+    let config = || OnnxConfig::from_toml(KERAS_CONFIG).unwrap();
+    for bad in [&b""[..], b"not an onnx graph at all", &[0xff; 64]] {
+        let e = OnnxModel::from_bytes(bad, config())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ONNX"), "{e}");
+    }
+    let Some(dir) = fixture() else { return };
+    let onnx = std::fs::read(dir.join("siamese.onnx")).unwrap();
+    // Truncated.
+    for cut in [10, onnx.len() / 2, onnx.len() - 3] {
+        assert!(
+            OnnxModel::from_bytes(&onnx[..cut], config()).is_err(),
+            "cut at {cut}"
+        );
+    }
+    // An op tract does not know: a node's op_type field (protobuf field 4,
+    // length 4) renamed from Conv to Cxnv, so the encoding stays valid.
+    let field = [0x22u8, 0x04, b'C', b'o', b'n', b'v'];
+    let mut patched = onnx.clone();
+    let mut renamed = 0;
+    let mut i = 0;
+    while i + field.len() <= patched.len() {
+        if patched[i..i + field.len()] == field {
+            patched[i + 3] = b'x';
+            renamed += 1;
+        }
+        i += 1;
+    }
+    assert!(renamed > 0, "the export has Conv nodes");
+    let e = OnnxModel::from_bytes(&patched, config())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot run") && e.contains("Cxnv"), "{e}");
+}
