@@ -120,22 +120,20 @@ fn pixels(state: &AppState, input: &Input, name: &str) -> Result<Vec<f32>> {
 /// Appends the pixels of `input` to `out` (raw bytes convert in place,
 /// without an intermediate buffer).
 fn pixels_into(state: &AppState, input: &Input, name: &str, out: &mut Vec<f32>) -> Result<()> {
-    let t = &state.model.config().tower;
+    let (height, width) = state.model.input_size();
     match input.kind {
         InputKind::Raw => {
-            if input.bytes.len() != t.height * t.width {
+            if input.bytes.len() != height * width {
                 return Err(Error::BadRequest(format!(
-                    "raw image {name} has {} bytes; the model takes {}x{} = {} grey pixels",
+                    "raw image {name} has {} bytes; the model takes {height}x{width} = {} grey pixels",
                     input.bytes.len(),
-                    t.height,
-                    t.width,
-                    t.height * t.width
+                    height * width
                 )));
             }
             out.extend(input.bytes.iter().map(|&b| b as f32 * (1.0 / 255.0)));
         }
         InputKind::Encoded => out.extend(
-            twinseal_siamese::data::decode_image(&input.bytes, t.height, t.width, name)
+            twinseal_siamese::data::decode_image(&input.bytes, height, width, name)
                 .map_err(|e| Error::BadRequest(e.to_string()))?,
         ),
     }
@@ -178,9 +176,9 @@ async fn on_model<T: Send + 'static>(
 /// Scores consecutive pairs of `inputs` (`a0, b0, a1, b1, ...`).
 fn score_inputs(s: &AppState, inputs: &[Input]) -> Result<Vec<api::CompareResult>> {
     let n = inputs.len() / 2;
-    let t = &s.model.config().tower;
-    let mut a = Vec::with_capacity(n * t.height * t.width);
-    let mut b = Vec::with_capacity(n * t.height * t.width);
+    let (height, width) = s.model.input_size();
+    let mut a = Vec::with_capacity(n * height * width);
+    let mut b = Vec::with_capacity(n * height * width);
     for (i, pair) in inputs.chunks_exact(2).enumerate() {
         if n == 1 {
             pixels_into(s, &pair[0], "a", &mut a)?;
@@ -190,7 +188,7 @@ fn score_inputs(s: &AppState, inputs: &[Input]) -> Result<Vec<api::CompareResult
             pixels_into(s, &pair[1], &format!("#{i}.b"), &mut b)?;
         }
     }
-    let threshold = s.model.config().threshold;
+    let threshold = s.model.threshold();
     Ok(s.model
         .score_pairs(&a, &b)
         .map_err(|e| Error::Internal(e.to_string()))?
@@ -203,6 +201,16 @@ fn score_inputs(s: &AppState, inputs: &[Input]) -> Result<Vec<api::CompareResult
             threshold,
         })
         .collect())
+}
+
+/// The model's embedding length, or a clear refusal for pair-only models.
+fn embedding_dim(s: &AppState) -> Result<usize> {
+    s.model.embedding_dim().ok_or_else(|| {
+        Error::BadRequest(
+            "this model scores pairs only (an imported two-input graph); it has no embeddings"
+                .into(),
+        )
+    })
 }
 
 fn all_raw_and_few(inputs: &[Input]) -> bool {
@@ -233,13 +241,13 @@ async fn compare(
 pub const BINARY_PAIRS: &str = "application/octet-stream";
 
 fn raw_pairs(s: &AppState, body: &axum::body::Bytes) -> Result<Vec<Input>> {
-    let t = &s.model.config().tower;
-    let image = t.height * t.width;
+    let (height, width) = s.model.input_size();
+    let image = height * width;
     if body.is_empty() || !body.len().is_multiple_of(2 * image) {
         return Err(Error::BadRequest(format!(
             "an {BINARY_PAIRS} batch is pairs of {}x{} raw grey images: a positive multiple of {} bytes, not {}",
-            t.height,
-            t.width,
+            height,
+            width,
             2 * image,
             body.len()
         )));
@@ -324,6 +332,7 @@ async fn embed(
         .map(|(i, img)| decode_wire(img, &format!("#{i}")))
         .collect::<Result<Vec<_>>>()?;
     drop(req);
+    let dim = embedding_dim(&s)?;
     on_model(&s.clone(), false, move || {
         let mut all = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
@@ -333,7 +342,6 @@ async fn embed(
             .model
             .embed(&all)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let dim = s.model.config().tower.embedding_dim;
         let result = api::EmbedResult {
             dim,
             embeddings: flat.chunks_exact(dim).map(<[f32]>::to_vec).collect(),
@@ -470,7 +478,7 @@ async fn verify(
             .model
             .score_embeddings(&probes, &refs)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let threshold = s.model.config().threshold;
+        let threshold = s.model.threshold();
         let mut matches: Vec<api::IdentityMatch> = closest
             .into_iter()
             .zip(scores)

@@ -458,9 +458,8 @@ async fn run_job(
     let total = input.pairs.len() as u64;
     reporter.report(0, total, true).await;
 
-    let model = &state.model;
-    let t = &model.config().tower;
-    let threshold = model.config().threshold;
+    let (height, width) = state.model.input_size();
+    let threshold = state.model.threshold();
     let mut pixels: HashMap<&str, Arc<Vec<f32>>> = HashMap::new();
     let mut load = |path: &str| -> Result<Arc<Vec<f32>>> {
         if let Some(p) = pixels.get(path) {
@@ -470,11 +469,10 @@ async fn run_job(
             .files
             .get_key_value(path)
             .ok_or_else(|| job_err("an image vanished from the input"))?;
-        let px = twinseal_siamese::data::decode_image(bytes, t.height, t.width, "image").map_err(
-            |_| {
+        let px =
+            twinseal_siamese::data::decode_image(bytes, height, width, "image").map_err(|_| {
                 job_err("an image of the input is not a PNG, JPEG or raw image of the model's size")
-            },
-        )?;
+            })?;
         let px = Arc::new(px);
         pixels.insert(key.as_str(), px.clone());
         Ok(px)
@@ -484,8 +482,8 @@ async fn run_job(
     ));
     let mut done = 0u64;
     for chunk in input.pairs.chunks(CHUNK) {
-        let mut a = Vec::with_capacity(chunk.len() * t.height * t.width);
-        let mut b = Vec::with_capacity(chunk.len() * t.height * t.width);
+        let mut a = Vec::with_capacity(chunk.len() * height * width);
+        let mut b = Vec::with_capacity(chunk.len() * height * width);
         for p in chunk {
             a.extend_from_slice(&load(&p.left)?);
             b.extend_from_slice(&load(&p.right)?);

@@ -13,7 +13,7 @@ use twinseal_api as api;
 use twinseal_attest::{SimulatedPlatform, collect::Collector};
 use twinseal_coordinator::client::Client;
 use twinseal_envelope::{Context, Kek, KeyId, SecretKey};
-use twinseal_siamese::Siamese;
+use twinseal_siamese::PairModel;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
@@ -266,7 +266,7 @@ impl Attested {
 /// A started worker's state: its model, its current attested identity,
 /// its gallery.
 pub struct WorkerState {
-    pub(crate) model: Siamese,
+    pub(crate) model: Box<dyn PairModel>,
     /// One permit per core for model work on the blocking pool.
     pub(crate) compute: tokio::sync::Semaphore,
     pub(crate) limits: Limits,
@@ -301,8 +301,8 @@ impl WorkerState {
     }
 
     /// The loaded model.
-    pub fn model(&self) -> &Siamese {
-        &self.model
+    pub fn model(&self) -> &dyn PairModel {
+        self.model.as_ref()
     }
 
     pub(crate) fn identity(&self) -> Arc<Identity> {
@@ -418,8 +418,9 @@ impl Worker {
         );
         drop(keks);
         let model_sha256: [u8; 32] = Sha256::digest(&plaintext[..]).into();
-        let model = Siamese::from_bytes(&plaintext, &candle_core::Device::Cpu)
+        let model = twinseal_siamese::load_model(&plaintext, &candle_core::Device::Cpu)
             .map_err(|e| Error::ModelRefused(e.to_string()))?;
+        tracing::info!(backend = model.backend(), "model loaded");
         drop(plaintext);
         tracing::info!(model_sha256 = %hex::encode(model_sha256), "model opened in memory");
 
@@ -431,7 +432,12 @@ impl Worker {
                     keks,
                     &opts.app,
                     model_sha256,
-                    model.config().tower.embedding_dim,
+                    model.embedding_dim().ok_or_else(|| {
+                        Error::Config(
+                            "a gallery needs a model that embeds images; this one scores pairs only"
+                                .into(),
+                        )
+                    })?,
                 )?)
             }
             None => None,
