@@ -76,6 +76,9 @@ enum Command {
     Verify(worker_cmd::VerifyArgs),
     /// Print the embeddings of images as JSON.
     Embed(model_cmd::EmbedArgs),
+    /// Import an ONNX model (Keras, PyTorch) unchanged, or inspect a model file.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
     /// Benchmarks measured side by side with a peer (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
         Command::Enroll(a) => worker_cmd::run_enroll(a),
         Command::Verify(a) => worker_cmd::run_verify(a),
         Command::Embed(a) => model_cmd::run_embed(a),
+        Command::Model(c) => model_cmd::run_model(c),
         Command::Bench(c) => bench::run(c),
         Command::Key { command } => seal::run_key(command),
         Command::Seal(args) => seal::run_seal(args),

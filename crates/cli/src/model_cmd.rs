@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail, ensure};
 use candle_core::Device;
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
+use twinseal_siamese::PairModel;
 use twinseal_siamese::data::{self, Dataset};
 use twinseal_siamese::loss::LossKind;
 use twinseal_siamese::optim::OptimizerKind;
@@ -171,6 +172,27 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 
 /// Writes `bytes` to `path` atomically (temporary file + rename), so that a
 /// failure never leaves a half-written model or destroys the previous one.
+/// Writes `bytes` to a new file at `path`, appearing only when complete;
+/// an existing file is never replaced.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        anyhow::anyhow!(
+            "writing {}: {} (an existing file is never replaced)",
+            path.display(),
+            e.error
+        )
+    })?;
+    Ok(())
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -264,6 +286,13 @@ pub fn load_model(path: &Path, dev: &Device) -> Result<Siamese> {
     Siamese::from_bytes(&bytes, dev).with_context(|| format!("loading model {}", path.display()))
 }
 
+/// A model file of either kind (native or imported ONNX).
+pub fn load_any(path: &Path, dev: &Device) -> Result<Box<dyn PairModel>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+    twinseal_siamese::load_model(&bytes, dev)
+        .with_context(|| format!("loading model {}", path.display()))
+}
+
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// The model file.
@@ -283,24 +312,35 @@ pub struct EvalArgs {
     pub plot: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
+    /// Evaluate on the test images and pairs of the Keras reference's
+    /// prep_data.py (its `data/` directory) instead of `--dataset`: the
+    /// same 20,000 pairs Keras reports its accuracy on.
+    #[arg(long, value_name = "DIR", conflicts_with = "dataset")]
+    pub peer_data: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataDirArg,
 }
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let dev = device(args.device)?;
-    let model = load_model(&args.model, &dev)?;
-    let t = &model.config().tower;
-    let ds = crate::data::load(&args.dataset, &args.data.dir(), t.height, t.width)?;
-    let pairs = train::test_pairs(&ds.test);
-    let scores = train::score_pairs(&model, &ds.test, &pairs)?;
+    let model = load_any(&args.model, &dev)?;
+    let (height, width) = model.input_size();
+    let (set, pairs) = match &args.peer_data {
+        Some(dir) => (
+            crate::bench::read_set(dir, "test")?,
+            crate::bench::read_pairs(&dir.join("test_pairs.bin"))?,
+        ),
+        None => {
+            let ds = crate::data::load(&args.dataset, &args.data.dir(), height, width)?;
+            let pairs = train::test_pairs(&ds.test);
+            (ds.test, pairs)
+        }
+    };
+    set.expect_size(height, width)?;
+    let scores = train::score_pairs(model.as_ref(), &set, &pairs)?;
     let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
-    let report = twinseal_siamese::metrics::report(
-        &scores,
-        &same,
-        model.config().threshold,
-        Some(args.target_far),
-    );
+    let report =
+        twinseal_siamese::metrics::report(&scores, &same, model.threshold(), Some(args.target_far));
     if let Some(p) = &args.plot {
         crate::plot::roc_det(
             p,
@@ -351,16 +391,16 @@ pub fn run_compare(args: CompareArgs) -> Result<()> {
             args.json,
         );
     };
-    let model = load_model(model_path, &Device::Cpu)?;
-    let t = model.config().tower.clone();
+    let model = load_any(model_path, &Device::Cpu)?;
+    let (height, width) = model.input_size();
     match (&args.dataset, args.images.len()) {
         (None, 2) => {
             let read = |p: &PathBuf| -> Result<Vec<f32>> {
                 let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
                 Ok(data::decode_image(
                     &bytes,
-                    t.height,
-                    t.width,
+                    height,
+                    width,
                     &p.display().to_string(),
                 )?)
             };
@@ -369,7 +409,7 @@ pub fn run_compare(args: CompareArgs) -> Result<()> {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"verdict": verdict(s.similar), "probability": s.probability, "distance": s.distance, "score": s.score, "threshold": model.config().threshold})
+                    serde_json::json!({"verdict": verdict(s.similar), "probability": s.probability, "distance": s.distance, "score": s.score, "threshold": model.threshold()})
                 );
             } else {
                 println!(
@@ -377,14 +417,14 @@ pub fn run_compare(args: CompareArgs) -> Result<()> {
                     verdict(s.similar),
                     s.probability,
                     s.distance,
-                    model.config().threshold
+                    model.threshold()
                 );
             }
             Ok(())
         }
         (Some(spec), 0) => {
-            let ds = crate::data::load(spec, &args.data.dir(), t.height, t.width)?;
-            random_pairs(&model, &ds, args.random_pairs, args.seed, args.json)
+            let ds = crate::data::load(spec, &args.data.dir(), height, width)?;
+            random_pairs(model.as_ref(), &ds, args.random_pairs, args.seed, args.json)
         }
         _ => bail!("give either two images or --dataset (with --random-pairs N)"),
     }
@@ -395,7 +435,13 @@ pub fn verdict(similar: bool) -> &'static str {
 }
 
 /// The seed's demo: random test pairs with truth, verdict and probability.
-pub fn random_pairs(model: &Siamese, ds: &Dataset, n: usize, seed: u64, json: bool) -> Result<()> {
+pub fn random_pairs(
+    model: &dyn PairModel,
+    ds: &Dataset,
+    n: usize,
+    seed: u64,
+    json: bool,
+) -> Result<()> {
     let all = train::test_pairs(&ds.test);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let picked: Vec<_> = all.choose_multiple(&mut rng, n).copied().collect();
@@ -445,15 +491,18 @@ pub struct EmbedArgs {
 }
 
 pub fn run_embed(args: EmbedArgs) -> Result<()> {
-    let model = load_model(&args.model, &Device::Cpu)?;
-    let t = &model.config().tower;
+    let model = load_any(&args.model, &Device::Cpu)?;
+    let (height, width) = model.input_size();
+    let dim = model.embedding_dim().context(
+        "this model scores pairs only (an imported two-input graph); it has no embeddings",
+    )?;
     let mut px = Vec::new();
     for p in &args.images {
         let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
         px.extend(data::decode_image(
             &bytes,
-            t.height,
-            t.width,
+            height,
+            width,
             &p.display().to_string(),
         )?);
     }
@@ -461,9 +510,117 @@ pub fn run_embed(args: EmbedArgs) -> Result<()> {
     let rows: Vec<_> = args
         .images
         .iter()
-        .zip(e.chunks_exact(t.embedding_dim))
+        .zip(e.chunks_exact(dim))
         .map(|(p, v)| serde_json::json!({"image": p.display().to_string(), "embedding": v}))
         .collect();
     println!("{}", serde_json::to_string_pretty(&rows)?);
     Ok(())
+}
+
+/// `twinseal model ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelCommand {
+    /// Import a Siamese model exported to ONNX (from Keras, PyTorch, ...)
+    /// unchanged: the graph and a sidecar config become one twinseal model
+    /// file that seals, attests and serves like a native one. The graph is
+    /// checked now (ops tract can run, inputs against the config, memory,
+    /// one trial run), not at the first request.
+    Import {
+        /// The ONNX graph.
+        #[arg(long, value_name = "FILE")]
+        onnx: PathBuf,
+        /// The sidecar config (TOML): kind (pair|tower), layout (nhwc|nchw),
+        /// height, width, scale, offset, output, threshold, probability_slope.
+        #[arg(long, value_name = "CONFIG.toml")]
+        config: PathBuf,
+        /// The model file to write (never overwritten).
+        #[arg(short, long, value_name = "MODEL")]
+        output: PathBuf,
+    },
+    /// Show a model file: format, digest, inputs, outputs, ops, threshold,
+    /// provenance.
+    Inspect {
+        /// The model file.
+        model: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `twinseal model ...`.
+pub fn run_model(cmd: ModelCommand) -> Result<()> {
+    match cmd {
+        ModelCommand::Import {
+            onnx,
+            config,
+            output,
+        } => {
+            let graph =
+                std::fs::read(&onnx).with_context(|| format!("reading {}", onnx.display()))?;
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let cfg = twinseal_siamese::onnx::OnnxConfig::from_toml(&text)
+                .with_context(|| format!("{}", config.display()))?;
+            let (bytes, model) = twinseal_siamese::serving::import_onnx(&graph, &cfg)
+                .with_context(|| format!("importing {}", onnx.display()))?;
+            write_new(&output, &bytes)?;
+            let s = model.summary();
+            eprintln!(
+                "imported {} ({} ops, {} KiB of weights) as {} (sha256 {})",
+                onnx.display(),
+                s.ops.iter().map(|(_, n)| n).sum::<usize>(),
+                s.weight_bytes >> 10,
+                output.display(),
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+            );
+            Ok(())
+        }
+        ModelCommand::Inspect { model, json } => {
+            let bytes =
+                std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?;
+            let info = twinseal_siamese::serving::inspect(&bytes)
+                .with_context(|| format!("loading {}", model.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+                return Ok(());
+            }
+            println!("{}: {} ({})", model.display(), info.format, info.backend);
+            println!("  sha256      {}", info.sha256);
+            println!(
+                "  input       {}x{} grey{}",
+                info.input.0,
+                info.input.1,
+                match info.embedding_dim {
+                    Some(d) => format!(", embeddings of {d}"),
+                    None => ", pair scores only".into(),
+                }
+            );
+            println!(
+                "  threshold   {} (similar when the score is at or below)",
+                info.threshold
+            );
+            println!("  config      {}", info.config);
+            if let Some(g) = &info.graph {
+                for (name, fact) in &g.inputs {
+                    println!("  input       {name}: {fact}");
+                }
+                for (name, fact) in &g.outputs {
+                    println!("  output      {name}: {fact}");
+                }
+                let ops: Vec<String> = g.ops.iter().map(|(op, n)| format!("{op} x{n}")).collect();
+                println!("  ops         {}", ops.join(", "));
+                println!(
+                    "  memory      {} KiB of weights; {} MiB for a batch of {} pairs",
+                    g.weight_bytes >> 10,
+                    g.batch_bytes >> 20,
+                    twinseal_siamese::onnx::MAX_BATCH
+                );
+            }
+            if let Some(p) = &info.provenance {
+                println!("  provenance  {p}");
+            }
+            Ok(())
+        }
+    }
 }
