@@ -502,3 +502,91 @@ async fn broken_workflow_inputs_fail_the_run_and_replace_nothing() {
     assert_eq!(info.state, api::RunState::Succeeded);
     local.stop().await.unwrap();
 }
+
+/// The keras-siamese fixture (../shared/testdata/models), or `None` (skip)
+/// outside CI.
+fn keras_fixture() -> Option<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/models/keras-siamese");
+    if p.join("siamese.onnx").is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "the keras-siamese fixture is missing under CI=true"
+    );
+    eprintln!("SKIPPED: ../shared/testdata/models/keras-siamese not found");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_onnx_model_is_sealed_attested_and_served_like_a_native_one() {
+    let Some(fx) = keras_fixture() else { return };
+    let config = twinseal_siamese::onnx::OnnxConfig::from_toml(
+        "kind = \"pair\"\nheight = 28\nwidth = 28\nscale = 255.0\noutput = \"dissimilarity_probability\"\n",
+    )
+    .unwrap();
+    let (file, in_process) = twinseal_siamese::serving::import_onnx(
+        &std::fs::read(fx.join("siamese.onnx")).unwrap(),
+        &config,
+    )
+    .unwrap();
+    let local = Local::start(LocalOptions::default()).await.unwrap();
+    local.prepare_model_serving(&M).await.unwrap();
+    let dora = local.user(twinseal_local::DATA_OWNER).await.unwrap();
+    let sealed = seal(&dora, MODEL_KEY, &[("purpose", "model")], &file)
+        .await
+        .unwrap();
+    let worker = Worker::start(local.worker_options(APP, M, sealed).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(worker.state().model().backend(), "onnx");
+    assert_eq!(
+        worker.state().model_sha256(),
+        hex::encode(Sha256::digest(&file))
+    );
+    let served = Served::start(worker).await.unwrap();
+    let client = twinseal_local::worker_http_client(&local.root_pem, true).unwrap();
+    let raw = |name: &str, i: usize| -> Vec<u8> {
+        let f: Vec<f32> = std::fs::read(fx.join(name))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        f[i * 784..(i + 1) * 784].iter().map(|&v| v as u8).collect()
+    };
+    for i in [0usize, 1, 2, 100] {
+        let (a, b) = (raw("pairs_a.f32", i), raw("pairs_b.f32", i));
+        let resp = client
+            .post(format!("{}/v1/compare", served.url))
+            .json(&json!({"a": {"raw": B64.encode(&a)}, "b": {"png": B64.encode(png(&b))}}))
+            .send()
+            .await
+            .unwrap();
+        let cert = resp
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|t| t.peer_certificate())
+            .unwrap()
+            .to_vec();
+        let r: api::CompareResponse = resp.json().await.unwrap();
+        verify_receipt(&r.receipt, &cert).unwrap();
+        assert_eq!(r.receipt.model_sha256, hex::encode(Sha256::digest(&file)));
+        let px = |v: &[u8]| v.iter().map(|&x| x as f32 / 255.0).collect::<Vec<f32>>();
+        let want = in_process.score_pairs(&px(&a), &px(&b)).unwrap()[0];
+        assert!((r.result.score - want.score).abs() < 1e-6, "pair {i}");
+        assert_eq!(r.result.verdict == api::Verdict::Similar, want.similar);
+    }
+    // Embeddings do not exist for a two-input graph: a clear 400.
+    let r = client
+        .post(format!("{}/v1/embed", served.url))
+        .json(&json!({"images": [{"raw": B64.encode([0u8; 784])}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("pairs only"), "{v}");
+    served.stop().await.unwrap();
+    local.stop().await.unwrap();
+}
