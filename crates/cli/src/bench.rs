@@ -26,6 +26,9 @@ pub enum BenchCommand {
     /// A bounded load test on loopback: concurrent clients against an
     /// attested worker; errors and latency percentiles.
     Load(crate::bench_worker::LoadBench),
+    /// Pair throughput of an imported ONNX model at batch 1 and 1024,
+    /// beside the native model, on the Keras reference's test pairs.
+    Onnx(crate::bench_onnx::OnnxBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +110,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Coordinator(a) => return crate::bench_coord::run(a),
         BenchCommand::Worker(a) => return crate::bench_worker::run_worker(a),
         BenchCommand::Load(a) => return crate::bench_worker::run_load(a),
+        BenchCommand::Onnx(a) => return crate::bench_onnx::run(a),
     };
     let ds = Dataset {
         name: "peer-data".into(),

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod attest;
 mod bench;
 mod bench_coord;
+mod bench_onnx;
 mod bench_worker;
 mod coord;
 mod data;

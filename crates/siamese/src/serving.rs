@@ -170,17 +170,32 @@ fn onnx_parts<'a>(
 /// file, after checking that they load together.
 pub fn import_onnx(onnx: &[u8], config: &OnnxConfig) -> Result<(Vec<u8>, OnnxModel)> {
     let model = OnnxModel::from_bytes(onnx, config.clone())?;
-    let mut meta = HashMap::new();
-    meta.insert("format".to_string(), ONNX_FORMAT.to_string());
-    meta.insert(
-        "config".to_string(),
-        serde_json::to_string(config).map_err(|e| Error::Format(e.to_string()))?,
-    );
-    meta.insert("onnx_sha256".to_string(), hex::encode(Sha256::digest(onnx)));
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![onnx.len()], onnx)
-        .map_err(|e| Error::Format(e.to_string()))?;
-    let bytes = safetensors::serialize(vec![("onnx".to_string(), view)], Some(meta))
-        .map_err(|e| Error::Format(e.to_string()))?;
+    // The safetensors header written by hand with sorted keys (the crate's
+    // serializer iterates a HashMap), so one graph and config always give
+    // the same file, hence the same digest in receipts and policies.
+    let meta = std::collections::BTreeMap::from([
+        (
+            "config".to_string(),
+            serde_json::to_string(config).map_err(|e| Error::Format(e.to_string()))?,
+        ),
+        ("format".to_string(), ONNX_FORMAT.to_string()),
+        ("onnx_sha256".to_string(), hex::encode(Sha256::digest(onnx))),
+    ]);
+    let header = serde_json::json!({
+        "__metadata__": meta,
+        "onnx": {"dtype": "U8", "shape": [onnx.len()], "data_offsets": [0, onnx.len()]},
+    });
+    let mut json = serde_json::to_vec(&header).map_err(|e| Error::Format(e.to_string()))?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + json.len() + onnx.len());
+    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    bytes.extend_from_slice(onnx);
+    // What was written must read back as what it describes.
+    let (read, _) = onnx_parts(&bytes, &metadata(&bytes)?)?;
+    if read != onnx {
+        return Err(Error::Format("the model file did not read back".into()));
+    }
     Ok((bytes, model))
 }
 

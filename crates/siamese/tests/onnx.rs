@@ -168,3 +168,39 @@ fn fail_damaged_graphs_and_unknown_ops() {
         .to_string();
     assert!(e.contains("cannot run") && e.contains("Cxnv"), "{e}");
 }
+
+#[test]
+fn an_import_is_one_deterministic_file_that_loads_as_a_pair_model() {
+    let Some(dir) = fixture() else { return };
+    let onnx = std::fs::read(dir.join("siamese.onnx")).unwrap();
+    let config = OnnxConfig::from_toml(KERAS_CONFIG).unwrap();
+    let (first, _) = twinseal_siamese::serving::import_onnx(&onnx, &config).unwrap();
+    let (second, _) = twinseal_siamese::serving::import_onnx(&onnx, &config).unwrap();
+    assert_eq!(
+        first, second,
+        "the same graph and config give the same file"
+    );
+    let model = twinseal_siamese::load_model(&first, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(model.backend(), "onnx");
+    assert_eq!(model.input_size(), (28, 28));
+    assert_eq!(model.embedding_dim(), None);
+    assert!(model.embed(&[0.0; 784]).is_err());
+    let info = twinseal_siamese::serving::inspect(&first).unwrap();
+    assert_eq!(info.format, "twinseal-onnx/1");
+    assert!(info.graph.is_some());
+    // A native model file still loads through the same door.
+    let native = twinseal_siamese::Siamese::new(
+        twinseal_siamese::ModelConfig::seed(twinseal_siamese::HeadKind::Sigmoid),
+        1,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .to_bytes()
+    .unwrap();
+    let m = twinseal_siamese::load_model(&native, &candle_core::Device::Cpu).unwrap();
+    assert_eq!((m.backend(), m.embedding_dim()), ("native", Some(10)));
+    // Anything else is refused.
+    for bad in [&b"junk"[..], &first[..first.len() - 10]] {
+        assert!(twinseal_siamese::load_model(bad, &candle_core::Device::Cpu).is_err());
+    }
+}
