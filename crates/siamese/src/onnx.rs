@@ -408,10 +408,14 @@ impl OnnxModel {
         (self.config.kind == OnnxKind::Tower).then_some(self.output_dim)
     }
 
+    /// The input tensor of `n` images: `pixels` scaled, then blank images
+    /// up to `n` (padding).
     fn input(&self, pixels: &[f32], n: usize) -> Result<Tensor> {
         let shape = self.config.input_shape(n);
         let (s, o) = (self.config.scale, self.config.offset);
-        let v: Vec<f32> = pixels.iter().map(|&p| p * s + o).collect();
+        let mut v = Vec::with_capacity(n * self.config.height * self.config.width);
+        v.extend(pixels.iter().map(|&p| p * s + o));
+        v.resize(n * self.config.height * self.config.width, o);
         tract_ndarray::Array4::from_shape_vec(shape, v)
             .map(Tensor::from)
             .map_err(|e| Error::Input(e.to_string()))
@@ -480,12 +484,9 @@ impl OnnxModel {
     /// power of two; returns the values of the first `m` rows.
     fn run_padded(&self, sides: &[&[f32]], m: usize) -> Result<Vec<f32>> {
         let n = m.next_power_of_two().min(MAX_BATCH);
-        let per = self.config.height * self.config.width;
         let mut values = TVec::new();
         for side in sides {
-            let mut px = side.to_vec();
-            px.resize(n * per, 0.0);
-            values.push(self.input(&px, n)?.into_tvalue());
+            values.push(self.input(side, n)?.into_tvalue());
         }
         let mut out = self.run(&self.plan(n)?, values)?;
         let width = out.len() / n;
