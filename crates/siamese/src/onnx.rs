@@ -38,12 +38,14 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAX_GRAPH_BYTES: u64 = 2 << 30;
 /// Batches at least this large are split into parts of [`PART`] pairs,
 /// run in parallel on every core.
-pub const PARALLEL_BATCH: usize = 32;
+pub const PARALLEL_BATCH: usize = 16;
 /// Pairs per part of a split batch. Small parts keep each run's tensors in
 /// cache: on the Keras export, batch 1024 ran at 11.7k pairs/s as one run,
-/// 22.7k as two parts of 512 on 2 cores, and 30-32k with parts of 4 to 32
-/// (`twinseal bench onnx`, 2-core machine).
-pub const PART: usize = 16;
+/// 22.7k as two parts of 512 on 2 cores, 27-28k with parts of 64, 28-31k
+/// with 32, and 31-32k with 8 (`twinseal bench onnx`, 2-core machine).
+/// Parts of 16 were as fast but fell to about 18k in some processes (tract's
+/// im2col then took 2.5 times as long); parts of 8 did not in 7 runs.
+pub const PART: usize = 8;
 /// Largest input image side.
 pub const MAX_SIDE: usize = 1024;
 
