@@ -204,3 +204,155 @@ fn an_import_is_one_deterministic_file_that_loads_as_a_pair_model() {
         assert!(twinseal_siamese::load_model(bad, &candle_core::Device::Cpu).is_err());
     }
 }
+
+/// A one-input tower as an ONNX graph built in the test: the image
+/// flattened and multiplied by a fixed 784x4 matrix (a linear embedding),
+/// with the input declared `[N, 28, 28, 1]` or `[N, 1, 28, 28]`.
+fn linear_tower(nchw: bool, w: &[f32]) -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb;
+    use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension::Value as Dim};
+    let dims: Vec<Dimension> = [None, Some(28), Some(28), Some(1)]
+        .into_iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                None => Dim::DimParam("N".into()),
+                Some(v) => Dim::DimValue(v),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let mut dims = dims;
+    if nchw {
+        let c = dims.remove(3);
+        dims.insert(1, c);
+    }
+    let tensor_type = |dim: Vec<Dimension>| pb::TypeProto {
+        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+            elem_type: 1,
+            shape: Some(pb::TensorShapeProto { dim }),
+        })),
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        name: "tower".into(),
+        node: vec![
+            pb::NodeProto {
+                input: vec!["x".into(), "shape".into()],
+                output: vec!["flat".into()],
+                op_type: "Reshape".into(),
+                name: "flatten".into(),
+                ..Default::default()
+            },
+            pb::NodeProto {
+                input: vec!["flat".into(), "w".into()],
+                output: vec!["y".into()],
+                op_type: "MatMul".into(),
+                name: "embed".into(),
+                ..Default::default()
+            },
+        ],
+        initializer: vec![
+            pb::TensorProto {
+                name: "w".into(),
+                dims: vec![784, 4],
+                data_type: 1,
+                float_data: w.to_vec(),
+                ..Default::default()
+            },
+            pb::TensorProto {
+                name: "shape".into(),
+                dims: vec![2],
+                data_type: 7,
+                int64_data: vec![-1, 784],
+                ..Default::default()
+            },
+        ],
+        input: vec![pb::ValueInfoProto {
+            name: "x".into(),
+            r#type: Some(tensor_type(dims)),
+            ..Default::default()
+        }],
+        output: vec![pb::ValueInfoProto {
+            name: "y".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn a_tower_export_embeds_and_twinseal_measures_the_distance() {
+    let w: Vec<f32> = (0..784 * 4)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+        .collect();
+    let tower = "kind = \"tower\"\nlayout = \"nhwc\"\nheight = 28\nwidth = 28\nthreshold = 1.0\n";
+    for nchw in [false, true] {
+        let config = if nchw {
+            tower.replace("nhwc", "nchw")
+        } else {
+            tower.to_string()
+        };
+        let m = OnnxModel::from_bytes(
+            &linear_tower(nchw, &w),
+            OnnxConfig::from_toml(&config).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(m.embedding_dim(), Some(4));
+        let img =
+            |k: usize| -> Vec<f32> { (0..784).map(|i| ((i * k) % 17) as f32 / 17.0).collect() };
+        let (a, b) = (img(3), img(5));
+        let e = m.embed(&[a.clone(), b.clone()].concat()).unwrap();
+        assert_eq!(e.len(), 8);
+        // The embedding is the image times the matrix.
+        for j in 0..4 {
+            let want: f32 = (0..784).map(|i| a[i] * w[i * 4 + j]).sum();
+            assert!((e[j] - want).abs() < 1e-3, "{} vs {want}", e[j]);
+        }
+        let d: f32 = (0..4)
+            .map(|j| (e[j] - e[4 + j]).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        let s = m.score_pairs(&a, &b).unwrap()[0];
+        assert!((s.distance - d).abs() < 1e-4);
+        assert_eq!(s.similar, d <= 1.0);
+        let same = m.score_pairs(&a, &a).unwrap()[0];
+        assert!(same.distance < 1e-5 && same.similar && same.probability > 0.99);
+        // A large batch (split across the cores) gives the same scores.
+        let many_a: Vec<f32> = (0..300).flat_map(|k| img(k % 7 + 1)).collect();
+        let many_b: Vec<f32> = (0..300).flat_map(|k| img(k % 5 + 2)).collect();
+        let all = m.score_pairs(&many_a, &many_b).unwrap();
+        for k in [0usize, 17, 299] {
+            let one = m
+                .score_pairs(
+                    &many_a[k * 784..(k + 1) * 784],
+                    &many_b[k * 784..(k + 1) * 784],
+                )
+                .unwrap()[0];
+            assert!((one.distance - all[k].distance).abs() < 1e-4, "pair {k}");
+        }
+        // The other layout does not fit the declared input.
+        let wrong = if nchw {
+            tower.to_string()
+        } else {
+            tower.replace("nhwc", "nchw")
+        };
+        let e = OnnxModel::from_bytes(
+            &linear_tower(nchw, &w),
+            OnnxConfig::from_toml(&wrong).unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("declared"), "{e}");
+    }
+}
