@@ -11,7 +11,14 @@ use twinseal_siamese::onnx::{OnnxConfig, OnnxModel};
 
 const CONFIG: &str = "kind = \"pair\"\nheight = 28\nwidth = 28\nscale = 255.0\noutput = \"dissimilarity_probability\"\n";
 
+static UNWIND: std::sync::Once = std::sync::Once::new();
+
 fuzz_target!(|data: &[u8]| {
+    // tract panics on some malformed graphs; `OnnxModel` catches those
+    // panics and returns an error. libFuzzer's panic hook would abort
+    // before the catch, so put the default hook back: a panic that escapes
+    // twinseal's guard still reaches libFuzzer's own catch and aborts.
+    UNWIND.call_once(|| drop(std::panic::take_hook()));
     let config = OnnxConfig::from_toml(CONFIG).expect("the fixed config parses");
     if let Ok(m) = OnnxModel::from_bytes(data, config) {
         let px = vec![0.5f32; 784];

@@ -236,6 +236,20 @@ impl OnnxModel {
     /// Loads `onnx` (the graph's bytes, from memory) with `config`, and
     /// checks it (module documentation).
     pub fn from_bytes(onnx: &[u8], config: OnnxConfig) -> Result<OnnxModel> {
+        // tract can panic on some malformed graphs while it analyses them
+        // (found by the fuzz target `siamese_onnx`: an out-of-range Gather
+        // index folded at load); an untrusted file must give an error.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::from_bytes_unguarded(onnx, config)
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::Format(
+                "the ONNX graph is malformed: tract failed while analysing it".into(),
+            ))
+        })
+    }
+
+    fn from_bytes_unguarded(onnx: &[u8], config: OnnxConfig) -> Result<OnnxModel> {
         config.validate()?;
         if onnx.len() > MAX_ONNX_BYTES {
             return Err(Error::Format(format!(
@@ -497,8 +511,8 @@ impl OnnxModel {
     }
 
     fn run(&self, plan: &Plan, inputs: TVec<TValue>) -> Result<Vec<f32>> {
-        let out = plan
-            .run(inputs)
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(inputs)))
+            .map_err(|_| Error::Input("the graph failed: tract panicked while running it".into()))?
             .map_err(|e| Error::Input(format!("the graph failed: {e:#}")))?;
         let view = out[0]
             .to_plain_array_view::<f32>()

@@ -140,6 +140,17 @@ fn fail_damaged_graphs_and_unknown_ops() {
             .to_string();
         assert!(e.contains("ONNX"), "{e}");
     }
+    // Found by the fuzz target siamese_onnx: a mutated export whose Gather
+    // index is out of range made tract panic while folding constants.
+    let found = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/onnx-rejects/gather-index-panic.onnx"),
+    )
+    .unwrap();
+    let e = OnnxModel::from_bytes(&found, config())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("malformed"), "{e}");
     let Some(dir) = fixture() else { return };
     let onnx = std::fs::read(dir.join("siamese.onnx")).unwrap();
     // Truncated.
