@@ -458,6 +458,186 @@ pub struct RunInfo {
     /// The certificate (PEM) of the worker that signed the receipt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// Training runs: the latest progress the trainer reported (epoch,
+    /// loss, accuracy; never data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingProgress>,
+    /// Training runs, on success: the attestation-backed training record
+    /// the coordinator wrote to the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_record: Option<TrainingRecord>,
+}
+
+/// The options of a training workflow (`[workflows.NAME.train]` in the
+/// manifest): the same options, with the same defaults, as `twinseal
+/// train` (the seed's: contrastive loss with margin 1, sigmoid head,
+/// RMSprop at 1e-3, batch 128, 11 epochs, seed 42).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSpec {
+    /// `contrastive` or `triplet`.
+    pub loss: String,
+    /// Margin of the loss.
+    pub margin: f32,
+    /// `sigmoid` (the seed's) or `distance`.
+    pub head: String,
+    /// `rmsprop` or `adam`.
+    pub optimizer: String,
+    /// Learning rate.
+    pub lr: f64,
+    /// Passes over the training images.
+    pub epochs: usize,
+    /// Pairs per batch.
+    pub batch_size: usize,
+    /// Seed of the weights and the pairs.
+    pub seed: u64,
+    /// Use only the first N training images of each identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_class: Option<usize>,
+    /// Contrastive loss on the sampled pairs only (as the seed).
+    pub sampled_pairs_only: bool,
+    /// A tower configuration (JSON, as `twinseal train --tower`); absent:
+    /// the seed's tower for 28x28 input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub tower: Option<serde_json::Value>,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            loss: "contrastive".into(),
+            margin: 1.0,
+            head: "sigmoid".into(),
+            optimizer: "rmsprop".into(),
+            lr: 1e-3,
+            epochs: 11,
+            batch_size: 128,
+            seed: 42,
+            max_per_class: None,
+            sampled_pairs_only: false,
+            tower: None,
+        }
+    }
+}
+
+impl TrainSpec {
+    /// Checks the options' vocabulary and ranges (the trainer maps them).
+    pub fn check(&self) -> Result<(), String> {
+        if !matches!(self.loss.as_str(), "contrastive" | "triplet") {
+            return Err(format!("loss {:?}: contrastive or triplet", self.loss));
+        }
+        if !matches!(self.head.as_str(), "sigmoid" | "distance") {
+            return Err(format!("head {:?}: sigmoid or distance", self.head));
+        }
+        if !matches!(self.optimizer.as_str(), "rmsprop" | "adam") {
+            return Err(format!("optimizer {:?}: rmsprop or adam", self.optimizer));
+        }
+        if self.loss == "triplet" && self.head == "sigmoid" {
+            return Err("the triplet loss trains embeddings: use head = \"distance\"".into());
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.lr) || !positive(f64::from(self.margin)) {
+            return Err("lr and margin must be positive".into());
+        }
+        if self.epochs == 0
+            || self.epochs > 10_000
+            || self.batch_size == 0
+            || self.batch_size > 1 << 20
+        {
+            return Err("epochs (1 to 10000) and batch_size (1 to 1048576)".into());
+        }
+        if self.max_per_class == Some(0) {
+            return Err("max_per_class must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a trainer reports while it trains: aggregates only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingProgress {
+    /// `opening`, `training`, `evaluating`, `sealing` or `done`.
+    pub stage: String,
+    /// The epoch under way or last finished (1-based; 0 before the first).
+    pub epoch: usize,
+    /// Epochs in all.
+    pub epochs: usize,
+    /// Mean loss of the last finished epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Training pair accuracy of the last finished epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Test metrics after training (accuracy, roc_auc, eer, far, frr, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// What a trainer reports when it finishes a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingResult {
+    /// SHA-256 of the sealed model, hex (also `output_sha256`).
+    pub model_sha256: String,
+    /// SHA-256 of the sealed model's envelope header, hex: what a serving
+    /// worker presents when it asks for the model's file key.
+    pub model_header_sha256: String,
+    /// SHA-256 of the plaintext model file, hex: what a serving worker
+    /// reports as `model_sha256` in `/v1/info` and receipts.
+    pub model_plain_sha256: String,
+    /// Where the sealed metrics were written.
+    pub metrics_output: String,
+    /// SHA-256 of the sealed metrics, hex.
+    pub metrics_sha256: String,
+    /// SHA-256 of the dataset's content as `twinseal train` computes it.
+    pub dataset_sha256: String,
+    /// SHA-256 of the sealed dataset archive, hex.
+    pub sealed_dataset_sha256: String,
+    /// SHA-256 of the dataset's public index, hex.
+    pub dataset_index_sha256: String,
+    /// Training images, test images, identities.
+    pub images: [u64; 3],
+    /// Test metrics.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A training record: which attested trainer produced which model from
+/// which sealed dataset with which options. The coordinator writes it to
+/// the audit log (event `training_recorded`, which names the trainer's
+/// evidence, so the audit bundle carries that evidence) when the run
+/// succeeds; a key placement with `trained_by` releases models only with
+/// such a record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingRecord {
+    /// The run.
+    pub run: u64,
+    /// The workflow.
+    pub workflow: String,
+    /// The trainer app.
+    pub app: String,
+    /// Its certificate serial, hex.
+    pub serial: String,
+    /// SHA-256 of its attestation evidence, hex.
+    pub evidence_sha256: String,
+    /// Its primary measurement, hex.
+    pub measurement: String,
+    /// Its TEE kind.
+    pub tee: String,
+    /// True when the trainer ran on simulated evidence (INSECURE).
+    pub simulated: bool,
+    /// The input dataset's manifest name and location.
+    pub dataset: String,
+    /// The training options.
+    pub options: TrainSpec,
+    /// What the trainer reported.
+    pub result: TrainingResult,
+    /// The sealed model's object path.
+    pub model: String,
+    /// When the record was made, RFC 3339.
+    pub recorded: String,
 }
 
 /// `GET /v1/runs`: runs, newest first.
@@ -500,8 +680,15 @@ pub struct Job {
     pub kind: String,
     /// The sealed input dataset (a sealed directory).
     pub input: SealedLocation,
-    /// Where to write the sealed output (one object).
+    /// Where to write the sealed output (one object; for training, the
+    /// sealed model).
     pub output: SealedLocation,
+    /// Training runs: the options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainSpec>,
+    /// Training runs: where to write the sealed evaluation metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SealedLocation>,
 }
 
 /// `POST /v1/jobs/{id}/progress` (the app that claimed the run).
@@ -512,6 +699,9 @@ pub struct JobProgress {
     pub done: u64,
     /// Items in all.
     pub total: u64,
+    /// Training runs: the trainer's progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingProgress>,
 }
 
 /// `POST /v1/jobs/{id}/finish` (the app that claimed the run).
@@ -531,6 +721,9 @@ pub struct JobFinish {
     /// [`WorkflowOutput`] as JSON text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<Receipt>,
+    /// Training runs, on success: what was trained from what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingResult>,
 }
 
 /// The signed output of a workflow run's receipt.
@@ -1119,6 +1312,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         schema::<SealedLocation>(),
         schema::<ClaimResponse>(),
         schema::<Job>(),
+        schema::<TrainSpec>(),
+        schema::<TrainingProgress>(),
+        schema::<TrainingResult>(),
+        schema::<TrainingRecord>(),
         schema::<JobProgress>(),
         schema::<JobFinish>(),
         schema::<WorkflowOutput>(),

@@ -272,6 +272,40 @@ pub enum Event {
         /// Why it failed.
         error: Option<String>,
     },
+    /// A training run's model was recorded: which attested trainer made
+    /// which model from which sealed dataset with which options.
+    TrainingRecorded {
+        /// The trainer app.
+        app: String,
+        /// Its certificate serial, hex.
+        serial: String,
+        /// SHA-256 of its evidence, hex (the bundle carries the evidence).
+        evidence_digest: String,
+        /// Its primary measurement, hex.
+        measurement: String,
+        /// The workflow's name.
+        workflow: String,
+        /// The run's id.
+        run: u64,
+        /// The input dataset's manifest name.
+        dataset: String,
+        /// SHA-256 of the sealed dataset archive, hex.
+        sealed_dataset_sha256: String,
+        /// SHA-256 of the dataset's content, hex.
+        dataset_sha256: String,
+        /// The training options, JSON.
+        options: String,
+        /// The sealed model's object path.
+        model: String,
+        /// SHA-256 of the sealed model, hex.
+        model_sha256: String,
+        /// SHA-256 of the sealed model's header, hex.
+        model_header_sha256: String,
+        /// SHA-256 of the plaintext model, hex.
+        model_plain_sha256: String,
+        /// Test metrics, as decimal text by name.
+        metrics: BTreeMap<String, String>,
+    },
     /// The coordinator started.
     CoordinatorStarted {
         /// Its version.
@@ -310,6 +344,7 @@ impl Event {
             Event::WorkflowRunQueued { .. } => "workflow_run_queued",
             Event::WorkflowRunClaimed { .. } => "workflow_run_claimed",
             Event::WorkflowRunFinished { .. } => "workflow_run_finished",
+            Event::TrainingRecorded { .. } => "training_recorded",
             Event::CoordinatorStarted { .. } => "coordinator_started",
         }
     }
@@ -323,6 +358,9 @@ impl Event {
                 evidence_digest, ..
             }
             | Event::CertificateIssued {
+                evidence_digest, ..
+            }
+            | Event::TrainingRecorded {
                 evidence_digest, ..
             } => Some(evidence_digest),
             Event::AttestationRejected {

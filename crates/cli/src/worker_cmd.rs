@@ -58,9 +58,10 @@ pub struct ServeArgs {
     /// The app name in the coordinator's manifest.
     #[arg(long)]
     pub app: String,
-    /// The sealed model file.
-    #[arg(long, value_name = "SEALED_MODEL")]
-    pub model: PathBuf,
+    /// The sealed model file. Without it the worker is a trainer: it
+    /// runs the workflow jobs of its app (needs --jobs) and serves no model.
+    #[arg(long, value_name = "SEALED_MODEL", required_unless_present = "jobs")]
+    pub model: Option<PathBuf>,
     /// The coordinator key the model is sealed under.
     #[arg(long, default_value = "model-key")]
     pub model_key: String,
@@ -167,8 +168,11 @@ fn evidence_source(tee: Tee, key: Option<&Path>, platform_id: &str) -> Result<Ev
 fn serve(a: ServeArgs) -> Result<()> {
     let root =
         std::fs::read_to_string(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
-    let sealed =
-        std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+    let sealed = a
+        .model
+        .as_deref()
+        .map(|m| std::fs::read(m).with_context(|| format!("reading {}", m.display())))
+        .transpose()?;
     let names = if a.names.is_empty() {
         vec![a.listen.ip().to_string(), "localhost".into()]
     } else {
@@ -232,7 +236,7 @@ fn serve(a: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("binding {}", a.listen))?;
         eprintln!(
-            "worker {} serving https://{} ({}; certificate {} until {}; model sha256 {})",
+            "worker {} serving https://{} ({}; certificate {} until {}; {})",
             a.app,
             a.listen,
             if info.simulated {
@@ -242,7 +246,10 @@ fn serve(a: ServeArgs) -> Result<()> {
             },
             info.serial,
             info.not_after,
-            state.model_sha256()
+            match state.model() {
+                Some(_) => format!("model sha256 {}", state.model_sha256()),
+                None => "a trainer: no model, workflow jobs only".to_string(),
+            }
         );
         worker
             .serve(listener, twinseal_coordinator::tls::shutdown_signal())

@@ -107,6 +107,13 @@ pub struct KeyPlacement {
     /// Locations where it may be released; empty: anywhere.
     #[serde(default)]
     pub allowed_locations: Vec<String>,
+    /// Models only from these trainer apps: when not empty, an app gets
+    /// the file key of a model sealed under this key only if the
+    /// coordinator holds a training record of that very file (its header)
+    /// made by a run of one of these apps, and the key's whole material is
+    /// never released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trained_by: Vec<String>,
 }
 
 /// Policy settings.
@@ -145,10 +152,11 @@ pub struct Dataset {
 }
 
 /// A workflow: sealed input -> attested app -> sealed output.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workflow {
-    /// What the app does (`score`; `train` is reserved).
+    /// What the app does: `score` (pairs in, sealed verdicts out) or
+    /// `train` (a sealed dataset in, a sealed model and metrics out).
     #[serde(default = "default_kind")]
     pub kind: String,
     /// The input dataset's name.
@@ -161,6 +169,10 @@ pub struct Workflow {
     pub output: String,
     /// The key the output is sealed under.
     pub output_key: String,
+    /// `train` workflows: the training options (`twinseal train`'s, with
+    /// its defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<twinseal_api::TrainSpec>,
 }
 
 /// True for object-store locations: relative, `/`-separated, 1 to 512
@@ -174,7 +186,7 @@ fn default_kind() -> String {
 }
 
 /// The whole manifest.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Users by name.
@@ -291,6 +303,13 @@ impl Manifest {
                 return bad(format!("dataset {name}: invalid key name {:?}", d.key));
             }
         }
+        for (name, k) in &self.keys {
+            for app in &k.trained_by {
+                if !self.apps.contains_key(app) {
+                    return bad(format!("key {name}: trained_by names unknown app {app}"));
+                }
+            }
+        }
         for (name, w) in &self.workflows {
             let Some(input) = self.datasets.get(&w.input) else {
                 return bad(format!("workflow {name}: unknown dataset {}", w.input));
@@ -300,6 +319,16 @@ impl Manifest {
             }
             if !matches!(w.kind.as_str(), "score" | "train") {
                 return bad(format!("workflow {name}: unknown kind {:?}", w.kind));
+            }
+            if w.train.is_some() && w.kind != "train" {
+                return bad(format!(
+                    "workflow {name}: training options belong to kind \"train\" only"
+                ));
+            }
+            if let Some(t) = &w.train
+                && let Err(e) = t.check()
+            {
+                return bad(format!("workflow {name}: train: {e}"));
             }
             if !valid_location(&w.output) {
                 return bad(format!(

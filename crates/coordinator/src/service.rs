@@ -1130,6 +1130,57 @@ impl Coordinator {
         self.key_info(name)
     }
 
+    /// Why the manifest and policy refuse `key` to the attested `app`
+    /// (empty: they allow it): the key is given to the app, the TEE kind is
+    /// allowed, and the app's policy, evaluated again with the
+    /// certificate's claims and this key (placement, TCB, debug), passes.
+    fn app_key_reasons(&self, app: &AppRecord, name: &str) -> Result<Vec<String>> {
+        let m = self.manifest();
+        let mut reasons = Vec::new();
+        if !m.manifest.apps.contains_key(&app.app) {
+            reasons.push(format!("app {} is not in the manifest", app.app));
+        } else if !m.manifest.app_may_use_key(&app.app, name) {
+            reasons.push(format!(
+                "the manifest does not give key {name} to app {}",
+                app.app
+            ));
+        } else {
+            if !m.manifest.app_allows_tee(&app.app, app.claims.tee()) {
+                reasons.push(format!(
+                    "TEE kind {} is not allowed for app {}",
+                    app.claims.tee(),
+                    app.app
+                ));
+            }
+            if let Some(policy) = m.policies.get(&app.app) {
+                let d = policy
+                    .evaluate(
+                        &app.claims,
+                        &PolicyRequest {
+                            key_id: Some(name.to_string()),
+                            insecure_allow_simulated_tee: self.config.insecure_allow_simulated_tee,
+                        },
+                    )
+                    .map_err(|e| Error::Crypto(format!("policy: {e}")))?;
+                reasons.extend(d.reasons);
+            }
+        }
+        Ok(reasons)
+    }
+
+    /// For an app caller: the manifest and policy must allow it `key`
+    /// (see [`Self::app_key_reasons`]); a refusal is audited. Users pass.
+    async fn check_app_policy(&self, caller: &Caller, key: &str) -> Result<()> {
+        if let Caller::App(a) = caller {
+            let reasons = self.app_key_reasons(a, key)?;
+            if !reasons.is_empty() {
+                let err = Error::Denied(reasons);
+                return Err(self.deny_data_key(caller, key, err).await);
+            }
+        }
+        Ok(())
+    }
+
     fn may_use_key_as_app(&self, caller: &Caller, key: &str) -> bool {
         match caller {
             Caller::App(a) => self.manifest().manifest.app_may_use_key(&a.app, key),
@@ -1161,12 +1212,60 @@ impl Coordinator {
         Ok(())
     }
 
+    /// A key placement with `trained_by` gives apps the file key of a
+    /// model only when a training record of one of those trainer apps
+    /// names this exact header; a refusal is audited.
+    async fn check_trained_by(
+        &self,
+        caller: &Caller,
+        app: &str,
+        key: &str,
+        header: &[u8],
+    ) -> Result<()> {
+        let m = self.manifest();
+        let Some(trainers) = m
+            .manifest
+            .keys
+            .get(key)
+            .map(|k| k.trained_by.clone())
+            .filter(|t| !t.is_empty())
+        else {
+            return Ok(());
+        };
+        let digest = hex::encode(sha256(header));
+        let trainer = self
+            .store
+            .read(|c| crate::workflow::trainer_of_model(c, &digest))?;
+        let reason = match trainer {
+            Some(t) if trainers.contains(&t) => return Ok(()),
+            Some(t) => format!(
+                "key {key} serves only models trained by {}; this one was trained by {t}",
+                trainers.join(", ")
+            ),
+            None => format!(
+                "key {key} serves only models with a training record by {}; this file has none",
+                trainers.join(", ")
+            ),
+        };
+        tracing::warn!(
+            app,
+            key,
+            "model without an approved training record refused"
+        );
+        Err(self
+            .deny_data_key(caller, key, Error::Denied(vec![reason]))
+            .await)
+    }
+
     /// Audit a refused data-key operation on `key`, then return the error.
     async fn deny_data_key(&self, caller: &Caller, key: &str, err: Error) -> Error {
         let ev = Event::DataKeyDenied {
             actor: caller.actor(),
             key: key.into(),
-            reasons: vec![err.to_string()],
+            reasons: match &err {
+                Error::Denied(reasons) => reasons.clone(),
+                other => vec![other.to_string()],
+            },
         };
         self.deny(ev, err).await
     }
@@ -1197,6 +1296,7 @@ impl Coordinator {
             };
             return Err(self.deny_data_key(caller, name, err).await);
         }
+        self.check_app_policy(caller, name).await?;
         let ctx = Context::from_pairs(req.context.clone())
             .map_err(|e| Error::BadRequest(format!("context: {e}")))?;
         let meta = self.usable_key(name)?;
@@ -1263,11 +1363,16 @@ impl Coordinator {
             };
             return Err(self.deny_data_key(caller, name, err).await);
         }
+        self.check_app_policy(caller, name).await?;
         let bytes = B64
             .decode(&req.header)
             .map_err(|_| Error::BadRequest("header is not base64".into()))?;
         let header =
             Header::parse(&bytes).map_err(|e| Error::BadRequest(format!("header: {e}")))?;
+        if let Caller::App(a) = caller {
+            self.check_trained_by(caller, &a.app, name, header.as_bytes())
+                .await?;
+        }
         let meta = self.usable_key(name)?;
         let (version, id) = header
             .stanzas()
@@ -1338,35 +1443,17 @@ impl Coordinator {
                 return Err(Error::Forbidden("only attested apps receive keys".into()));
             }
         };
-        let m = self.manifest();
-        let mut reasons = Vec::new();
-        if !m.manifest.apps.contains_key(&app.app) {
-            reasons.push(format!("app {} is not in the manifest", app.app));
-        } else if !m.manifest.app_may_use_key(&app.app, name) {
+        let mut reasons = self.app_key_reasons(&app, name)?;
+        if self
+            .manifest()
+            .manifest
+            .keys
+            .get(name)
+            .is_some_and(|k| !k.trained_by.is_empty())
+        {
             reasons.push(format!(
-                "the manifest does not give key {name} to app {}",
-                app.app
+                "key {name} opens only models with a training record (trained_by): it is never released whole; ask for one model's file key"
             ));
-        } else {
-            if !m.manifest.app_allows_tee(&app.app, app.claims.tee()) {
-                reasons.push(format!(
-                    "TEE kind {} is not allowed for app {}",
-                    app.claims.tee(),
-                    app.app
-                ));
-            }
-            if let Some(policy) = m.policies.get(&app.app) {
-                let d = policy
-                    .evaluate(
-                        &app.claims,
-                        &PolicyRequest {
-                            key_id: Some(name.to_string()),
-                            insecure_allow_simulated_tee: self.config.insecure_allow_simulated_tee,
-                        },
-                    )
-                    .map_err(|e| Error::Crypto(format!("policy: {e}")))?;
-                reasons.extend(d.reasons);
-            }
         }
         let meta = self.key_meta(name);
         match &meta {

@@ -94,6 +94,13 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS workflow_runs_queue ON workflow_runs (state, app, id);
+CREATE TABLE IF NOT EXISTS run_training (
+    run INTEGER PRIMARY KEY REFERENCES workflow_runs(id),
+    progress TEXT,
+    record TEXT,
+    app TEXT,
+    model_header_sha256 TEXT UNIQUE
+);
 ";
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;

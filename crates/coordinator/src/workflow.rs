@@ -75,6 +75,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(api::RunInfo, String, Option<
         error: r.get(13)?,
         receipt: None,
         certificate: None,
+        training: None,
+        training_record: None,
     };
     Ok((info, r.get(4)?, r.get(14)?, r.get(15)?))
 }
@@ -125,12 +127,6 @@ impl Coordinator {
             .get(name)
             .ok_or_else(|| Error::NotFound(format!("workflow {name} is not in the manifest")))?
             .clone();
-        if w.kind != "score" {
-            return Err(Error::BadRequest(format!(
-                "workflow {name}: kind {:?} cannot run yet (only score)",
-                w.kind
-            )));
-        }
         let input = m
             .manifest
             .datasets
@@ -147,6 +143,15 @@ impl Coordinator {
                     [],
                     |r| r.get(0),
                 )?;
+                let context = |purpose: &str| -> std::collections::BTreeMap<String, String> {
+                    [
+                        ("purpose".to_string(), purpose.to_string()),
+                        ("workflow".to_string(), workflow.clone()),
+                        ("run".to_string(), next.to_string()),
+                    ]
+                    .into()
+                };
+                let training = w.kind == "train";
                 let spec = api::Job {
                     run: next as u64,
                     workflow: workflow.clone(),
@@ -156,16 +161,25 @@ impl Coordinator {
                         key: input.key,
                         context: input.context,
                     },
-                    output: api::SealedLocation {
-                        location: format!("{}/run-{next}.sealed", w.output),
-                        key: w.output_key,
-                        context: [
-                            ("purpose".to_string(), "workflow-output".to_string()),
-                            ("workflow".to_string(), workflow.clone()),
-                            ("run".to_string(), next.to_string()),
-                        ]
-                        .into(),
+                    output: if training {
+                        api::SealedLocation {
+                            location: format!("{}/run-{next}/model.sealed", w.output),
+                            key: w.output_key.clone(),
+                            context: context("model"),
+                        }
+                    } else {
+                        api::SealedLocation {
+                            location: format!("{}/run-{next}.sealed", w.output),
+                            key: w.output_key.clone(),
+                            context: context("workflow-output"),
+                        }
                     },
+                    train: training.then(|| w.train.clone().unwrap_or_default()),
+                    metrics: training.then(|| api::SealedLocation {
+                        location: format!("{}/run-{next}/metrics.sealed", w.output),
+                        key: w.output_key.clone(),
+                        context: context("metrics"),
+                    }),
                 };
                 let spec =
                     serde_json::to_string(&spec).map_err(|e| Error::Store(e.to_string()))?;
@@ -202,7 +216,13 @@ impl Coordinator {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let runs = rows
                 .into_iter()
-                .map(|r| finish_row(r).map(|r| r.info))
+                .map(|r| {
+                    let mut info = finish_row(r)?.info;
+                    if info.kind == "train" {
+                        info.training = training_of(c, info.id)?.0;
+                    }
+                    Ok(info)
+                })
                 .collect::<Result<_>>()?;
             Ok(api::RunList { runs })
         })
@@ -231,6 +251,11 @@ impl Coordinator {
                 && let Some(serial) = &info.serial
             {
                 info.certificate = certificate_pem(c, serial)?;
+            }
+            if info.kind == "train" {
+                let (progress, record) = training_of(c, id)?;
+                info.training = progress;
+                info.training_record = record;
             }
             Ok(info)
         })
@@ -309,6 +334,15 @@ impl Coordinator {
                 if n == 0 {
                     return Err(Error::Conflict(format!("run {id} is not running")));
                 }
+                if let Some(t) = &p.training {
+                    let t =
+                        serde_json::to_string(t).map_err(|e| Error::BadRequest(e.to_string()))?;
+                    c.execute(
+                        "INSERT INTO run_training (run, progress) VALUES (?1, ?2)
+                         ON CONFLICT(run) DO UPDATE SET progress = excluded.progress",
+                        params![id as i64, t],
+                    )?;
+                }
                 Ok(())
             })
             .await?;
@@ -323,11 +357,39 @@ impl Coordinator {
         f: api::JobFinish,
     ) -> Result<api::RunInfo> {
         let app = self.running_app(caller, id)?;
-        let serial = match caller {
-            Caller::App(a) => a.serial.clone(),
+        let record = match caller {
+            Caller::App(a) => a.clone(),
             _ => unreachable!("running_app accepts apps only"),
         };
+        let serial = record.serial.clone();
         let succeeded = f.error.is_none();
+        if let Some(t) = &f.training {
+            let digests = [
+                &t.model_sha256,
+                &t.model_header_sha256,
+                &t.model_plain_sha256,
+                &t.metrics_sha256,
+                &t.dataset_sha256,
+                &t.sealed_dataset_sha256,
+                &t.dataset_index_sha256,
+            ];
+            if digests
+                .iter()
+                .any(|d| d.len() != 64 || hex::decode(d).is_err())
+            {
+                return Err(Error::BadRequest(
+                    "training digests must be 64 hex digits".into(),
+                ));
+            }
+            if f.output_sha256.as_ref() != Some(&t.model_sha256) {
+                return Err(Error::BadRequest(
+                    "output_sha256 must be the sealed model's digest".into(),
+                ));
+            }
+            if t.metrics.len() > 64 || t.metrics_output.len() > 600 {
+                return Err(Error::BadRequest("the training report is too large".into()));
+            }
+        }
         if succeeded && (f.output_sha256.is_none() || f.receipt.is_none()) {
             return Err(Error::BadRequest(
                 "a successful run reports its output digest and receipt".into(),
@@ -354,6 +416,42 @@ impl Coordinator {
                 if r.info.state != api::RunState::Running || r.info.app != app {
                     return Err(Error::Conflict(format!("run {id} is not running")));
                 }
+                let training = match (&r.spec.train, succeeded, f.training) {
+                    (Some(options), true, Some(result)) => {
+                        let m = r.spec.metrics.as_ref().map(|m| m.location.as_str());
+                        if m != Some(result.metrics_output.as_str()) {
+                            return Err(Error::BadRequest(
+                                "the metrics were not written where the run said".into(),
+                            ));
+                        }
+                        Some(api::TrainingRecord {
+                            run: id,
+                            workflow: r.info.workflow.clone(),
+                            app: app.clone(),
+                            serial: serial.clone(),
+                            evidence_sha256: record.evidence_digest.clone(),
+                            measurement: record.claims.measurement().to_hex(),
+                            tee: record.claims.tee().to_string(),
+                            simulated: record.simulated,
+                            dataset: r.spec.input.location.clone(),
+                            options: options.clone(),
+                            result,
+                            model: r.spec.output.location.clone(),
+                            recorded: rfc3339(now),
+                        })
+                    }
+                    (Some(_), true, None) => {
+                        return Err(Error::BadRequest(
+                            "a successful training run reports what it trained".into(),
+                        ));
+                    }
+                    (None, _, Some(_)) => {
+                        return Err(Error::BadRequest(
+                            "only training runs report training results".into(),
+                        ));
+                    }
+                    _ => None,
+                };
                 let output = succeeded.then(|| r.spec.output.location.clone());
                 c.execute(
                     "UPDATE workflow_runs SET state = ?2, done = ?3, output = ?4, output_sha256 = ?5,
@@ -386,6 +484,9 @@ impl Coordinator {
                         error,
                     },
                 )?;
+                if let Some(t) = training {
+                    record_training(c, now, &t)?;
+                }
                 Ok(())
             })
             .await?;
@@ -461,4 +562,79 @@ fn expire_stale(c: &Connection, now: SystemTime) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The training progress and record of run `id`.
+fn training_of(
+    c: &Connection,
+    id: u64,
+) -> Result<(Option<api::TrainingProgress>, Option<api::TrainingRecord>)> {
+    let row: Option<(Option<String>, Option<String>)> = c
+        .query_row(
+            "SELECT progress, record FROM run_training WHERE run = ?1",
+            [id as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((progress, record)) = row else {
+        return Ok((None, None));
+    };
+    let progress = progress
+        .map(|p| serde_json::from_str(&p))
+        .transpose()
+        .map_err(|e| Error::Store(format!("stored training progress: {e}")))?;
+    let record = record
+        .map(|p| serde_json::from_str(&p))
+        .transpose()
+        .map_err(|e| Error::Store(format!("stored training record: {e}")))?;
+    Ok((progress, record))
+}
+
+/// Stores a training record and audits it (in the caller's transaction).
+fn record_training(c: &Connection, now: SystemTime, t: &api::TrainingRecord) -> Result<()> {
+    let json = serde_json::to_string(t).map_err(|e| Error::Store(e.to_string()))?;
+    c.execute(
+        "INSERT INTO run_training (run, record, app, model_header_sha256) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(run) DO UPDATE SET record = excluded.record, app = excluded.app,
+         model_header_sha256 = excluded.model_header_sha256",
+        params![t.run as i64, json, t.app, t.result.model_header_sha256],
+    )?;
+    AuditLog::append(
+        c,
+        now,
+        &Event::TrainingRecorded {
+            app: t.app.clone(),
+            serial: t.serial.clone(),
+            evidence_digest: t.evidence_sha256.clone(),
+            measurement: t.measurement.clone(),
+            workflow: t.workflow.clone(),
+            run: t.run,
+            dataset: t.dataset.clone(),
+            sealed_dataset_sha256: t.result.sealed_dataset_sha256.clone(),
+            dataset_sha256: t.result.dataset_sha256.clone(),
+            options: serde_json::to_string(&t.options).map_err(|e| Error::Store(e.to_string()))?,
+            model: t.model.clone(),
+            model_sha256: t.result.model_sha256.clone(),
+            model_header_sha256: t.result.model_header_sha256.clone(),
+            model_plain_sha256: t.result.model_plain_sha256.clone(),
+            metrics: t
+                .result
+                .metrics
+                .iter()
+                .map(|(k, v)| (k.clone(), format!("{v:.6}")))
+                .collect(),
+        },
+    )?;
+    Ok(())
+}
+
+/// The trainer app whose recorded training produced the sealed model with
+/// this header digest, if any.
+pub(crate) fn trainer_of_model(c: &Connection, header_sha256: &str) -> Result<Option<String>> {
+    Ok(c.query_row(
+        "SELECT app FROM run_training WHERE model_header_sha256 = ?1 AND record IS NOT NULL",
+        [header_sha256],
+        |r| r.get(0),
+    )
+    .optional()?)
 }

@@ -147,23 +147,112 @@ async fn runs_are_claimed_in_order_and_their_outcomes_checked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_score_workflows_run() {
+async fn training_workflows_queue_with_their_options() {
     let h = Harness::new();
     let (_, _, mel) = h.setup_users().await;
-    let manifest =
-        common::manifest().replace("[workflows.w1]\n", "[workflows.w1]\nkind = \"train\"\n");
-    let (s, v) = h
-        .call(
-            Method::PUT,
-            "/v1/manifest",
-            &h.admin(),
-            Some(json!({"manifest": manifest})),
-        )
-        .await;
+    let apply = |m: String| {
+        let h = &h;
+        async move {
+            h.call(
+                Method::PUT,
+                "/v1/manifest",
+                &h.admin(),
+                Some(json!({"manifest": m})),
+            )
+            .await
+        }
+    };
+    // Bad training manifests are refused whole.
+    for (kind, table, why) in [
+        (true, "loss = \"hinge\"\n", "loss"),
+        (true, "epochs = 0\n", "epochs"),
+        (true, "batch = 3\n", "unknown field"),
+        (false, "epochs = 2\n", "only"),
+    ] {
+        let (s, v) = apply(training_manifest(kind, table)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{table}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(why), "{why}: {v}");
+    }
+    let m = training_manifest(true, "epochs = 3\n");
+    let (s, v) = apply(m).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = h
         .call(Method::POST, "/v1/workflows/w1/runs", &mel, None)
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["detail"].as_str().unwrap().contains("only score"), "{v}");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["kind"], "train");
+    assert_eq!(v["state"], "queued");
+
+    // The job carries the options (the rest at `twinseal train`'s
+    // defaults), the model's and the metrics' places.
+    let worker = Auth::Cert(h.app_cert("worker").await);
+    let (_, v) = h.call(Method::POST, "/v1/jobs/claim", &worker, None).await;
+    let job = &v["job"];
+    assert_eq!(job["train"]["epochs"], 3);
+    assert_eq!(job["train"]["batch_size"], 128);
+    assert_eq!(job["train"]["loss"], "contrastive");
+    assert_eq!(job["output"]["location"], "results/w1/run-1/model.sealed");
+    assert_eq!(job["output"]["context"]["purpose"], "model");
+    assert_eq!(
+        job["metrics"]["location"],
+        "results/w1/run-1/metrics.sealed"
+    );
+
+    // Training progress is kept and shown to readers.
+    let progress = json!({"done": 1, "total": 3, "training": {
+        "stage": "training", "epoch": 1, "epochs": 3, "loss": 0.25, "accuracy": 0.9}});
+    let (s, v) = h
+        .call(Method::POST, "/v1/jobs/1/progress", &worker, Some(progress))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = h.call(Method::GET, "/v1/runs/1", &mel, None).await;
+    assert_eq!(v["training"]["epoch"], 1);
+    assert_eq!(v["training"]["loss"], 0.25);
+
+    // A success without the training report, or with malformed digests,
+    // is refused; nothing is recorded.
+    let receipt = json!({"format": "x", "operation": "workflow", "time": "t", "inputs_sha256": "00",
+        "model_sha256": "00", "evidence_sha256": "00", "certificate_sha256": "00",
+        "output": "{}", "signature": "AA=="});
+    let d = "ab".repeat(32);
+    let training = |model: &str| {
+        json!({"model_sha256": model, "model_header_sha256": d,
+        "model_plain_sha256": d, "metrics_output": "results/w1/run-1/metrics.sealed",
+        "metrics_sha256": d, "dataset_sha256": d, "sealed_dataset_sha256": d,
+        "dataset_index_sha256": d, "images": [1, 1, 2], "metrics": {"accuracy": 0.9}})
+    };
+    for (body, why) in [
+        (
+            json!({"done": 3, "output_sha256": d, "receipt": receipt}),
+            "reports what it trained",
+        ),
+        (
+            json!({"done": 3, "output_sha256": d, "receipt": receipt, "training": training("zz")}),
+            "64 hex digits",
+        ),
+        (
+            json!({"done": 3, "output_sha256": "cd".repeat(32), "receipt": receipt, "training": training(&d)}),
+            "the sealed model's digest",
+        ),
+    ] {
+        let (s, v) = h
+            .call(Method::POST, "/v1/jobs/1/finish", &worker, Some(body))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(why), "{why}: {v}");
+    }
+    let (_, v) = h.call(Method::GET, "/v1/runs/1", &mel, None).await;
+    assert_eq!(v["state"], "running");
+    assert!(v.get("training_record").is_none(), "{v}");
+}
+
+/// The test manifest with workflow w1 of kind `train` (or not) and a
+/// `[workflows.w1.train]` table holding `table`.
+fn training_manifest(train: bool, table: &str) -> String {
+    let m = if train {
+        common::manifest().replace("[workflows.w1]\n", "[workflows.w1]\nkind = \"train\"\n")
+    } else {
+        common::manifest()
+    };
+    format!("{m}\n[workflows.w1.train]\n{table}")
 }

@@ -261,7 +261,7 @@ impl Local {
             app: app.to_string(),
             names: vec!["127.0.0.1".into(), "localhost".into()],
             model_key: MODEL_KEY.into(),
-            sealed_model,
+            sealed_model: Some(sealed_model),
             model_context: Context::from_pairs([("purpose", "model")])?,
             evidence: EvidenceSource::InsecureSimulated {
                 platform: SimulatedPlatform::from_pkcs8(self.platform.pkcs8(), PLATFORM_ID)?,
@@ -272,6 +272,14 @@ impl Local {
             enroll_token_sha256: Vec::new(),
             renew_before: None,
         })
+    }
+
+    /// Options for a trainer of `app` (a worker without a model, which only
+    /// runs workflow jobs) on this deployment's simulated platform.
+    pub fn trainer_options(&self, app: &str, measurement: [u8; 48]) -> Result<WorkerOptions> {
+        let mut o = self.worker_options(app, measurement, Vec::new())?;
+        o.sealed_model = None;
+        Ok(o)
     }
 
     /// Stop the coordinator and wait for it.
@@ -340,6 +348,28 @@ pub async fn unseal(
         &fk,
         &Context::from_pairs(context.iter().copied())?,
     )?)
+}
+
+/// Seal a dataset archive (see [`twinseal_siamese::data::archive`]) the
+/// way `twinseal seal --coordinator` does, into the object-store folder
+/// `store/location`: the public `index.json` beside `data.twseal`, sealed
+/// under coordinator key `key` with `context`.
+pub async fn seal_dataset(
+    client: &Client,
+    key: &str,
+    context: &[(&str, &str)],
+    index: &twinseal_siamese::data::archive::ArchiveIndex,
+    archive: &[u8],
+    store: &std::path::Path,
+    location: &str,
+) -> Result<()> {
+    use twinseal_worker::training::{DATASET_DATA, DATASET_INDEX};
+    let sealed = seal(client, key, context, archive).await?;
+    let dir = store.join(location);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(DATASET_INDEX), index.to_json())?;
+    std::fs::write(dir.join(DATASET_DATA), sealed)?;
+    Ok(())
 }
 
 fn file_key(b64: &str) -> Result<FileKey> {

@@ -540,7 +540,7 @@ async fn an_imported_onnx_model_is_sealed_attested_and_served_like_a_native_one(
     let worker = Worker::start(local.worker_options(APP, M, sealed).unwrap())
         .await
         .unwrap();
-    assert_eq!(worker.state().model().backend(), "onnx");
+    assert_eq!(worker.state().model().unwrap().backend(), "onnx");
     assert_eq!(
         worker.state().model_sha256(),
         hex::encode(Sha256::digest(&file))

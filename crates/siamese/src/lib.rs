@@ -35,5 +35,5 @@ pub mod train;
 pub use config::{HeadKind, ModelConfig, TowerConfig};
 pub use error::{Error, Result};
 pub use kernels::simd::prefer_single_threaded_candle;
-pub use model::{PairScore, Provenance, Siamese};
+pub use model::{AttestedTraining, PairScore, Provenance, Siamese};
 pub use serving::{PairModel, load as load_model};

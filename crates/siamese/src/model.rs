@@ -53,6 +53,36 @@ pub struct Provenance {
     /// Free-form extra facts (restarts after a stall, early stop, ...).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Set when an attested trainer made the model in a training workflow:
+    /// which one, from which sealed dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested: Option<AttestedTraining>,
+}
+
+/// The attested training that produced a model (see [`Provenance`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AttestedTraining {
+    /// The coordinator workflow.
+    pub workflow: String,
+    /// The run's id.
+    pub run: u64,
+    /// The trainer app.
+    pub app: String,
+    /// Its TEE kind (`simulated` means no hardware guarantee).
+    pub tee: String,
+    /// Its primary measurement, hex.
+    pub measurement: String,
+    /// SHA-256 of its attestation evidence, hex.
+    pub evidence_sha256: String,
+    /// Its certificate, PEM.
+    pub certificate: String,
+    /// The sealed dataset's object path.
+    pub dataset_location: String,
+    /// SHA-256 of the sealed dataset archive, hex.
+    pub sealed_dataset_sha256: String,
+    /// SHA-256 of the dataset's public index, hex.
+    pub dataset_index_sha256: String,
 }
 
 /// The score of one pair of images.

@@ -310,6 +310,7 @@ pub fn train(
         metrics: m,
         trainer: format!("twinseal-siamese {}", env!("CARGO_PKG_VERSION")),
         notes,
+        attested: None,
     });
     Ok(Outcome {
         model,

@@ -120,7 +120,7 @@ fn pixels(state: &AppState, input: &Input, name: &str) -> Result<Vec<f32>> {
 /// Appends the pixels of `input` to `out` (raw bytes convert in place,
 /// without an intermediate buffer).
 fn pixels_into(state: &AppState, input: &Input, name: &str, out: &mut Vec<f32>) -> Result<()> {
-    let (height, width) = state.model.input_size();
+    let (height, width) = state.served()?.input_size();
     match input.kind {
         InputKind::Raw => {
             if input.bytes.len() != height * width {
@@ -176,7 +176,7 @@ async fn on_model<T: Send + 'static>(
 /// Scores consecutive pairs of `inputs` (`a0, b0, a1, b1, ...`).
 fn score_inputs(s: &AppState, inputs: &[Input]) -> Result<Vec<api::CompareResult>> {
     let n = inputs.len() / 2;
-    let (height, width) = s.model.input_size();
+    let (height, width) = s.served()?.input_size();
     let mut a = Vec::with_capacity(n * height * width);
     let mut b = Vec::with_capacity(n * height * width);
     for (i, pair) in inputs.chunks_exact(2).enumerate() {
@@ -188,8 +188,8 @@ fn score_inputs(s: &AppState, inputs: &[Input]) -> Result<Vec<api::CompareResult
             pixels_into(s, &pair[1], &format!("#{i}.b"), &mut b)?;
         }
     }
-    let threshold = s.model.threshold();
-    Ok(s.model
+    let threshold = s.served()?.threshold();
+    Ok(s.served()?
         .score_pairs(&a, &b)
         .map_err(|e| Error::Internal(e.to_string()))?
         .into_iter()
@@ -205,7 +205,7 @@ fn score_inputs(s: &AppState, inputs: &[Input]) -> Result<Vec<api::CompareResult
 
 /// The model's embedding length, or a clear refusal for pair-only models.
 fn embedding_dim(s: &AppState) -> Result<usize> {
-    s.model.embedding_dim().ok_or_else(|| {
+    s.served()?.embedding_dim().ok_or_else(|| {
         Error::BadRequest(
             "this model scores pairs only (an imported two-input graph); it has no embeddings"
                 .into(),
@@ -241,7 +241,7 @@ async fn compare(
 pub const BINARY_PAIRS: &str = "application/octet-stream";
 
 fn raw_pairs(s: &AppState, body: &axum::body::Bytes) -> Result<Vec<Input>> {
-    let (height, width) = s.model.input_size();
+    let (height, width) = s.served()?.input_size();
     let image = height * width;
     if body.is_empty() || !body.len().is_multiple_of(2 * image) {
         return Err(Error::BadRequest(format!(
@@ -339,7 +339,7 @@ async fn embed(
             all.extend(pixels(&s, input, &format!("#{i}"))?);
         }
         let flat = s
-            .model
+            .served()?
             .embed(&all)
             .map_err(|e| Error::Internal(e.to_string()))?;
         let result = api::EmbedResult {
@@ -426,7 +426,7 @@ async fn enroll(
             all.extend(pixels(&s, input, &format!("#{i}"))?);
         }
         let flat = s
-            .model
+            .served()?
             .embed(&all)
             .map_err(|e| Error::Internal(e.to_string()))?;
         let done = gallery(&s)?.enroll(&identity, &flat)?;
@@ -465,7 +465,7 @@ async fn verify(
     let identity = req.identity;
     on_model(&s.clone(), false, move || {
         let probe = s
-            .model
+            .served()?
             .embed(&pixels(&s, &input, "probe")?)
             .map_err(|e| Error::Internal(e.to_string()))?;
         let closest = gallery(&s)?.closest(&probe, identity.as_deref())?;
@@ -475,10 +475,10 @@ async fn verify(
         }
         let probes = probe.repeat(closest.len());
         let scores = s
-            .model
+            .served()?
             .score_embeddings(&probes, &refs)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let threshold = s.model.threshold();
+        let threshold = s.served()?.threshold();
         let mut matches: Vec<api::IdentityMatch> = closest
             .into_iter()
             .zip(scores)

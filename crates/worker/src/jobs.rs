@@ -76,7 +76,7 @@ pub struct PairLine {
     pub same: Option<bool>,
 }
 
-fn job_err(m: impl Into<String>) -> Error {
+pub(crate) fn job_err(m: impl Into<String>) -> Error {
     Error::Job(m.into())
 }
 
@@ -265,7 +265,7 @@ pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>> {
     Ok(Arc::new(fs))
 }
 
-async fn get(store: &dyn ObjectStore, location: &str, what: &str) -> Result<Vec<u8>> {
+pub(crate) async fn get(store: &dyn ObjectStore, location: &str, what: &str) -> Result<Vec<u8>> {
     let path =
         ObjectPath::parse(location).map_err(|_| job_err(format!("{what}: invalid object path")))?;
     let r = store.get(&path).await.map_err(|e| match e {
@@ -289,19 +289,43 @@ async fn get(store: &dyn ObjectStore, location: &str, what: &str) -> Result<Vec<
     Ok(bytes.to_vec())
 }
 
-fn context_of(pairs: &std::collections::BTreeMap<String, String>) -> Result<Context> {
+pub(crate) fn context_of(pairs: &std::collections::BTreeMap<String, String>) -> Result<Context> {
     Context::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| job_err(format!("the job's encryption context is invalid: {e}")))
 }
 
 /// Progress reports to the coordinator, at most one a second.
-struct Reporter {
+pub(crate) struct Reporter {
     client: twinseal_coordinator::client::Client,
     run: u64,
     last: Option<Instant>,
 }
 
 impl Reporter {
+    /// A training run's progress (`done`/`total` count epochs).
+    pub(crate) async fn training(&mut self, p: api::TrainingProgress, force: bool) {
+        if !force
+            && self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let body = api::JobProgress {
+            done: p.epoch as u64,
+            total: p.epochs as u64,
+            training: Some(p),
+        };
+        let r: std::result::Result<api::RunInfo, _> = self
+            .client
+            .post(&format!("/v1/jobs/{}/progress", self.run), &body)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(run = self.run, error = %e, "progress report failed");
+        }
+    }
+
     async fn report(&mut self, done: u64, total: u64, force: bool) {
         if !force
             && self
@@ -315,7 +339,11 @@ impl Reporter {
             .client
             .post(
                 &format!("/v1/jobs/{}/progress", self.run),
-                &api::JobProgress { done, total },
+                &api::JobProgress {
+                    done,
+                    total,
+                    training: None,
+                },
             )
             .await;
         if let Err(e) = r {
@@ -359,6 +387,7 @@ impl Worker {
                     output_sha256: None,
                     error: Some(e.to_string()),
                     receipt: None,
+                    training: None,
                 }
             }
         };
@@ -414,31 +443,31 @@ async fn run_job(
     job: &api::Job,
     reporter: &mut Reporter,
 ) -> Result<api::JobFinish> {
-    if job.kind != "score" {
-        return Err(job_err(format!("kind {:?} is not supported", job.kind)));
+    match job.kind.as_str() {
+        "score" => run_score_job(state, store, job, reporter).await,
+        "train" => crate::training::run_train_job(state, store, job, reporter).await,
+        other => Err(job_err(format!("kind {other:?} is not supported"))),
     }
+}
+
+async fn run_score_job(
+    state: &AppState,
+    store: &dyn ObjectStore,
+    job: &api::Job,
+    reporter: &mut Reporter,
+) -> Result<api::JobFinish> {
+    let model = state.model().ok_or_else(|| {
+        job_err("a score workflow needs a worker that serves a model; this one is a trainer")
+    })?;
     let sealed = get(store, &job.input.location, "the input").await?;
     let inputs_sha256 = hex::encode(Sha256::digest(&sealed));
     let header = Header::parse(&sealed)
         .map_err(|e| job_err(format!("the input is not a sealed file: {e}")))?;
     // The coordinator checks that this app may use the key and unwraps the
     // file's key for this one file.
-    let mut unwrapped: api::UnwrapResponse = state
-        .coordinator()
-        .post(
-            &format!("/v1/keys/{}/unwrap", job.input.key),
-            &api::UnwrapRequest {
-                header: B64.encode(header.as_bytes()),
-            },
-        )
-        .await
-        .map_err(|e| {
-            job_err(format!(
-                "the coordinator did not unwrap the input's key: {e}"
-            ))
-        })?;
-    let file_key = decode_file_key(&unwrapped.file_key)?;
-    unwrapped.file_key.zeroize();
+    let file_key =
+        crate::worker::unwrap_file_key(&state.coordinator(), &job.input.key, header.as_bytes())
+            .await?;
     let plain = Zeroizing::new(
         twinseal_envelope::open_bytes_with_file_key(
             &sealed,
@@ -458,8 +487,8 @@ async fn run_job(
     let total = input.pairs.len() as u64;
     reporter.report(0, total, true).await;
 
-    let (height, width) = state.model.input_size();
-    let threshold = state.model.threshold();
+    let (height, width) = model.input_size();
+    let threshold = model.threshold();
     let mut pixels: HashMap<&str, Arc<Vec<f32>>> = HashMap::new();
     let mut load = |path: &str| -> Result<Arc<Vec<f32>>> {
         if let Some(p) = pixels.get(path) {
@@ -490,7 +519,10 @@ async fn run_job(
         }
         let s = state.clone();
         let scores = tokio::task::spawn_blocking(move || {
-            let out = s.model.score_pairs(&a, &b);
+            let out = s.served().and_then(|m| {
+                m.score_pairs(&a, &b)
+                    .map_err(|e| Error::Internal(e.to_string()))
+            });
             drop(Zeroizing::new(a));
             drop(Zeroizing::new(b));
             out
@@ -522,55 +554,9 @@ async fn run_job(
     drop(pixels);
     drop(input);
 
-    // Seal under a data key for the output key: the worker never holds
-    // the output key itself.
-    let mut dk: api::DataKeyResponse = state
-        .coordinator()
-        .post(
-            &format!("/v1/keys/{}/datakey", job.output.key),
-            &api::DataKeyRequest {
-                context: job.output.context.clone(),
-            },
-        )
-        .await
-        .map_err(|e| {
-            job_err(format!(
-                "no data key for the output key {}: {e}",
-                job.output.key
-            ))
-        })?;
-    let header = B64
-        .decode(&dk.header)
-        .map_err(|_| job_err("the coordinator's data key header is not base64"))?;
-    let file_key = decode_file_key(&dk.file_key)?;
-    dk.file_key.zeroize();
-    let sealed = twinseal_envelope::seal_bytes_with_header(csv.as_bytes(), &header, &file_key)
-        .map_err(|e| job_err(format!("sealing the results: {e}")))?;
-    drop(file_key);
+    let (output_sha256, _) =
+        seal_and_put(state, store, &job.output, csv.as_bytes(), "the results").await?;
     drop(csv);
-    let output_sha256 = hex::encode(Sha256::digest(&sealed));
-    let path = ObjectPath::parse(&job.output.location)
-        .map_err(|_| job_err("the output location is not a valid object path"))?;
-    store
-        .put_opts(
-            &path,
-            PutPayload::from(sealed),
-            PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            object_store::Error::AlreadyExists { .. } => job_err(format!(
-                "the output {} already exists; nothing was replaced",
-                job.output.location
-            )),
-            other => {
-                tracing::warn!(error = %other, "object store write failed");
-                job_err("writing the sealed results to the object store failed")
-            }
-        })?;
     reporter.report(done, total, true).await;
     let output = api::WorkflowOutput {
         run: job.run,
@@ -586,11 +572,72 @@ async fn run_job(
         output_sha256: Some(output_sha256),
         error: None,
         receipt: Some(receipt),
+        training: None,
     })
 }
 
+/// Seals `plaintext` under a data key the coordinator issues for `to.key`
+/// with `to.context` (the worker never holds that key itself) and writes it
+/// to `to.location`, never replacing an object. Returns the SHA-256 of the
+/// sealed object and of its envelope header, hex.
+pub(crate) async fn seal_and_put(
+    state: &AppState,
+    store: &dyn ObjectStore,
+    to: &api::SealedLocation,
+    plaintext: &[u8],
+    what: &str,
+) -> Result<(String, String)> {
+    let mut dk: api::DataKeyResponse = state
+        .coordinator()
+        .post(
+            &format!("/v1/keys/{}/datakey", to.key),
+            &api::DataKeyRequest {
+                context: to.context.clone(),
+            },
+        )
+        .await
+        .map_err(|e| job_err(format!("no data key for {what} under key {}: {e}", to.key)))?;
+    let header = B64
+        .decode(&dk.header)
+        .map_err(|_| job_err("the coordinator's data key header is not base64"))?;
+    let file_key = decode_file_key(&dk.file_key)?;
+    dk.file_key.zeroize();
+    let sealed = twinseal_envelope::seal_bytes_with_header(plaintext, &header, &file_key)
+        .map_err(|e| job_err(format!("sealing {what}: {e}")))?;
+    drop(file_key);
+    let sealed_sha256 = hex::encode(Sha256::digest(&sealed));
+    let header_sha256 = hex::encode(Sha256::digest(
+        Header::parse(&sealed)
+            .map_err(|e| job_err(format!("sealing {what}: {e}")))?
+            .as_bytes(),
+    ));
+    let path = ObjectPath::parse(&to.location)
+        .map_err(|_| job_err(format!("the location of {what} is not a valid object path")))?;
+    store
+        .put_opts(
+            &path,
+            PutPayload::from(sealed),
+            PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            object_store::Error::AlreadyExists { .. } => job_err(format!(
+                "{} already exists; nothing was replaced",
+                to.location
+            )),
+            other => {
+                tracing::warn!(error = %other, "object store write failed");
+                job_err(format!("writing {what} to the object store failed"))
+            }
+        })?;
+    Ok((sealed_sha256, header_sha256))
+}
+
 /// A 32-byte file key from the coordinator's base64, wiped after use.
-fn decode_file_key(b64: &str) -> Result<FileKey> {
+pub(crate) fn decode_file_key(b64: &str) -> Result<FileKey> {
     let raw = Zeroizing::new(
         B64.decode(b64)
             .map_err(|_| job_err("the coordinator's file key is not base64"))?,

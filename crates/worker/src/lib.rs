@@ -28,6 +28,7 @@ pub mod http;
 pub mod jobs;
 pub mod receipt;
 pub mod tls;
+pub mod training;
 mod worker;
 
 pub use error::{Error, Result};

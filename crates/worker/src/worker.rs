@@ -107,8 +107,9 @@ pub struct WorkerOptions {
     pub names: Vec<String>,
     /// The coordinator key the model is sealed under (e.g. `model-key`).
     pub model_key: String,
-    /// The sealed model file (an envelope), bytes.
-    pub sealed_model: Vec<u8>,
+    /// The sealed model file (an envelope), bytes; `None` starts a
+    /// trainer, which serves no model and only runs workflow jobs.
+    pub sealed_model: Option<Vec<u8>>,
     /// The encryption context the model was sealed with.
     pub model_context: Context,
     /// The evidence source.
@@ -132,7 +133,10 @@ impl std::fmt::Debug for WorkerOptions {
             .field("app", &self.app)
             .field("names", &self.names)
             .field("model_key", &self.model_key)
-            .field("sealed_model_bytes", &self.sealed_model.len())
+            .field(
+                "sealed_model_bytes",
+                &self.sealed_model.as_ref().map(Vec::len),
+            )
             .field("model_context", &self.model_context)
             .field("evidence", &self.evidence)
             .field("limits", &self.limits)
@@ -266,7 +270,7 @@ impl Attested {
 /// A started worker's state: its model, its current attested identity,
 /// its gallery.
 pub struct WorkerState {
-    pub(crate) model: Box<dyn PairModel>,
+    pub(crate) model: Option<Box<dyn PairModel>>,
     /// One permit per core for model work on the blocking pool.
     pub(crate) compute: tokio::sync::Semaphore,
     pub(crate) limits: Limits,
@@ -300,9 +304,19 @@ impl WorkerState {
         &self.app
     }
 
-    /// The loaded model.
-    pub fn model(&self) -> &dyn PairModel {
-        self.model.as_ref()
+    /// The loaded model; `None` for a trainer (a worker started without
+    /// a model, which only runs workflow jobs).
+    pub fn model(&self) -> Option<&dyn PairModel> {
+        self.model.as_deref()
+    }
+
+    /// The model, or 503 for a trainer.
+    pub(crate) fn served(&self) -> Result<&dyn PairModel> {
+        self.model().ok_or_else(|| {
+            Error::Unavailable(
+                "this worker is a trainer: it runs workflow jobs and serves no model".into(),
+            )
+        })
     }
 
     pub(crate) fn identity(&self) -> Arc<Identity> {
@@ -411,21 +425,25 @@ impl Worker {
         };
         let attested = attester.attest().await?;
 
-        let keks = release_keys(&attested.client, &opts.model_key).await?;
-        let plaintext = Zeroizing::new(
-            twinseal_envelope::open_bytes(&opts.sealed_model, &keks, &opts.model_context)
-                .map_err(|e| Error::ModelRefused(e.to_string()))?,
-        );
-        drop(keks);
-        let model_sha256: [u8; 32] = Sha256::digest(&plaintext[..]).into();
-        let model = twinseal_siamese::load_model(&plaintext, &candle_core::Device::Cpu)
-            .map_err(|e| Error::ModelRefused(e.to_string()))?;
-        tracing::info!(backend = model.backend(), "model loaded");
-        drop(plaintext);
-        tracing::info!(model_sha256 = %hex::encode(model_sha256), "model opened in memory");
+        let (model, model_sha256) = match &opts.sealed_model {
+            Some(sealed) => {
+                let (model, digest) = open_model(
+                    &attested.client,
+                    &opts.model_key,
+                    sealed,
+                    &opts.model_context,
+                )
+                .await?;
+                (Some(model), digest)
+            }
+            None => {
+                tracing::info!("no model: this worker is a trainer (workflow jobs only)");
+                (None, [0u8; 32])
+            }
+        };
 
-        let gallery = match &opts.gallery {
-            Some(g) => {
+        let gallery = match (&opts.gallery, &model) {
+            (Some(g), Some(model)) => {
                 let keks = release_keys(&attested.client, &g.key).await?;
                 Some(Gallery::open(
                     g,
@@ -440,7 +458,12 @@ impl Worker {
                     })?,
                 )?)
             }
-            None => None,
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "a gallery needs a model to embed with".into(),
+                ));
+            }
+            (None, _) => None,
         };
         let identity = attested.into_identity(&root_der, model_sha256)?;
         Ok(Worker {
@@ -548,6 +571,77 @@ async fn sleep_until(at: OffsetDateTime) {
     if wait.is_positive() {
         tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO)).await;
     }
+}
+
+/// Opens a sealed model in memory: the coordinator unwraps this one
+/// file's key (never the model key itself) after checking the manifest and
+/// the policy again and, where the key demands it, that an approved
+/// trainer's training record names this very file. Returns the model and
+/// the SHA-256 of its plaintext file.
+async fn open_model(
+    client: &Client,
+    key: &str,
+    sealed: &[u8],
+    context: &Context,
+) -> Result<(Box<dyn PairModel>, [u8; 32])> {
+    let header = twinseal_envelope::Header::parse(sealed)
+        .map_err(|e| Error::ModelRefused(format!("the model is not a sealed file: {e}")))?;
+    let file_key = unwrap_file_key(client, key, header.as_bytes())
+        .await
+        .map_err(|e| match e {
+            Error::Job(m) => Error::ModelRefused(m),
+            other => other,
+        })?;
+    let plaintext = Zeroizing::new(
+        twinseal_envelope::open_bytes_with_file_key(sealed, &file_key, context)
+            .map_err(|e| Error::ModelRefused(e.to_string()))?,
+    );
+    drop(file_key);
+    let digest: [u8; 32] = Sha256::digest(&plaintext[..]).into();
+    let model = twinseal_siamese::load_model(&plaintext, &candle_core::Device::Cpu)
+        .map_err(|e| Error::ModelRefused(e.to_string()))?;
+    tracing::info!(backend = model.backend(), model_sha256 = %hex::encode(digest), "model opened in memory");
+    if let Some(a) = model
+        .as_native()
+        .and_then(|m| m.provenance())
+        .and_then(|p| p.attested.as_ref())
+    {
+        tracing::info!(
+            workflow = %a.workflow,
+            run = a.run,
+            trainer = %a.app,
+            trainer_evidence_sha256 = %a.evidence_sha256,
+            "the model was trained by an attested trainer"
+        );
+    }
+    Ok((model, digest))
+}
+
+/// The file key of one sealed file (its envelope header) under `key`,
+/// unwrapped by the coordinator over `client` (mutual TLS) after its
+/// manifest and policy checks; the worker never holds `key` itself.
+pub(crate) async fn unwrap_file_key(
+    client: &Client,
+    key: &str,
+    header: &[u8],
+) -> Result<twinseal_envelope::FileKey> {
+    use base64::Engine;
+    let mut unwrapped: api::UnwrapResponse = client
+        .post(
+            &format!("/v1/keys/{key}/unwrap"),
+            &api::UnwrapRequest {
+                header: base64::engine::general_purpose::STANDARD.encode(header),
+            },
+        )
+        .await
+        .map_err(|e| {
+            Error::Job(format!(
+                "the coordinator did not unwrap the key of a file under {key}: {e}"
+            ))
+        })?;
+    let key = crate::jobs::decode_file_key(&unwrapped.file_key);
+    zeroize::Zeroize::zeroize(&mut unwrapped.file_key);
+    key
 }
 
 /// Every version of `key` by attested release over `client` (mutual TLS).

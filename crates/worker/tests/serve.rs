@@ -139,7 +139,7 @@ keys = ["other-key"]
             app: app.into(),
             names: vec!["127.0.0.1".into(), "localhost".into()],
             model_key: KEY.into(),
-            sealed_model: sealed,
+            sealed_model: Some(sealed),
             model_context: Context::from_pairs([("purpose", "model")]).unwrap(),
             evidence: EvidenceSource::InsecureSimulated {
                 platform: SimulatedPlatform::from_pkcs8(self.platform.pkcs8(), "paris-1").unwrap(),

@@ -2,6 +2,7 @@
 //! (`ROOT/<identity>/<image>.png|jpg`), all turned into grey images with
 //! pixels in 0..1 at the model's input size; plus pair and triplet sampling.
 
+pub mod archive;
 mod folder;
 mod idx;
 mod image;
