@@ -560,7 +560,7 @@ impl TrainSpec {
 pub struct TrainingProgress {
     /// `opening`, `training`, `evaluating`, `sealing` or `done`.
     pub stage: String,
-    /// The epoch under way or last finished (1-based; 0 before the first).
+    /// The last finished epoch (1-based; 0 before the first ends).
     pub epoch: usize,
     /// Epochs in all.
     pub epochs: usize,
@@ -1005,6 +1005,29 @@ pub struct WorkerInfo {
     pub certificate: String,
     /// Certificate expiry, RFC 3339.
     pub not_after: String,
+    /// When the model was made by an attested training workflow: which
+    /// trainer, run and sealed dataset (from the model's provenance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_by: Option<TrainedBy>,
+}
+
+/// The attested training a served model came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrainedBy {
+    /// The trainer app.
+    pub app: String,
+    /// The workflow.
+    pub workflow: String,
+    /// The run.
+    pub run: u64,
+    /// The trainer's TEE kind.
+    pub tee: String,
+    /// The trainer's measurement, hex.
+    pub measurement: String,
+    /// SHA-256 of the trainer's evidence, hex.
+    pub evidence_sha256: String,
+    /// SHA-256 of the sealed dataset archive, hex.
+    pub sealed_dataset_sha256: String,
 }
 
 /// The OpenAPI document of the coordinator's `/v1` surface.
@@ -1408,6 +1431,7 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
         schema::<VerifyResponse>(),
         schema::<Receipt>(),
         schema::<WorkerInfo>(),
+        schema::<TrainedBy>(),
     ];
     build("twinseal worker", OPS, schemas)
 }

@@ -698,6 +698,19 @@ pub fn seal_remote<W: std::io::Write>(
     input: &mut dyn Read,
     sink: W,
 ) -> Result<W> {
+    let mut sealer = remote_sealer(remote, key, context, sink)?;
+    sealer.copy_from(input)?;
+    Ok(sealer.finish()?)
+}
+
+/// A streaming sealer into `sink` under a data key the coordinator issues
+/// for `key` and `context` (the key itself never leaves the coordinator).
+pub fn remote_sealer<W: std::io::Write>(
+    remote: &RemoteArgs,
+    key: &str,
+    context: &Context,
+    sink: W,
+) -> Result<twinseal_envelope::Sealer<W>> {
     let rt = runtime()?;
     let req = api::DataKeyRequest {
         context: context
@@ -714,9 +727,7 @@ pub fn seal_remote<W: std::io::Write>(
         .decode(&dk.header)
         .context("the coordinator sent a bad header")?;
     let fk = file_key(&dk.file_key)?;
-    let mut sealer = twinseal_envelope::Sealer::with_header(sink, &header, &fk)?;
-    sealer.copy_from(input)?;
-    Ok(sealer.finish()?)
+    Ok(twinseal_envelope::Sealer::with_header(sink, &header, &fk)?)
 }
 
 /// Open a sealed stream whose key the coordinator holds: the header goes

@@ -51,8 +51,14 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Skip the coordinator and worker: evaluate the model in-process only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "confidential_training")]
     pub local_only: bool,
+    /// Train inside an attested trainer instead (the seed's flow): the data
+    /// owner seals the MNIST tarball under a coordinator key, the ML
+    /// engineer runs a training workflow, and the sealed model that comes
+    /// out, with its training record, is what the worker serves.
+    #[arg(long)]
+    pub confidential_training: bool,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -67,6 +73,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
         ds.test.len(),
         &ds.sha256[..16]
     );
+    if args.confidential_training {
+        let tarball = crate::data::fetch_mnist(&dir)?;
+        println!(
+            "== 2. model: trained confidentially below (step 5), from the sealed MNIST tarball"
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return rt.block_on(confidential(ModelSource::Train(tarball), &ds, &args));
+    }
     let model_path: PathBuf = dir.join("models").join("demo-seed.safetensors");
     let model = match (args.retrain, model_path.is_file()) {
         (false, true) => {
@@ -100,8 +117,21 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(confidential(&model, &ds, &args))
+    rt.block_on(confidential(ModelSource::Trained(&model), &ds, &args))
 }
+
+/// Where the served model comes from.
+enum ModelSource<'a> {
+    /// Trained in the clear (step 2): the data owner seals it.
+    Trained(&'a Siamese),
+    /// Trained inside an attested trainer from this sealed MNIST tarball.
+    Train(PathBuf),
+}
+
+/// The trainer app and workflow of `--confidential-training`.
+const TRAINER: &str = "siamese-trainer";
+const WORKFLOW: &str = "train-mnist";
+const DATASET_KEY: &str = "dataset-key";
 
 /// The worker's measurement in the demo: the running executable's digest,
 /// as the simulated TEE reports it.
@@ -109,7 +139,7 @@ fn measurement() -> Result<[u8; 48]> {
     Ok(twinseal_attest::simulated::executable_measurement()?)
 }
 
-async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<()> {
+async fn confidential(source: ModelSource<'_>, ds: &Dataset, args: &DemoArgs) -> Result<()> {
     println!(
         "== 3. coordinator on loopback (key manager, CA for attested apps, audit log)\n   \
          WARNING: INSECURE demo mode: the TEE is SIMULATED (no hardware guarantee); \
@@ -117,7 +147,13 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
     );
     let local = Local::start(LocalOptions::default()).await?;
     let m = measurement()?;
-    local.prepare_model_serving(&m).await?;
+    let training = matches!(source, ModelSource::Train(_));
+    if training {
+        local.apply_manifest(&training_manifest(&m)).await?;
+        local.create_keys(&[MODEL_KEY, DATASET_KEY]).await?;
+    } else {
+        local.prepare_model_serving(&m).await?;
+    }
     let root_sha256 = hex::encode(Sha256::digest(twinseal_worker::tls::root_der_from_pem(
         &local.root_pem,
     )?));
@@ -127,25 +163,42 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
         &root_sha256[..16],
         &hex::encode(m)[..16]
     );
+    if training {
+        println!(
+            "   and app {TRAINER} (same measurement) {DATASET_KEY} and {MODEL_KEY}; {MODEL_KEY} serves only models with a training record by {TRAINER}"
+        );
+    }
+
+    let (sealed, model_context) = match source {
+        ModelSource::Trained(model) => {
+            println!(
+                "== 4. seal the model under {MODEL_KEY} (envelope: AES-256-GCM; the data owner gets a data key, never {MODEL_KEY} itself)"
+            );
+            let dora = local.user(DATA_OWNER).await?;
+            let plain = Zeroizing::new(model.to_bytes()?);
+            let sealed =
+                twinseal_local::seal(&dora, MODEL_KEY, &[("purpose", "model")], &plain).await?;
+            println!(
+                "   model {} bytes -> sealed {} bytes (plaintext sha256 {})",
+                plain.len(),
+                sealed.len(),
+                &hex::encode(Sha256::digest(&plain[..]))[..16]
+            );
+            (
+                sealed,
+                twinseal_envelope::Context::from_pairs([("purpose", "model")])?,
+            )
+        }
+        ModelSource::Train(tarball) => train_confidentially(&local, &tarball, m).await?,
+    };
 
     println!(
-        "== 4. seal the model under {MODEL_KEY} (envelope: AES-256-GCM; the data owner gets a data key, never {MODEL_KEY} itself)"
+        "== {}. start the worker: attest (simulated evidence bound to a challenge and its TLS key), get a certificate, have the coordinator unwrap the model's file key, open the model in memory",
+        if training { 6 } else { 5 }
     );
-    let dora = local.user(DATA_OWNER).await?;
-    let plain = Zeroizing::new(model.to_bytes()?);
-    let sealed = twinseal_local::seal(&dora, MODEL_KEY, &[("purpose", "model")], &plain).await?;
-    println!(
-        "   model {} bytes -> sealed {} bytes (plaintext sha256 {})",
-        plain.len(),
-        sealed.len(),
-        &hex::encode(Sha256::digest(&plain[..]))[..16]
-    );
-    drop(plain);
-
-    println!(
-        "== 5. start the worker: attest (simulated evidence bound to a challenge and its TLS key), get a certificate and {MODEL_KEY}, open the model in memory"
-    );
-    let worker = Worker::start(local.worker_options(APP, m, sealed)?).await?;
+    let mut opts = local.worker_options(APP, m, sealed)?;
+    opts.model_context = model_context;
+    let worker = Worker::start(opts).await?;
     let ws = worker.state();
     let att = ws.attestation();
     let served = Served::start(worker.clone()).await?;
@@ -159,7 +212,8 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
 
     let client = DemoClient(WorkerClient::with_root(&served.url, &local.root_pem, true)?);
     println!(
-        "== 6. {} random test pairs, answered by the worker over TLS pinned to the coordinator's root",
+        "== {}. {} random test pairs, answered by the worker over TLS pinned to the coordinator's root",
+        6 + usize::from(training),
         args.pairs
     );
     let all = train::test_pairs(&ds.test);
@@ -188,7 +242,8 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
     }
 
     println!(
-        "== 7. all {} test pairs through the worker ({}-pair batches, each with a verified receipt; pairs as in `twinseal eval`)",
+        "== {}. all {} test pairs through the worker ({}-pair batches, each with a verified receipt; pairs as in `twinseal eval`)",
+        7 + usize::from(training),
         all.len(),
         BATCH
     );
@@ -202,7 +257,10 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
     );
     served.stop().await?;
 
-    println!("== 8. the audit log: exported and verified offline with the coordinator's audit key");
+    println!(
+        "== {}. the audit log: exported and verified offline with the coordinator's audit key",
+        8 + usize::from(training)
+    );
     let bundle = twinseal_audit::Bundle::from_json(&local.coordinator.audit_export()?)?;
     let verified = twinseal_audit::verify_bundle(&bundle, local.coordinator.verifier_key());
     let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
@@ -224,6 +282,122 @@ async fn confidential(model: &Siamese, ds: &Dataset, args: &DemoArgs) -> Result<
     local.stop().await?;
     println!("done: the demo coordinator's state was temporary and is deleted.");
     Ok(())
+}
+
+/// The manifest of `--confidential-training`: the data owner, the ML
+/// engineer, a trainer app and the serving app (both this binary), the
+/// sealed MNIST dataset and the training workflow with the seed's options.
+fn training_manifest(m: &[u8; 48]) -> String {
+    format!(
+        "[users.admin]\nroles = [\"admin\"]\n[users.{DATA_OWNER}]\nroles = [\"data_owner\"]\n\
+         [users.mel]\nroles = [\"ml_engineer\"]\n{trainer}{server}\
+         [keys.{MODEL_KEY}]\ntrained_by = [\"{TRAINER}\"]\n\
+         [datasets.mnist]\nlocation = \"datasets/mnist\"\nkey = \"{DATASET_KEY}\"\ncontext = {{ purpose = \"training\" }}\n\
+         [workflows.{WORKFLOW}]\nkind = \"train\"\ninput = \"mnist\"\napp = \"{TRAINER}\"\n\
+         output = \"models/mnist\"\noutput_key = \"{MODEL_KEY}\"\n",
+        trainer = Local::app_entry(TRAINER, m, &[DATASET_KEY, MODEL_KEY]),
+        server = Local::app_entry(APP, m, &[MODEL_KEY]),
+    )
+}
+
+/// Steps 4 and 5 of `--confidential-training`: the data owner seals the
+/// MNIST tarball as a dataset; the ML engineer runs the training workflow;
+/// an attested trainer (no model) trains from it and writes the sealed
+/// model. Returns the sealed model and its encryption context.
+async fn train_confidentially(
+    local: &Local,
+    tarball: &std::path::Path,
+    m: [u8; 48],
+) -> Result<(Vec<u8>, twinseal_envelope::Context)> {
+    use twinseal_siamese::data::archive;
+    println!(
+        "== 4. the data owner seals the MNIST tarball under {DATASET_KEY} (a data key from the coordinator) into the object store"
+    );
+    let store_dir = tempfile::tempdir()?;
+    let bytes = Zeroizing::new(std::fs::read(tarball)?);
+    let mut plain = Zeroizing::new(Vec::new());
+    let index = archive::write_mnist_archive(&bytes, &mut *plain)?;
+    drop(bytes);
+    let dora = local.user(DATA_OWNER).await?;
+    twinseal_local::seal_dataset(
+        &dora,
+        DATASET_KEY,
+        &[("purpose", "training")],
+        &index,
+        &plain,
+        store_dir.path(),
+        "datasets/mnist",
+    )
+    .await?;
+    drop(plain);
+    let counts: Vec<String> = index
+        .identities
+        .iter()
+        .map(|i| format!("{}:{}", i.name, i.images))
+        .collect();
+    println!(
+        "   datasets/mnist: index.json (public: {} digits, {} images: {}) and data.twseal (sealed)",
+        index.identities.len(),
+        index.images,
+        counts.join(" ")
+    );
+
+    println!(
+        "== 5. the ML engineer runs workflow {WORKFLOW}; an attested trainer ({TRAINER}, no model) gets the dataset's file key and trains the seed's network inside (11 epochs)"
+    );
+    let mel = local.user("mel").await?;
+    let run: api::RunInfo = mel
+        .post(&format!("/v1/workflows/{WORKFLOW}/runs"), &())
+        .await?;
+    let trainer = Worker::start(local.trainer_options(TRAINER, m)?).await?;
+    let store = twinseal_worker::jobs::open_store(
+        store_dir
+            .path()
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("the temporary directory's path is not UTF-8"))?,
+    )?;
+    let job = tokio::spawn({
+        let trainer = trainer.clone();
+        async move { trainer.run_next_job(store.as_ref()).await }
+    });
+    let info =
+        crate::workflow_cmd::follow(&mel, run.id, std::time::Duration::from_secs(3600)).await?;
+    match job.await?? {
+        Some((_, Ok(_))) => {}
+        Some((_, Err(e))) => return Err(e.into()),
+        None => anyhow::bail!("the trainer found no queued run"),
+    }
+    ensure!(
+        info.state == api::RunState::Succeeded,
+        "training failed: {}",
+        info.error.as_deref().unwrap_or("no reason given")
+    );
+    let record = info
+        .training_record
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the run has no training record"))?;
+    let metrics = &record.result.metrics;
+    println!(
+        "   trained: test accuracy {:.4}, ROC-AUC {:.4}, EER {:.4} (the ML engineer sees metrics, never images or the key)",
+        metrics.get("accuracy").copied().unwrap_or(f64::NAN),
+        metrics.get("roc_auc").copied().unwrap_or(f64::NAN),
+        metrics.get("eer").copied().unwrap_or(f64::NAN),
+    );
+    println!(
+        "   training record in the audit log: trainer evidence sha256 {}..., dataset sha256 {}..., sealed model {} (plaintext sha256 {}...)",
+        &record.evidence_sha256[..16],
+        &record.result.dataset_sha256[..16],
+        record.model,
+        &record.result.model_plain_sha256[..16]
+    );
+    let sealed = std::fs::read(store_dir.path().join(&record.model))?;
+    let run_id = run.id.to_string();
+    let context = twinseal_envelope::Context::from_pairs([
+        ("purpose", "model"),
+        ("workflow", WORKFLOW),
+        ("run", run_id.as_str()),
+    ])?;
+    Ok((sealed, context))
 }
 
 /// Pairs per request when scoring the whole test split.

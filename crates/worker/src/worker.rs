@@ -382,6 +382,20 @@ impl WorkerState {
             evidence_sha256: id.signer.evidence_sha256().into(),
             certificate: id.attest.certificate.clone(),
             not_after: id.attest.not_after.clone(),
+            trained_by: self
+                .model()
+                .and_then(|m| m.as_native())
+                .and_then(|m| m.provenance())
+                .and_then(|p| p.attested.as_ref())
+                .map(|a| api::TrainedBy {
+                    app: a.app.clone(),
+                    workflow: a.workflow.clone(),
+                    run: a.run,
+                    tee: a.tee.clone(),
+                    measurement: a.measurement.clone(),
+                    evidence_sha256: a.evidence_sha256.clone(),
+                    sealed_dataset_sha256: a.sealed_dataset_sha256.clone(),
+                }),
         }
     }
 
