@@ -29,6 +29,10 @@ pub enum BenchCommand {
     /// Pair throughput of an imported ONNX model at batch 1 and 1024,
     /// beside the native model, on the Keras reference's test pairs.
     Onnx(crate::bench_onnx::OnnxBench),
+    /// The seed's training as a confidential workflow (sealed MNIST,
+    /// attested trainer, sealed model) against plain `twinseal train` on
+    /// the same data, alternating in one process.
+    TrainWorkflow(crate::bench_train::TrainWorkflowBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +115,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Worker(a) => return crate::bench_worker::run_worker(a),
         BenchCommand::Load(a) => return crate::bench_worker::run_load(a),
         BenchCommand::Onnx(a) => return crate::bench_onnx::run(a),
+        BenchCommand::TrainWorkflow(a) => return crate::bench_train::run(a),
     };
     let ds = Dataset {
         name: "peer-data".into(),

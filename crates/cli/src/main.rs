@@ -10,6 +10,7 @@ mod attest;
 mod bench;
 mod bench_coord;
 mod bench_onnx;
+mod bench_train;
 mod bench_worker;
 mod coord;
 mod data;
