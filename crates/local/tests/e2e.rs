@@ -301,7 +301,6 @@ async fn the_whole_path_on_loopback() {
     for k in [
         "attestation_verified",
         "certificate_issued",
-        "key_released",
         "workflow_run_queued",
         "workflow_run_claimed",
         "data_key_unwrapped",
@@ -405,7 +404,16 @@ async fn a_worker_outside_its_placement_gets_no_key() {
     let e = Worker::start(local.worker_options(APP, M, sealed.clone()).unwrap())
         .await
         .unwrap_err();
-    assert!(matches!(e, WorkerError::KeyRelease { .. }), "{e}");
+    assert!(matches!(e, WorkerError::ModelRefused(_)), "{e}");
+    // The coordinator evaluated the placement for the model's file key and
+    // audited why it refused.
+    let b = twinseal_audit::Bundle::from_json(&local.coordinator.audit_export().unwrap()).unwrap();
+    assert!(
+        b.entries.iter().any(|e| matches!(&e.event,
+            twinseal_audit::Event::DataKeyDenied { reasons, .. }
+                if reasons.iter().any(|r| r.contains("location us-east is not allowed")))),
+        "the placement refusal is audited"
+    );
     // Endorsed inside the allowed place, the same worker starts.
     local.apply_manifest(&placed("eu-west")).await.unwrap();
     Worker::start(local.worker_options(APP, M, sealed).unwrap())

@@ -445,11 +445,11 @@ async fn workers_that_may_not_have_the_key_do_not_start() {
         .unwrap_err();
     assert!(matches!(e, Error::Attestation(_)), "{e}");
     assert!(e.to_string().contains("attestation"), "{e}");
-    // An app the manifest does not give the key gets none.
+    // An app the manifest does not give the key gets no file key under it.
     let e = Worker::start(c.options("keyless", MEASUREMENT, c.sealed.clone()))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::KeyRelease { .. }), "{e}");
+    assert!(matches!(e, Error::ModelRefused(_)), "{e}");
     assert!(e.to_string().contains(KEY), "{e}");
     c.stop().await;
 }
