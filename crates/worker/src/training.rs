@@ -48,6 +48,7 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::jobs::{Reporter, context_of, get, job_err, seal_and_put};
 use crate::worker::AppState;
+use std::io::Read as _;
 
 /// The public index of a sealed dataset, inside its folder.
 pub const DATASET_INDEX: &str = "index.json";
@@ -126,6 +127,94 @@ fn metrics_of(r: &twinseal_siamese::metrics::Report) -> BTreeMap<String, f64> {
     .collect()
 }
 
+/// Largest sealed dataset archive a trainer reads (it streams: only the
+/// decoded images stay in memory), bytes.
+pub const MAX_DATASET_BYTES: u64 = 64 << 30;
+
+/// A sealed object streaming from the object store into blocking code.
+struct SealedStream {
+    reader: StreamReader,
+    feeder: tokio::task::JoinHandle<()>,
+}
+
+impl SealedStream {
+    async fn open(store: &dyn ObjectStore, location: &str) -> Result<SealedStream> {
+        use futures_util::StreamExt;
+        use object_store::ObjectStoreExt;
+        let what = "the sealed dataset";
+        let path = object_store::path::Path::parse(location)
+            .map_err(|_| job_err(format!("{what}: invalid object path")))?;
+        let got = store.get(&path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                job_err(format!("{what}: not found in the object store"))
+            }
+            other => {
+                tracing::warn!(error = %other, location, "object store read failed");
+                job_err(format!("{what}: the object store failed"))
+            }
+        })?;
+        if got.meta.size > MAX_DATASET_BYTES {
+            return Err(job_err(format!(
+                "{what}: larger than {MAX_DATASET_BYTES} bytes"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+        let mut stream = got.into_stream();
+        let feeder = tokio::spawn(async move {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| {
+                    tracing::warn!(error = %e, "object store read failed");
+                    std::io::Error::other("reading from the object store failed")
+                });
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(SealedStream {
+            reader: StreamReader {
+                rx,
+                chunk: bytes::Bytes::new(),
+                hasher: Sha256::new(),
+            },
+            feeder,
+        })
+    }
+}
+
+/// `Read` over the chunks the feeder sends (from blocking code only),
+/// hashing every byte it hands out.
+struct StreamReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+    hasher: Sha256,
+}
+
+impl std::io::Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.chunk = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        let part = self.chunk.split_to(n);
+        buf[..n].copy_from_slice(&part);
+        self.hasher.update(&part);
+        Ok(n)
+    }
+}
+
+impl StreamReader {
+    /// Reads what is left and returns the SHA-256 of every byte, hex.
+    fn finish(mut self) -> Result<String> {
+        std::io::copy(&mut self, &mut std::io::sink())
+            .map_err(|e| job_err(format!("the sealed dataset: {e}")))?;
+        Ok(hex::encode(self.hasher.finalize()))
+    }
+}
+
 pub(crate) async fn run_train_job(
     state: &AppState,
     store: &dyn ObjectStore,
@@ -153,16 +242,19 @@ pub(crate) async fn run_train_job(
     )
     .await?;
     ArchiveIndex::from_json(&index_bytes).map_err(|e| job_err(e.to_string()))?;
-    let sealed = get(
-        store,
-        &format!("{}/{DATASET_DATA}", job.input.location),
-        "the sealed dataset",
-    )
-    .await?;
-    let sealed_dataset_sha256 = hex::encode(Sha256::digest(&sealed));
+    // The sealed archive streams from the object store: its header first
+    // (for the coordinator to unwrap the file key), then the rest straight
+    // through decryption into the archive reader, hashed on the way.
+    let data_loc = format!("{}/{DATASET_DATA}", job.input.location);
+    let mut sealed = SealedStream::open(store, &data_loc).await?;
     let dataset_index_sha256 = hex::encode(Sha256::digest(&index_bytes));
-    let header = Header::parse(&sealed)
-        .map_err(|e| job_err(format!("the dataset is not a sealed file: {e}")))?;
+    let (header, sealed) = tokio::task::spawn_blocking(move || {
+        let h = Header::read_from(&mut sealed.reader)
+            .map_err(|e| job_err(format!("the dataset is not a sealed file: {e}")));
+        h.map(|h| (h, sealed))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
     let file_key =
         crate::worker::unwrap_file_key(&state.coordinator(), &job.input.key, header.as_bytes())
             .await?;
@@ -173,16 +265,21 @@ pub(crate) async fn run_train_job(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<api::TrainingProgress>();
     let name = job.input.location.clone();
     let task = tokio::task::spawn_blocking(move || -> Result<_> {
-        let opener = Opener::with_file_key(&sealed[..], &file_key, &context).map_err(|e| {
+        // The header was read off the stream; put it back in front.
+        let SealedStream { reader, feeder } = sealed;
+        let input = std::io::Cursor::new(header.as_bytes().to_vec()).chain(reader);
+        let mut opener = Opener::with_file_key(input, &file_key, &context).map_err(|e| {
             job_err(format!(
                 "the dataset does not open with its key and context: {e}"
             ))
         })?;
         drop(file_key);
         let (h, w) = (opts.tower.height, opts.tower.width);
-        let ds = read_archive(opener, &index_bytes, &name, h, w)
+        let ds = read_archive(&mut opener, &index_bytes, &name, h, w)
             .map_err(|e| job_err(format!("the sealed dataset cannot be used: {e}")))?;
-        drop(sealed);
+        let (_, reader) = opener.into_inner().into_inner();
+        let sealed_dataset_sha256 = reader.finish()?;
+        feeder.abort();
         let counts = [
             ds.train.len() as u64,
             ds.test.len() as u64,
@@ -214,12 +311,13 @@ pub(crate) async fn run_train_job(
         p.stage = "sealing".into();
         p.metrics = metrics_of(&outcome.test);
         let _ = tx.send(p.clone());
-        Ok((outcome, counts, p))
+        Ok((outcome, counts, p, sealed_dataset_sha256))
     });
     while let Some(p) = rx.recv().await {
         reporter.training(p, true).await;
     }
-    let (mut outcome, images, last) = task.await.map_err(|e| Error::Internal(e.to_string()))??;
+    let (mut outcome, images, last, sealed_dataset_sha256) =
+        task.await.map_err(|e| Error::Internal(e.to_string()))??;
 
     // Provenance: this trainer's attestation and the sealed dataset.
     let att = state.attestation();
