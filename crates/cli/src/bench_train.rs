@@ -51,6 +51,9 @@ struct Results {
     workflow_outside_epochs_s: Vec<f64>,
     plain_outside_epochs_median_s: f64,
     workflow_outside_epochs_median_s: f64,
+    /// workflow / plain within each sitting (the two ran back to back).
+    paired_ratios: Vec<f64>,
+    paired_ratio_median: f64,
     seal_dataset_s: f64,
     trainer_attest_s: f64,
 }
@@ -226,6 +229,11 @@ pub fn run(a: TrainWorkflowBench) -> Result<()> {
     }
     rt.block_on(local.stop())?;
     let (p, w) = (median(&plain_s), median(&workflow_s));
+    let paired: Vec<f64> = workflow_s
+        .iter()
+        .zip(&plain_s)
+        .map(|(w, p)| w / p)
+        .collect();
     let r = Results {
         epochs: a.epochs,
         sittings: a.sittings,
@@ -234,6 +242,8 @@ pub fn run(a: TrainWorkflowBench) -> Result<()> {
         overhead_pct: (w / p - 1.0) * 100.0,
         plain_s,
         workflow_s,
+        paired_ratio_median: median(&paired),
+        paired_ratios: paired,
         plain_outside_epochs_median_s: median(&plain_out),
         workflow_outside_epochs_median_s: median(&workflow_out),
         plain_outside_epochs_s: plain_out,
@@ -253,6 +263,16 @@ pub fn run(a: TrainWorkflowBench) -> Result<()> {
         r.workflow_accuracy,
         r.seal_dataset_s,
         r.trainer_attest_s * 1e3
+    );
+    println!(
+        "workflow / plain within each sitting: {} -> median {:.3} ({:+.1}%)",
+        r.paired_ratios
+            .iter()
+            .map(|x| format!("{x:.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.paired_ratio_median,
+        (r.paired_ratio_median - 1.0) * 100.0
     );
     println!(
         "outside the epochs (median): plain {:.2} s, workflow {:.2} s: the workflow's own cost is {:+.2} s = {:+.1}% of plain training",
