@@ -203,7 +203,104 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
         .output()
         .unwrap());
     assert!(out.contains("receipt verified"), "{out}");
-
     assert!(stop(served).success(), "the worker did not stop cleanly");
+
+    // A trainer: the same binary started without --model runs the training
+    // workflow of its app from a dataset the data owner sealed.
+    std::fs::write(
+        &manifest,
+        format!(
+            "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n\
+             [users.mel]\nroles = [\"ml_engineer\"]\n\
+             [apps.siamese-worker]\ntee = [\"simulated\"]\nmeasurements = [\"{measurement}\"]\nkeys = [\"model-key\"]\n\
+             [apps.siamese-trainer]\ntee = [\"simulated\"]\nmeasurements = [\"{measurement}\"]\nkeys = [\"dataset-key\", \"model-key\"]\n\
+             [datasets.faces]\nlocation = \"datasets/faces\"\nkey = \"dataset-key\"\ncontext = {{ purpose = \"training\" }}\n\
+             [workflows.train-faces]\nkind = \"train\"\ninput = \"faces\"\napp = \"siamese-trainer\"\n\
+             output = \"models/faces\"\noutput_key = \"model-key\"\n\
+             [workflows.train-faces.train]\nepochs = 1\nbatch_size = 16\n"
+        ),
+    )
+    .unwrap();
+    ok(twinseal(Some(&admin), &url, &ca)
+        .args(["manifest", "apply"])
+        .arg(&manifest)
+        .output()
+        .unwrap());
+    ok(twinseal(Some(&admin), &url, &ca)
+        .args(["key", "create", "dataset-key"])
+        .output()
+        .unwrap());
+    let mel = ok(twinseal(Some(&admin), &url, &ca)
+        .args(["user", "token", "mel"])
+        .output()
+        .unwrap());
+    let faces = d.join("faces");
+    for (who, base) in [("ada", 20u32), ("bob", 200)] {
+        std::fs::create_dir_all(faces.join(who)).unwrap();
+        for n in 0..6u32 {
+            let raw: Vec<u8> = (0..784u32)
+                .map(|i| (base + (i * (n + 1)) % 40) as u8)
+                .collect();
+            image::GrayImage::from_raw(28, 28, raw)
+                .unwrap()
+                .save(faces.join(who).join(format!("{n}.png")))
+                .unwrap();
+        }
+    }
+    let store = d.join("store");
+    ok(twinseal(Some(dora.trim()), &url, &ca)
+        .args(["seal", "--key", "dataset-key", "-c", "purpose=training"])
+        .arg(&faces)
+        .arg("-o")
+        .arg(store.join("datasets/faces"))
+        .output()
+        .unwrap());
+    let tport = free_port();
+    let mut trainer = twinseal(None, &url, &ca)
+        .args([
+            "worker",
+            "serve",
+            "--app",
+            "siamese-trainer",
+            "--tee",
+            "simulated",
+        ])
+        .arg("--insecure-simulated-platform-key")
+        .arg(&platform_key)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{tport}"),
+            "--poll-secs",
+            "1",
+        ])
+        .arg("--jobs")
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(tport, &mut trainer, "trainer");
+    let out = ok(twinseal(Some(mel.trim()), &url, &ca)
+        .args(["workflow", "run", "train-faces", "--timeout-secs", "120"])
+        .output()
+        .unwrap());
+    assert!(out.contains("succeeded, 1/1 epochs"), "{out}");
+    assert!(
+        out.contains("training record (audit log): trainer siamese-trainer"),
+        "{out}"
+    );
+    assert!(store.join("models/faces/run-1/model.sealed").is_file());
+    // It serves no model.
+    let out = twinseal(None, &url, &ca)
+        .args(["compare", "--worker", &format!("https://127.0.0.1:{tport}")])
+        .arg("--allow-simulated")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trainer"), "{err}");
+    assert!(stop(trainer).success(), "the trainer did not stop cleanly");
     assert!(stop(coordinator).success());
 }
