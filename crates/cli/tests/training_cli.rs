@@ -198,6 +198,34 @@ fn seal_inspect_train_and_trace_a_model_through_the_binary() {
         err.contains("mnist dataset: 10 identities, 10000 images"),
         "{err}"
     );
+    // A folder of IDX files (as `twinseal train --dataset idx:DIR` reads).
+    let idx = d.join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    let mut images = vec![0u8, 0, 8, 3];
+    let mut labels = vec![0u8, 0, 8, 1];
+    for v in [12u32, 28, 28] {
+        images.extend(v.to_be_bytes());
+    }
+    labels.extend(12u32.to_be_bytes());
+    for n in 0..12u8 {
+        images.extend(std::iter::repeat_n(n * 20, 784));
+        labels.push(n % 2);
+    }
+    std::fs::write(idx.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(idx.join("train-labels-idx1-ubyte"), labels).unwrap();
+    let (_, err) = ok(remote(&dora)
+        .args(["seal", "--key", "dataset-key"])
+        .arg(&idx)
+        .arg("-o")
+        .arg(d.join("idx-sealed")));
+    assert!(
+        err.contains("idx dataset: 2 identities, 12 images"),
+        "{err}"
+    );
+    let (out, _) = ok(twinseal()
+        .args(["dataset", "inspect"])
+        .arg(d.join("idx-sealed")));
+    assert!(out.contains("idx (2 identities, 12 images)"), "{out}");
     fails(
         remote(&dora)
             .args(["seal", "--dataset", "--key", "dataset-key"])

