@@ -314,6 +314,38 @@ async fn each_role_meets_its_limits() {
     assert!(matches!(e, WorkerError::ModelRefused(_)), "{e}");
     assert_denied_in_audit(local, "serves only models with a training record");
 
+    // A model from another attested trainer, which `trained_by` does not
+    // name, is refused too, though its training is recorded.
+    let mel = local.user("mel").await.unwrap();
+    let rogue_run: api::RunInfo = mel
+        .post("/v1/workflows/train-rogue/runs", &())
+        .await
+        .unwrap();
+    let rogue = Worker::start(local.trainer_options(ROGUE, ROGUE_M).unwrap())
+        .await
+        .unwrap();
+    let (id, outcome) = rogue.run_next_job(d.store.as_ref()).await.unwrap().unwrap();
+    assert_eq!(id, rogue_run.id);
+    let info = outcome.unwrap();
+    assert_eq!(info.training_record.unwrap().app, ROGUE);
+    let rogue_model = std::fs::read(
+        d.store_dir
+            .path()
+            .join(format!("models/rogue/run-{id}/model.sealed")),
+    )
+    .unwrap();
+    let mut opts = local.worker_options(APP, SERVER_M, rogue_model).unwrap();
+    let rogue_id = id.to_string();
+    opts.model_context = twinseal_envelope::Context::from_pairs([
+        ("purpose", "model"),
+        ("workflow", "train-rogue"),
+        ("run", rogue_id.as_str()),
+    ])
+    .unwrap();
+    let e = Worker::start(opts).await.unwrap_err();
+    assert!(matches!(e, WorkerError::ModelRefused(_)), "{e}");
+    assert_denied_in_audit(local, "this one was trained by rogue-trainer");
+
     // The run is still queued for the right trainer, which then succeeds.
     let trainer = Worker::start(local.trainer_options(TRAINER, TRAINER_M).unwrap())
         .await

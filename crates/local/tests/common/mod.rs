@@ -18,6 +18,10 @@ pub const TRAINER_M: [u8; 48] = [0x7a; 48];
 pub const SERVER_M: [u8; 48] = [0x5a; 48];
 /// The trainer app.
 pub const TRAINER: &str = "trainer";
+/// Another attested trainer, which the model key's `trained_by` does not name.
+pub const ROGUE: &str = "rogue-trainer";
+/// Its measurement.
+pub const ROGUE_M: [u8; 48] = [0x6b; 48];
 /// The training workflow.
 pub const WORKFLOW: &str = "train-digits";
 /// The dataset key.
@@ -35,6 +39,7 @@ roles = ["ml_engineer"]
 [users.audrey]
 roles = ["auditor"]
 {trainer}
+{rogue}
 {server}
 [keys.{MODEL_KEY}]
 trained_by = ["{TRAINER}"]
@@ -51,7 +56,17 @@ output_key = "{MODEL_KEY}"
 [workflows.{WORKFLOW}.train]
 epochs = 2
 batch_size = 32
+[workflows.train-rogue]
+kind = "train"
+input = "digits"
+app = "{ROGUE}"
+output = "models/rogue"
+output_key = "{MODEL_KEY}"
+[workflows.train-rogue.train]
+epochs = 1
+batch_size = 32
 "#,
+        rogue = Local::app_entry(ROGUE, &ROGUE_M, &[DATASET_KEY, MODEL_KEY]),
         trainer = Local::app_entry(TRAINER, &TRAINER_M, &[DATASET_KEY, MODEL_KEY]),
         server = Local::app_entry(APP, &SERVER_M, &[MODEL_KEY]),
     )
