@@ -306,6 +306,10 @@ pub(crate) async fn run_train_job(
             &stop,
         )
         .map_err(|e| job_err(format!("training failed: {e}")))?;
+        // The training images: wiped before the memory is freed.
+        let mut ds = ds;
+        zeroize::Zeroize::zeroize(&mut ds.train.pixels);
+        zeroize::Zeroize::zeroize(&mut ds.test.pixels);
         drop(ds);
         let mut p = last.unwrap_or_else(|| progress("training", 0, epochs));
         p.stage = "sealing".into();
