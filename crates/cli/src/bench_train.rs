@@ -10,13 +10,13 @@ use anyhow::{Result, ensure};
 use candle_core::Device;
 use serde::Serialize;
 use twinseal_api as api;
-use twinseal_local::{APP, DATA_OWNER, Local, LocalOptions, MODEL_KEY};
-use twinseal_siamese::data::{archive, parse_mnist_tarball};
+use twinseal_local::{DATA_OWNER, Local, LocalOptions, MODEL_KEY};
+use twinseal_siamese::data::parse_mnist_tarball;
 use twinseal_siamese::train;
-use zeroize::Zeroizing;
 
 use crate::bench_worker::median;
 use crate::data::DataDirArg;
+use crate::demo::{DATASET_KEY, TRAINER, WORKFLOW};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainWorkflowBench {
@@ -58,9 +58,6 @@ struct Results {
     trainer_attest_s: f64,
 }
 
-const TRAINER: &str = "siamese-trainer";
-const WORKFLOW: &str = "train-mnist";
-
 pub fn run(a: TrainWorkflowBench) -> Result<()> {
     ensure!(
         a.sittings > 0 && a.epochs > 0,
@@ -86,35 +83,11 @@ pub fn run(a: TrainWorkflowBench) -> Result<()> {
     let (local, mel, dora) = rt.block_on(async {
         let local = Local::start(LocalOptions::default()).await?;
         local
-            .apply_manifest(&format!(
-                "[users.admin]\nroles = [\"admin\"]\n[users.{DATA_OWNER}]\nroles = [\"data_owner\"]\n\
-                 [users.mel]\nroles = [\"ml_engineer\"]\n{}{}\
-                 [keys.{MODEL_KEY}]\ntrained_by = [\"{TRAINER}\"]\n\
-                 [datasets.mnist]\nlocation = \"datasets/mnist\"\nkey = \"dataset-key\"\n\
-                 context = {{ purpose = \"training\" }}\n\
-                 [workflows.{WORKFLOW}]\nkind = \"train\"\ninput = \"mnist\"\napp = \"{TRAINER}\"\n\
-                 output = \"models/mnist\"\noutput_key = \"{MODEL_KEY}\"\n\
-                 [workflows.{WORKFLOW}.train]\nepochs = {}\n",
-                Local::app_entry(TRAINER, &m, &["dataset-key", MODEL_KEY]),
-                Local::app_entry(APP, &m, &[MODEL_KEY]),
-                a.epochs
-            ))
+            .apply_manifest(&crate::demo::training_manifest(&m, Some(a.epochs)))
             .await?;
-        local.create_keys(&[MODEL_KEY, "dataset-key"]).await?;
-        let bytes = Zeroizing::new(std::fs::read(&tarball)?);
-        let mut plain = Zeroizing::new(Vec::new());
-        let index = archive::write_mnist_archive(&bytes, &mut *plain)?;
+        local.create_keys(&[MODEL_KEY, DATASET_KEY]).await?;
+        crate::demo::seal_mnist_dataset(&local, &tarball, store.path()).await?;
         let dora = local.user(DATA_OWNER).await?;
-        twinseal_local::seal_dataset(
-            &dora,
-            "dataset-key",
-            &[("purpose", "training")],
-            &index,
-            &plain,
-            store.path(),
-            "datasets/mnist",
-        )
-        .await?;
         let mel = local.user("mel").await?;
         anyhow::Ok((local, mel, dora))
     })?;

@@ -129,9 +129,9 @@ enum ModelSource<'a> {
 }
 
 /// The trainer app and workflow of `--confidential-training`.
-const TRAINER: &str = "siamese-trainer";
-const WORKFLOW: &str = "train-mnist";
-const DATASET_KEY: &str = "dataset-key";
+pub(crate) const TRAINER: &str = "siamese-trainer";
+pub(crate) const WORKFLOW: &str = "train-mnist";
+pub(crate) const DATASET_KEY: &str = "dataset-key";
 
 /// The worker's measurement in the demo: the running executable's digest,
 /// as the simulated TEE reports it.
@@ -149,7 +149,7 @@ async fn confidential(source: ModelSource<'_>, ds: &Dataset, args: &DemoArgs) ->
     let m = measurement()?;
     let training = matches!(source, ModelSource::Train(_));
     if training {
-        local.apply_manifest(&training_manifest(&m)).await?;
+        local.apply_manifest(&training_manifest(&m, None)).await?;
         local.create_keys(&[MODEL_KEY, DATASET_KEY]).await?;
     } else {
         local.prepare_model_serving(&m).await?;
@@ -287,17 +287,45 @@ async fn confidential(source: ModelSource<'_>, ds: &Dataset, args: &DemoArgs) ->
 /// The manifest of `--confidential-training`: the data owner, the ML
 /// engineer, a trainer app and the serving app (both this binary), the
 /// sealed MNIST dataset and the training workflow with the seed's options.
-fn training_manifest(m: &[u8; 48]) -> String {
+pub(crate) fn training_manifest(m: &[u8; 48], epochs: Option<usize>) -> String {
+    let train = epochs
+        .map(|e| format!("[workflows.{WORKFLOW}.train]\nepochs = {e}\n"))
+        .unwrap_or_default();
     format!(
         "[users.admin]\nroles = [\"admin\"]\n[users.{DATA_OWNER}]\nroles = [\"data_owner\"]\n\
          [users.mel]\nroles = [\"ml_engineer\"]\n{trainer}{server}\
          [keys.{MODEL_KEY}]\ntrained_by = [\"{TRAINER}\"]\n\
          [datasets.mnist]\nlocation = \"datasets/mnist\"\nkey = \"{DATASET_KEY}\"\ncontext = {{ purpose = \"training\" }}\n\
          [workflows.{WORKFLOW}]\nkind = \"train\"\ninput = \"mnist\"\napp = \"{TRAINER}\"\n\
-         output = \"models/mnist\"\noutput_key = \"{MODEL_KEY}\"\n",
+         output = \"models/mnist\"\noutput_key = \"{MODEL_KEY}\"\n{train}",
         trainer = Local::app_entry(TRAINER, m, &[DATASET_KEY, MODEL_KEY]),
         server = Local::app_entry(APP, m, &[MODEL_KEY]),
     )
+}
+
+/// The data owner seals the MNIST tarball as the dataset `mnist` of
+/// [`training_manifest`] into the object store `store`.
+pub(crate) async fn seal_mnist_dataset(
+    local: &Local,
+    tarball: &std::path::Path,
+    store: &std::path::Path,
+) -> Result<twinseal_siamese::data::archive::ArchiveIndex> {
+    let bytes = Zeroizing::new(std::fs::read(tarball)?);
+    let mut plain = Zeroizing::new(Vec::new());
+    let index = twinseal_siamese::data::archive::write_mnist_archive(&bytes, &mut *plain)?;
+    drop(bytes);
+    let dora = local.user(DATA_OWNER).await?;
+    twinseal_local::seal_dataset(
+        &dora,
+        DATASET_KEY,
+        &[("purpose", "training")],
+        &index,
+        &plain,
+        store,
+        "datasets/mnist",
+    )
+    .await?;
+    Ok(index)
 }
 
 /// Steps 4 and 5 of `--confidential-training`: the data owner seals the
@@ -309,27 +337,11 @@ async fn train_confidentially(
     tarball: &std::path::Path,
     m: [u8; 48],
 ) -> Result<(Vec<u8>, twinseal_envelope::Context)> {
-    use twinseal_siamese::data::archive;
     println!(
         "== 4. the data owner seals the MNIST tarball under {DATASET_KEY} (a data key from the coordinator) into the object store"
     );
     let store_dir = tempfile::tempdir()?;
-    let bytes = Zeroizing::new(std::fs::read(tarball)?);
-    let mut plain = Zeroizing::new(Vec::new());
-    let index = archive::write_mnist_archive(&bytes, &mut *plain)?;
-    drop(bytes);
-    let dora = local.user(DATA_OWNER).await?;
-    twinseal_local::seal_dataset(
-        &dora,
-        DATASET_KEY,
-        &[("purpose", "training")],
-        &index,
-        &plain,
-        store_dir.path(),
-        "datasets/mnist",
-    )
-    .await?;
-    drop(plain);
+    let index = seal_mnist_dataset(local, tarball, store_dir.path()).await?;
     let counts: Vec<String> = index
         .identities
         .iter()

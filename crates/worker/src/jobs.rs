@@ -265,7 +265,14 @@ pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>> {
     Ok(Arc::new(fs))
 }
 
-pub(crate) async fn get(store: &dyn ObjectStore, location: &str, what: &str) -> Result<Vec<u8>> {
+/// Opens `location` for reading, refusing objects larger than `max` bytes;
+/// errors name `what`, never the store's own message (it is logged).
+pub(crate) async fn open_object(
+    store: &dyn ObjectStore,
+    location: &str,
+    what: &str,
+    max: u64,
+) -> Result<object_store::GetResult> {
     let path =
         ObjectPath::parse(location).map_err(|_| job_err(format!("{what}: invalid object path")))?;
     let r = store.get(&path).await.map_err(|e| match e {
@@ -277,12 +284,16 @@ pub(crate) async fn get(store: &dyn ObjectStore, location: &str, what: &str) -> 
             job_err(format!("{what}: the object store failed"))
         }
     })?;
-    if r.meta.size > MAX_INPUT_BYTES {
-        return Err(job_err(format!(
-            "{what}: larger than {MAX_INPUT_BYTES} bytes"
-        )));
+    if r.meta.size > max {
+        return Err(job_err(format!("{what}: larger than {max} bytes")));
     }
-    let bytes = r
+    Ok(r)
+}
+
+/// Reads a whole object of at most [`MAX_INPUT_BYTES`] into memory.
+pub(crate) async fn get(store: &dyn ObjectStore, location: &str, what: &str) -> Result<Vec<u8>> {
+    let bytes = open_object(store, location, what, MAX_INPUT_BYTES)
+        .await?
         .bytes()
         .await
         .map_err(|_| job_err(format!("{what}: reading from the object store failed")))?;
@@ -302,15 +313,9 @@ pub(crate) struct Reporter {
 }
 
 impl Reporter {
-    /// A training run's progress (`done`/`total` count epochs).
-    pub(crate) async fn training(&mut self, p: api::TrainingProgress, force: bool) {
-        if !force
-            && self
-                .last
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
+    /// A training run's progress (`done`/`total` count epochs); sent at
+    /// once (one report per stage or finished epoch).
+    pub(crate) async fn training(&mut self, p: api::TrainingProgress) {
         self.last = Some(Instant::now());
         let body = api::JobProgress {
             done: p.epoch as u64,

@@ -46,7 +46,7 @@ use twinseal_siamese::train::{self, TrainOptions};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::jobs::{Reporter, context_of, get, job_err, seal_and_put};
+use crate::jobs::{Reporter, context_of, get, job_err, open_object, seal_and_put};
 use crate::worker::AppState;
 use std::io::Read as _;
 
@@ -140,24 +140,7 @@ struct SealedStream {
 impl SealedStream {
     async fn open(store: &dyn ObjectStore, location: &str) -> Result<SealedStream> {
         use futures_util::StreamExt;
-        use object_store::ObjectStoreExt;
-        let what = "the sealed dataset";
-        let path = object_store::path::Path::parse(location)
-            .map_err(|_| job_err(format!("{what}: invalid object path")))?;
-        let got = store.get(&path).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => {
-                job_err(format!("{what}: not found in the object store"))
-            }
-            other => {
-                tracing::warn!(error = %other, location, "object store read failed");
-                job_err(format!("{what}: the object store failed"))
-            }
-        })?;
-        if got.meta.size > MAX_DATASET_BYTES {
-            return Err(job_err(format!(
-                "{what}: larger than {MAX_DATASET_BYTES} bytes"
-            )));
-        }
+        let got = open_object(store, location, "the sealed dataset", MAX_DATASET_BYTES).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
         let mut stream = got.into_stream();
         let feeder = tokio::spawn(async move {
@@ -231,9 +214,7 @@ pub(crate) async fn run_train_job(
         .ok_or_else(|| job_err("a training job without a place for its metrics"))?;
     let opts = options(&spec).map_err(|e| job_err(e.to_string()))?;
     let epochs = opts.epochs;
-    reporter
-        .training(progress("opening", 0, epochs), true)
-        .await;
+    reporter.training(progress("opening", 0, epochs)).await;
 
     let index_bytes = get(
         store,
@@ -318,7 +299,7 @@ pub(crate) async fn run_train_job(
         Ok((outcome, counts, p, sealed_dataset_sha256))
     });
     while let Some(p) = rx.recv().await {
-        reporter.training(p, true).await;
+        reporter.training(p).await;
     }
     let (mut outcome, images, last, sealed_dataset_sha256) =
         task.await.map_err(|e| Error::Internal(e.to_string()))??;
@@ -370,13 +351,10 @@ pub(crate) async fn run_train_job(
     let (metrics_sha256, _) =
         seal_and_put(state, store, &metrics_to, &metrics_json, "the metrics").await?;
     reporter
-        .training(
-            api::TrainingProgress {
-                stage: "done".into(),
-                ..last
-            },
-            true,
-        )
+        .training(api::TrainingProgress {
+            stage: "done".into(),
+            ..last
+        })
         .await;
 
     let output = api::WorkflowOutput {
