@@ -20,9 +20,11 @@
 //!   (`<name>+<hash>+<base64 key>`).
 //! - [`Bundle`], [`verify_bundle`], [`verify_bundle_with`], [`Report`]: the
 //!   export and its verification, naming the kind and index of every
-//!   problem. Entries cut from the end of a log along with the checkpoints
-//!   that cover them are only detectable against a checkpoint obtained out
-//!   of band, which [`verify_bundle_with`] accepts.
+//!   problem. Entries that no signed checkpoint covers are a problem unless
+//!   [`VerifyOptions::allow_unsigned_tail`] says otherwise. Entries cut from
+//!   the end of a log along with the checkpoints that cover them are only
+//!   detectable against a checkpoint obtained out of band, which
+//!   [`verify_bundle_with`] accepts ([`VerifyOptions::trusted`]).
 //! - [`verify_inclusion`], [`verify_consistency`]: RFC 9162 proof checks.
 //!
 //! ```
@@ -60,4 +62,4 @@ pub use event::{Entry, Event};
 pub use log::{AuditLog, MAX_ENTRY_LEN, MAX_EVIDENCE_LEN};
 pub use merkle::{Hash, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion};
 pub use note::{Checkpoint, CheckpointSigner, MAX_NOTE_LEN, VerifierKey, verify_checkpoint};
-pub use verify::{Problem, ProblemKind, Report, verify_bundle, verify_bundle_with};
+pub use verify::{Problem, ProblemKind, Report, VerifyOptions, verify_bundle, verify_bundle_with};

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::ops::Range;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -41,8 +42,10 @@ pub enum ProblemKind {
     MissingEvidence,
     /// Evidence in the bundle does not hash to its digest.
     EvidenceAltered,
-    /// Entries after the last verified checkpoint (a warning: nothing signed
-    /// vouches for them).
+    /// Entries after the last verified checkpoint, or every entry when no
+    /// checkpoint verified: nothing signed vouches for them, so they could
+    /// have been rewritten, hash chain included. A problem, or only a
+    /// warning under [`VerifyOptions::allow_unsigned_tail`].
     Uncovered,
 }
 
@@ -96,16 +99,40 @@ pub struct Report {
     pub checkpoints: u64,
     /// Everything found wrong, by entry index (findings without an index last).
     pub problems: Vec<Problem>,
-    /// Findings that do not make the bundle wrong but limit what it proves:
-    /// entries after the last verified checkpoint.
+    /// Findings accepted by the options but limiting what the bundle
+    /// proves: the [`ProblemKind::Uncovered`] finding under
+    /// [`VerifyOptions::allow_unsigned_tail`].
     pub warnings: Vec<Problem>,
+    /// The indices of the bundle's entries that no verified checkpoint
+    /// covers (from the largest verified size to the last entry), whether
+    /// reported as a problem or, when allowed, as a warning.
+    pub uncovered: Option<Range<u64>>,
 }
 
 impl Report {
-    /// No problems (warnings allowed).
+    /// No problems (warnings allowed). Entries no signed checkpoint covers
+    /// are a problem unless [`VerifyOptions::allow_unsigned_tail`] was set.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
+}
+
+/// How to verify a bundle. The default is the strict check with nothing
+/// obtained out of band.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyOptions<'a> {
+    /// A checkpoint obtained out of band (from the coordinator's
+    /// `/v1/audit/checkpoint`, a witness, an earlier audit), as signed-note
+    /// text: the bundle must then hold at least that many entries, and their
+    /// head must be the one it signs.
+    pub trusted: Option<&'a str>,
+    /// Accept entries that no verified checkpoint covers, reporting them as
+    /// a warning instead of a problem. Dangerous: nothing signed vouches for
+    /// those entries, so whoever handled the bundle could have rewritten
+    /// them (hash chain included), or stripped the checkpoints of a whole
+    /// log to do so. Only for a log known to have appended since its last
+    /// checkpoint, over a channel trusted as much as the key.
+    pub allow_unsigned_tail: bool,
 }
 
 impl fmt::Display for Report {
@@ -131,20 +158,20 @@ impl fmt::Display for Report {
     }
 }
 
-/// Verify a bundle against the log's checkpoint key.
+/// Verify a bundle against the log's checkpoint key, strictly: entries that
+/// no verified checkpoint covers are a [`ProblemKind::Uncovered`] problem.
 ///
 /// Without a checkpoint obtained out of band, entries cut from the end of
 /// the log together with every checkpoint that covers them cannot be
 /// detected; see [`verify_bundle_with`].
 pub fn verify_bundle(bundle: &Bundle, key: &VerifierKey) -> Report {
-    verify_bundle_with(bundle, key, None)
+    verify_bundle_with(bundle, key, &VerifyOptions::default())
 }
 
-/// Verify a bundle against the log's checkpoint key and, when given, a
-/// checkpoint obtained out of band (from the coordinator's
-/// `/v1/audit/checkpoint`, a witness, an earlier audit): the bundle must
-/// then hold at least that many entries, and their head must be the one it
-/// signs.
+/// Verify a bundle against the log's checkpoint key with options: a
+/// checkpoint obtained out of band ([`VerifyOptions::trusted`]), and whether
+/// entries that no verified checkpoint covers are only a warning
+/// ([`VerifyOptions::allow_unsigned_tail`]).
 ///
 /// Checks, in order: indices (gaps are [`ProblemKind::Removed`], entries out
 /// of place [`ProblemKind::Reordered`], repeated indices
@@ -153,9 +180,10 @@ pub fn verify_bundle(bundle: &Bundle, key: &VerifierKey) -> Report {
 /// checkpoint's signature; every checkpoint's head against the head
 /// recomputed from the entries it covers, and RFC 9162 consistency proofs
 /// computed from the entries between checkpoints; that the bundle holds the
-/// entries its largest checkpoint covers; and that every evidence digest an
-/// event names is present and hashes right.
-pub fn verify_bundle_with(bundle: &Bundle, key: &VerifierKey, trusted: Option<&str>) -> Report {
+/// entries its largest checkpoint covers; that every entry is covered by a
+/// verified checkpoint ([`ProblemKind::Uncovered`]); and that every
+/// evidence digest an event names is present and hashes right.
+pub fn verify_bundle_with(bundle: &Bundle, key: &VerifierKey, options: &VerifyOptions) -> Report {
     let mut v = Findings::default();
     let log = v.order(&bundle.entries);
     v.chain(&log);
@@ -166,7 +194,8 @@ pub fn verify_bundle_with(bundle: &Bundle, key: &VerifierKey, trusted: Option<&s
         .count();
     let tree = Tree::new(log[..contiguous].iter().map(|(_, h)| *h).collect());
     let complete = contiguous == log.len();
-    let checkpoints = v.checkpoints(bundle, key, trusted, &tree, complete, &log);
+    let (checkpoints, covered) = v.checkpoints(bundle, key, options.trusted, &tree, complete);
+    let uncovered = v.uncovered(covered, &log, options.allow_unsigned_tail);
     v.evidence(bundle, &log);
     v.problems.sort_by_key(|p| p.index.unwrap_or(u64::MAX));
     Report {
@@ -174,6 +203,7 @@ pub fn verify_bundle_with(bundle: &Bundle, key: &VerifierKey, trusted: Option<&s
         checkpoints,
         problems: v.problems,
         warnings: v.warnings,
+        uncovered,
     }
 }
 
@@ -393,7 +423,7 @@ impl Findings {
     }
 
     /// Verify the checkpoints and compare them with the entries; returns how
-    /// many verified.
+    /// many verified and the largest verified size (0 when none verified).
     fn checkpoints(
         &mut self,
         bundle: &Bundle,
@@ -401,8 +431,7 @@ impl Findings {
         trusted: Option<&str>,
         tree: &Tree,
         complete: bool,
-        log: &[(&Entry, Hash)],
-    ) -> u64 {
+    ) -> (u64, u64) {
         let mut signed = Vec::new();
         for (n, note) in bundle.checkpoints.iter().enumerate() {
             match verify_checkpoint(note, key) {
@@ -511,20 +540,41 @@ impl Findings {
                 &format!(" ({more} later checkpoints, up to size {upto}, do not match either)");
         }
 
-        let covered = signed.last().map_or(0, |c| c.size);
-        if let Some((last, _)) = log.last()
-            && last.index >= covered
-        {
-            self.warnings.push(Problem {
-                index: Some(covered),
-                kind: ProblemKind::Uncovered,
-                detail: format!(
-                    "entries {covered} to {} are not covered by a signed checkpoint; nothing signed vouches for them",
-                    last.index
-                ),
-            });
+        (count, signed.last().map_or(0, |c| c.size))
+    }
+
+    /// Report the entries at or after `covered`, the largest verified
+    /// checkpoint size: a problem, or a warning when `allowed`. Returns
+    /// their range, from `covered` to the last entry kept in index order.
+    fn uncovered(
+        &mut self,
+        covered: u64,
+        log: &[(&Entry, Hash)],
+        allowed: bool,
+    ) -> Option<Range<u64>> {
+        let (last, _) = log.last()?;
+        if last.index < covered {
+            return None;
         }
-        count
+        let (which, them) = if last.index == covered {
+            (format!("entry {covered} is"), "it")
+        } else {
+            (format!("entries {covered} to {} are", last.index), "them")
+        };
+        let finding = Problem {
+            index: Some(covered),
+            kind: ProblemKind::Uncovered,
+            detail: format!(
+                "{which} not covered by any signed checkpoint: nothing signed vouches for \
+                 {them}, and the hash chain alone does not stop a rewrite"
+            ),
+        };
+        if allowed {
+            self.warnings.push(finding);
+        } else {
+            self.problems.push(finding);
+        }
+        Some(covered..last.index + 1)
     }
 
     /// Verify the RFC 9162 consistency proof, computed from the entries,

@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rusqlite::Connection;
 use twinseal_audit::{
     AuditLog, Bundle, CheckpointSigner, Entry, Error, Event, MAX_BUNDLE_LEN, ProblemKind, Report,
-    VerifierKey, verify_bundle, verify_bundle_with, verify_checkpoint, verify_consistency,
-    verify_inclusion,
+    VerifierKey, VerifyOptions, verify_bundle, verify_bundle_with, verify_checkpoint,
+    verify_consistency, verify_inclusion,
 };
 
 const ORIGIN: &str = "twinseal.coordinator/test";
@@ -100,6 +100,20 @@ fn found(report: &Report) -> Vec<(ProblemKind, Option<u64>)> {
     report.problems.iter().map(|p| (p.kind, p.index)).collect()
 }
 
+/// The options with a checkpoint obtained out of band.
+fn trusting(note: &str) -> VerifyOptions<'_> {
+    VerifyOptions {
+        trusted: Some(note),
+        ..VerifyOptions::default()
+    }
+}
+
+/// The lenient options: entries no signed checkpoint covers are a warning.
+const LENIENT: VerifyOptions<'static> = VerifyOptions {
+    trusted: None,
+    allow_unsigned_tail: true,
+};
+
 fn assert_has(report: &Report, kind: ProblemKind, index: Option<u64>) {
     assert!(
         found(report).contains(&(kind, index)),
@@ -117,6 +131,7 @@ fn an_untouched_export_verifies() {
     let report = verify_bundle(&bundle, &key(&log));
     assert!(report.is_ok(), "{report}");
     assert!(report.warnings.is_empty(), "{report}");
+    assert_eq!(report.uncovered, None);
     assert_eq!(report.entries, TOTAL);
     assert_eq!(report.checkpoints, BATCHES);
 
@@ -124,7 +139,7 @@ fn an_untouched_export_verifies() {
     let latest = AuditLog::latest_checkpoint(&log.conn).unwrap().unwrap();
     assert_eq!(latest.size, TOTAL);
     assert_eq!(latest.root, AuditLog::root(&log.conn).unwrap());
-    let report = verify_bundle_with(&bundle, &key(&log), Some(&latest.note));
+    let report = verify_bundle_with(&bundle, &key(&log), &trusting(&latest.note));
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.checkpoints, BATCHES + 1);
 }
@@ -318,16 +333,16 @@ fn a_checkpoint_of_another_key_is_refused() {
     let other = CheckpointSigner::generate(ORIGIN).unwrap().0;
     let report = verify_bundle(&bundle, &other.verifier_key());
     assert_eq!(report.checkpoints, 0);
-    assert_eq!(report.problems.len() as u64, BATCHES);
-    assert!(
-        report
-            .problems
-            .iter()
-            .all(|p| p.kind == ProblemKind::BadCheckpointSignature)
-    );
+    let bad = report
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::BadCheckpointSignature)
+        .count() as u64;
+    assert_eq!(bad, BATCHES, "{report}");
     // Nothing signed vouches for the entries.
-    assert_eq!(report.warnings.len(), 1);
-    assert_eq!(report.warnings[0].kind, ProblemKind::Uncovered);
+    assert_eq!(report.problems.len() as u64, BATCHES + 1, "{report}");
+    assert_has(&report, ProblemKind::Uncovered, Some(0));
+    assert_eq!(report.uncovered, Some(0..TOTAL));
 }
 
 #[test]
@@ -374,7 +389,7 @@ fn truncation_needs_a_checkpoint_to_be_seen() {
     bundle.checkpoints.pop();
     assert!(verify_bundle(&bundle, &key(&log)).is_ok());
     // ...and a checkpoint obtained out of band shows it.
-    let report = verify_bundle_with(&bundle, &key(&log), Some(&latest.note));
+    let report = verify_bundle_with(&bundle, &key(&log), &trusting(&latest.note));
     assert_eq!(
         found(&report),
         vec![(ProblemKind::Removed, Some(TOTAL - PER_BATCH))],
@@ -382,7 +397,7 @@ fn truncation_needs_a_checkpoint_to_be_seen() {
     );
     // A forged "trusted" checkpoint is refused, not trusted.
     let forged = latest.note.replacen("\n60\n", "\n61\n", 1);
-    let report = verify_bundle_with(&export(&log), &key(&log), Some(&forged));
+    let report = verify_bundle_with(&export(&log), &key(&log), &trusting(&forged));
     assert_eq!(
         found(&report),
         vec![(ProblemKind::BadCheckpointSignature, None)]
@@ -390,17 +405,37 @@ fn truncation_needs_a_checkpoint_to_be_seen() {
 }
 
 #[test]
-fn entries_after_the_last_checkpoint_are_a_warning() {
+fn entries_after_the_last_checkpoint_fail_unless_allowed() {
+    // A log that appended after its last checkpoint (genuinely, not by an
+    // attacker's hand): the same finding, since the bundle cannot tell.
     let mut log = memory_log();
     let tx = log.conn.transaction().unwrap();
     AuditLog::append(&tx, at(500), &event(500, None)).unwrap();
     AuditLog::append(&tx, at(501), &event(501, None)).unwrap();
     tx.commit().unwrap();
-    let report = verify_bundle(&export(&log), &key(&log));
+    let bundle = export(&log);
+    let report = verify_bundle(&bundle, &key(&log));
+    assert_eq!(
+        found(&report),
+        vec![(ProblemKind::Uncovered, Some(TOTAL))],
+        "{report}"
+    );
+    assert_eq!(report.uncovered, Some(TOTAL..TOTAL + 2));
+
+    // Allowed: a warning naming the same range, and nothing else.
+    let report = verify_bundle_with(&bundle, &key(&log), &LENIENT);
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.warnings.len(), 1);
     assert_eq!(report.warnings[0].kind, ProblemKind::Uncovered);
     assert_eq!(report.warnings[0].index, Some(TOTAL));
+    assert!(
+        report.warnings[0].detail.contains(&format!(
+            "entries {TOTAL} to {} are not covered by any signed checkpoint",
+            TOTAL + 1
+        )),
+        "{report}"
+    );
+    assert_eq!(report.uncovered, Some(TOTAL..TOTAL + 2));
 }
 
 #[test]
@@ -641,4 +676,85 @@ fn random_edits_never_pass_as_the_signed_log() {
     }
     // Enough edits survive parsing for the check to mean something.
     assert!(parsed > 300, "only {parsed} edited bundles parsed");
+}
+
+#[test]
+fn a_bundle_stripped_of_every_checkpoint_does_not_verify() {
+    // The attacker removes every checkpoint, so that nothing signed vouches
+    // for any entry (and any entry could have been rewritten along with the
+    // hash chain): the verifier must say so and fail.
+    let log = memory_log();
+    let mut bundle = export(&log);
+    bundle.checkpoints.clear();
+    let report = verify_bundle(&bundle, &key(&log));
+    assert!(!report.is_ok(), "{report}");
+    assert_eq!(
+        found(&report),
+        vec![(ProblemKind::Uncovered, Some(0))],
+        "{report}"
+    );
+    assert!(
+        report.problems[0]
+            .detail
+            .contains(&format!("entries 0 to {} are not covered", TOTAL - 1)),
+        "{report}"
+    );
+    assert_eq!(report.uncovered, Some(0..TOTAL));
+    assert!(report.warnings.is_empty(), "{report}");
+
+    // Explicitly allowed, it is still said, as a warning over every entry.
+    let report = verify_bundle_with(&bundle, &key(&log), &LENIENT);
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.uncovered, Some(0..TOTAL));
+    assert_eq!(report.warnings.len(), 1, "{report}");
+    assert_eq!(report.warnings[0].kind, ProblemKind::Uncovered);
+    assert!(report.to_string().contains("warning: entry 0:"), "{report}");
+}
+
+#[test]
+fn a_tail_stripped_of_its_checkpoints_does_not_verify() {
+    // The attacker keeps the early checkpoints and strips the last two, so
+    // that the entries they covered can be rewritten wholesale.
+    let log = memory_log();
+    let mut bundle = export(&log);
+    bundle.checkpoints.truncate((BATCHES - 2) as usize);
+    let signed = (BATCHES - 2) * PER_BATCH;
+    let report = verify_bundle(&bundle, &key(&log));
+    assert!(!report.is_ok(), "{report}");
+    assert_eq!(
+        found(&report),
+        vec![(ProblemKind::Uncovered, Some(signed))],
+        "{report}"
+    );
+    assert!(
+        report.problems[0].detail.contains(&format!(
+            "entries {signed} to {} are not covered",
+            TOTAL - 1
+        )),
+        "{report}"
+    );
+    assert_eq!(report.uncovered, Some(signed..TOTAL));
+
+    // The unsigned tail rewritten outright, chain and all: still only the
+    // uncovered finding, which is why it must fail by default.
+    for i in signed as usize..TOTAL as usize {
+        bundle.entries[i].event = Event::KeyDisabled {
+            actor: "mallory".into(),
+            key: format!("k{i}"),
+        };
+        bundle.entries[i].prev = hex::encode(bundle.entries[i - 1].leaf_hash());
+    }
+    let report = verify_bundle(&bundle, &key(&log));
+    assert_eq!(
+        found(&report),
+        vec![(ProblemKind::Uncovered, Some(signed))],
+        "{report}"
+    );
+
+    // A checkpoint obtained out of band covers the tail again and shows
+    // the rewrite.
+    let latest = AuditLog::latest_checkpoint(&log.conn).unwrap().unwrap();
+    let report = verify_bundle_with(&bundle, &key(&log), &trusting(&latest.note));
+    assert!(report.uncovered.is_none(), "{report}");
+    assert_has(&report, ProblemKind::CheckpointMismatch, Some(signed));
 }

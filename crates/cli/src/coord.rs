@@ -553,7 +553,8 @@ pub enum AuditCommand {
     },
     /// Verify a bundle offline: every checkpoint's signature, every
     /// entry's inclusion, consistency between checkpoints, the hash chain
-    /// and the evidence. Exits non-zero on any problem.
+    /// and the evidence. Exits non-zero on any problem, including entries
+    /// that no signed checkpoint covers (unless --allow-unsigned-tail).
     Verify {
         /// The bundle.
         bundle: PathBuf,
@@ -564,6 +565,12 @@ pub enum AuditCommand {
         /// covers must all be in the bundle (detects truncation).
         #[arg(long, value_name = "FILE")]
         trusted_checkpoint: Option<PathBuf>,
+        /// Accept entries that no signed checkpoint covers (printing a
+        /// WARNING naming them) instead of failing. Dangerous: nothing
+        /// signed vouches for those entries, and stripping checkpoints
+        /// from a bundle makes any entry uncovered.
+        #[arg(long)]
+        allow_unsigned_tail: bool,
     },
 }
 
@@ -589,6 +596,7 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
             bundle,
             key,
             trusted_checkpoint,
+            allow_unsigned_tail,
         } => {
             let key_text = if Path::new(&key).is_file() {
                 std::fs::read_to_string(&key).with_context(|| format!("reading {key}"))?
@@ -607,14 +615,33 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
                 ),
                 None => None,
             };
-            let report = twinseal_audit::verify_bundle_with(&b, &vkey, trusted.as_deref());
-            let _ = verify_bundle; // the plain form is `verify_bundle_with(.., None)`
+            let options = twinseal_audit::VerifyOptions {
+                trusted: trusted.as_deref(),
+                allow_unsigned_tail,
+            };
+            let report = twinseal_audit::verify_bundle_with(&b, &vkey, &options);
+            let _ = verify_bundle; // the plain form is `verify_bundle_with` with default options
             println!(
                 "entries: {}, checkpoints: {}",
                 report.entries, report.checkpoints
             );
+            // Only --allow-unsigned-tail makes warnings: uncovered entries.
+            for w in &report.warnings {
+                println!("WARNING: {w} (accepted because of --allow-unsigned-tail)");
+            }
             if report.is_ok() {
-                println!("OK: every entry is included and consistent with the signed checkpoints");
+                match &report.uncovered {
+                    None => println!(
+                        "OK: every entry is included and consistent with the signed checkpoints"
+                    ),
+                    Some(r) if r.start == 0 => {
+                        println!("OK only as allowed: no entry is covered by a signed checkpoint")
+                    }
+                    Some(r) => println!(
+                        "OK only as allowed: entries 0 to {} are included and consistent with the signed checkpoints, the rest are unsigned",
+                        r.start - 1
+                    ),
+                }
                 return Ok(());
             }
             for p in &report.problems {
