@@ -51,6 +51,8 @@ pub mod error_type {
     pub const KEY_UNAVAILABLE: &str = "key_unavailable";
     /// Something failed on the server; details are in its log (HTTP 500).
     pub const INTERNAL: &str = "internal";
+    /// The caller exceeded its rate limit (HTTP 429).
+    pub const RATE_LIMITED: &str = "rate_limited";
     /// The server is shutting down or overloaded (HTTP 503).
     pub const UNAVAILABLE: &str = "unavailable";
 }
@@ -233,7 +235,7 @@ pub struct DataKeyRequest {
 }
 
 /// The answer to a data-key request.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct DataKeyResponse {
     /// A complete envelope header (one stanza under the named key), base64.
     pub header: String,
@@ -252,7 +254,7 @@ pub struct UnwrapRequest {
 }
 
 /// The answer to an unwrap request.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct UnwrapResponse {
     /// The file key, base64. Secret.
     pub file_key: String,
@@ -263,7 +265,7 @@ pub struct UnwrapResponse {
 }
 
 /// One released key version.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReleasedVersion {
     /// Version number.
     pub version: u32,
@@ -315,13 +317,135 @@ pub struct ManifestVersions {
     pub versions: Vec<ManifestInfo>,
 }
 
+/// `POST /v1/users/{name}/token` (optional body): how long the new token
+/// lives.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Lifetime in seconds, 1 to 31,622,400 (366 days); default 90 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+}
+
 /// `POST /v1/users/{name}/token`: a new bearer token for a manifest user.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
     /// The user.
     pub user: String,
     /// The token, shown once; the coordinator stores only its hash.
     pub token: String,
+    /// The token's public id (for listing and revoking).
+    #[serde(default)]
+    pub id: String,
+    /// When it was issued, RFC 3339.
+    #[serde(default)]
+    pub created: String,
+    /// When it expires, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// What a worker client may ask of a worker app (granted per app in the
+/// manifest: `[apps.<app>.clients] carl = ["compare", "verify"]`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerPermission {
+    /// `/v1/compare` and `/v1/compare/batch`.
+    Compare,
+    /// `/v1/embed`: embeddings, which could copy or invert the model.
+    Embed,
+    /// `/v1/verify` with an identity (1:1).
+    Verify,
+    /// `/v1/verify` without an identity (1:N search of the gallery).
+    Identify,
+    /// `/v1/enroll`: add references to the gallery.
+    Enroll,
+}
+
+impl WorkerPermission {
+    /// The name used in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerPermission::Compare => "compare",
+            WorkerPermission::Embed => "embed",
+            WorkerPermission::Verify => "verify",
+            WorkerPermission::Identify => "identify",
+            WorkerPermission::Enroll => "enroll",
+        }
+    }
+}
+
+/// `POST /v1/clients/introspect` (an attested app, over mutual TLS): what a
+/// worker client's bearer token may do with the calling app.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectRequest {
+    /// The bearer token the client presented to the worker.
+    pub token: String,
+}
+
+/// The answer to [`IntrospectRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IntrospectResponse {
+    /// Whether the token names a current user with the `client` role who
+    /// holds some permission on the calling app.
+    pub active: bool,
+    /// The user, when active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// What the user may ask of the calling app.
+    #[serde(default)]
+    pub permissions: Vec<WorkerPermission>,
+    /// How long the worker may cache this answer, seconds (a revoked token
+    /// stops working at most this long after its revocation).
+    pub cache_secs: u64,
+}
+
+/// `Debug` for types that carry a secret: every field but the secret ones,
+/// which show as `<redacted>`.
+macro_rules! redacted_debug {
+    ($t:ty { $($field:ident),* } redacts { $($secret:ident),* }) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($field), &self.$field))*
+                    $(.field(stringify!($secret), &"<redacted>"))*
+                    .finish()
+            }
+        }
+    };
+}
+
+redacted_debug!(DataKeyResponse { header, key_id } redacts { file_key });
+redacted_debug!(UnwrapResponse { key_id, context } redacts { file_key });
+redacted_debug!(ReleasedVersion { version, key_id } redacts { material });
+redacted_debug!(TokenResponse { user, id, created, expires } redacts { token });
+redacted_debug!(IntrospectRequest {} redacts { token });
+
+/// One of a user's tokens (never the token itself).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    /// The token's public id.
+    pub id: String,
+    /// When it was issued, RFC 3339.
+    pub created: String,
+    /// When it expires, RFC 3339; absent for tokens issued before tokens
+    /// expired (they work until revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Whether it has expired.
+    pub expired: bool,
+}
+
+/// `GET /v1/users/{name}/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    /// The user.
+    pub user: String,
+    /// The user's tokens, oldest first.
+    pub tokens: Vec<TokenInfo>,
 }
 
 /// An issued app certificate.
@@ -1009,6 +1133,10 @@ pub struct WorkerInfo {
     /// trainer, run and sealed dataset (from the model's provenance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained_by: Option<TrainedBy>,
+    /// INSECURE: `/v1/compare` answers callers without credentials (a
+    /// public demo); every other operation still needs a client token.
+    #[serde(default)]
+    pub insecure_public_compare: bool,
 }
 
 /// The attested training a served model came from.
@@ -1190,8 +1318,32 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             "/v1/users/{name}/token",
             "New bearer token for a user",
             "admin",
-            None,
+            Some("CreateTokenRequest"),
             Some("TokenResponse"),
+        ),
+        (
+            "post",
+            "/v1/clients/introspect",
+            "What a worker client's token may ask of the calling app",
+            "attested apps (mutual TLS)",
+            Some("IntrospectRequest"),
+            Some("IntrospectResponse"),
+        ),
+        (
+            "get",
+            "/v1/users/{name}/tokens",
+            "A user's tokens: ids, issue and expiry dates",
+            "admin",
+            None,
+            Some("TokenList"),
+        ),
+        (
+            "delete",
+            "/v1/users/{name}/tokens/{id}",
+            "Revoke one of a user's tokens (audited)",
+            "admin",
+            None,
+            None,
         ),
         (
             "get",
@@ -1320,7 +1472,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         schema::<ManifestApplyRequest>(),
         schema::<ManifestInfo>(),
         schema::<ManifestVersions>(),
+        schema::<CreateTokenRequest>(),
+        schema::<WorkerPermission>(),
+        schema::<IntrospectRequest>(),
+        schema::<IntrospectResponse>(),
         schema::<TokenResponse>(),
+        schema::<TokenInfo>(),
+        schema::<TokenList>(),
         schema::<CertificateInfo>(),
         schema::<CertificateList>(),
         schema::<Alphabet>(),
@@ -1371,7 +1529,7 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
             "post",
             "/v1/compare",
             "Two images -> distance, probability, verdict, threshold, signed receipt",
-            "anyone",
+            "clients with `compare` on this app (bearer token); anyone if the worker runs with insecure_public_compare",
             Some("CompareRequest"),
             Some("CompareResponse"),
         ),
@@ -1379,7 +1537,7 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
             "post",
             "/v1/compare/batch",
             "Many pairs (JSON, or application/octet-stream: raw grey images a0 b0 a1 b1 ... of the model's size) -> one result per pair, one signed receipt",
-            "anyone",
+            "clients with `compare` on this app (bearer token); anyone if the worker runs with insecure_public_compare",
             Some("CompareBatchRequest"),
             Some("CompareBatchResponse"),
         ),
@@ -1387,7 +1545,7 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
             "post",
             "/v1/embed",
             "Images -> embeddings, signed receipt",
-            "anyone",
+            "clients with `embed` on this app (bearer token)",
             Some("EmbedRequest"),
             Some("EmbedResponse"),
         ),
@@ -1395,15 +1553,15 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
             "post",
             "/v1/enroll",
             "Add reference images of an identity to the sealed gallery, signed receipt",
-            "holders of an enrolment token (bearer)",
+            "clients with `enroll` on this app (bearer token)",
             Some("EnrollRequest"),
             Some("EnrollResponse"),
         ),
         (
             "post",
             "/v1/verify",
-            "A probe against one identity (1:1) or the whole gallery (1:N), signed receipt",
-            "anyone",
+            "A probe against one identity (1:1) or the whole gallery (1:N), signed receipt; an identity that is not enrolled answers like a non-match",
+            "clients with `verify` (1:1) or `identify` (1:N) on this app (bearer token)",
             Some("VerifyRequest"),
             Some("VerifyResponse"),
         ),
@@ -1519,6 +1677,55 @@ fn schema<T: ToSchema>() -> NamedSchema {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_bearing_types_redact_themselves_in_debug() {
+        let shown = [
+            format!(
+                "{:?}",
+                DataKeyResponse {
+                    header: "h".into(),
+                    file_key: "SECRET1".into(),
+                    key_id: "k".into()
+                }
+            ),
+            format!(
+                "{:?}",
+                UnwrapResponse {
+                    file_key: "SECRET2".into(),
+                    key_id: "k".into(),
+                    context: BTreeMap::new()
+                }
+            ),
+            format!(
+                "{:?}",
+                ReleasedVersion {
+                    version: 1,
+                    key_id: "k".into(),
+                    material: "SECRET3".into()
+                }
+            ),
+            format!(
+                "{:?}",
+                TokenResponse {
+                    user: "u".into(),
+                    token: "SECRET4".into(),
+                    id: "i".into(),
+                    created: String::new(),
+                    expires: None
+                }
+            ),
+            format!(
+                "{:?}",
+                IntrospectRequest {
+                    token: "SECRET5".into()
+                }
+            ),
+        ];
+        for s in &shown {
+            assert!(!s.contains("SECRET") && s.contains("<redacted>"), "{s}");
+        }
+    }
 
     #[test]
     fn openapi_lists_every_operation_and_schema() {

@@ -21,7 +21,7 @@
 //! [`ChallengeStore::redeem`] makes each challenge usable once, so replayed
 //! evidence fails.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -102,39 +102,83 @@ pub(crate) fn check_expected(kind: TeeKind, actual: &[u8], expected: &[u8; 64]) 
     Ok(())
 }
 
+/// Most challenges outstanding at once by default: beyond it, issuing a
+/// new one drops the oldest outstanding one.
+pub const DEFAULT_MAX_OUTSTANDING: usize = 100_000;
+
 /// Issues one-time challenges and redeems each at most once, before it
 /// expires. In memory: a coordinator restart invalidates outstanding
 /// challenges, which only makes clients ask again.
+///
+/// Issuing and redeeming take constant time (amortized) whatever the load:
+/// expired challenges leave from the front of an issue-ordered queue, and
+/// at most `max_outstanding` are kept (the oldest go first), so a flood of
+/// requests for challenges costs bounded memory.
 #[derive(Debug)]
 pub struct ChallengeStore {
     ttl: Duration,
-    outstanding: Mutex<HashMap<Challenge, SystemTime>>,
+    max_outstanding: usize,
+    inner: Mutex<Outstanding>,
+}
+
+#[derive(Debug, Default)]
+struct Outstanding {
+    expiry: HashMap<Challenge, SystemTime>,
+    /// Issue order; entries already redeemed are skipped when they reach
+    /// the front.
+    order: VecDeque<(SystemTime, Challenge)>,
 }
 
 impl ChallengeStore {
     /// A store whose challenges expire `ttl` after issue.
     pub fn new(ttl: Duration) -> Self {
+        Self::with_capacity(ttl, DEFAULT_MAX_OUTSTANDING)
+    }
+
+    /// A store keeping at most `max_outstanding` challenges.
+    pub fn with_capacity(ttl: Duration, max_outstanding: usize) -> Self {
         ChallengeStore {
             ttl,
-            outstanding: Mutex::new(HashMap::new()),
+            max_outstanding: max_outstanding.max(1),
+            inner: Mutex::new(Outstanding::default()),
         }
     }
 
     /// Issue a fresh challenge at time `now`.
     pub fn issue(&self, now: SystemTime) -> Challenge {
         let c = Challenge::random();
-        let mut map = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
-        // Drop expired entries so the map stays bounded by the issue rate.
-        map.retain(|_, exp| *exp >= now);
-        map.insert(c.clone(), now + self.ttl);
+        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *st;
+        while let Some((exp, old)) = st.order.front() {
+            let full = st.expiry.len() >= self.max_outstanding;
+            if *exp >= now && !full && st.order.len() < 2 * self.max_outstanding {
+                break;
+            }
+            if st.expiry.get(old) == Some(exp) {
+                st.expiry.remove(old);
+            }
+            st.order.pop_front();
+        }
+        st.expiry.insert(c.clone(), now + self.ttl);
+        st.order.push_back((now + self.ttl, c.clone()));
         c
+    }
+
+    /// Challenges outstanding now (issued, not redeemed, possibly expired
+    /// but not yet dropped).
+    pub fn outstanding(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .expiry
+            .len()
     }
 
     /// Consume `challenge`: succeeds once if it was issued here and has not
     /// expired at `now`; every later attempt is rejected.
     pub fn redeem(&self, challenge: &Challenge, now: SystemTime) -> Result<()> {
-        let mut map = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
-        match map.remove(challenge) {
+        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match st.expiry.remove(challenge) {
             Some(exp) if exp >= now => Ok(()),
             Some(_) => Err(reject("challenge expired")),
             None => Err(reject("challenge unknown or already used")),
@@ -171,5 +215,19 @@ mod tests {
             store.redeem(&Challenge::random(), t0).is_err(),
             "a challenge never issued is rejected"
         );
+    }
+
+    #[test]
+    fn outstanding_challenges_are_bounded_and_the_oldest_go_first() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let store = ChallengeStore::with_capacity(Duration::from_secs(60), 100);
+        let first = store.issue(t0);
+        let issued: Vec<_> = (0..1000).map(|_| store.issue(t0)).collect();
+        assert_eq!(store.outstanding(), 100);
+        assert!(store.redeem(&first, t0).is_err(), "the oldest was dropped");
+        store.redeem(issued.last().unwrap(), t0).unwrap();
+        // Expired ones leave as new ones are issued.
+        store.issue(t0 + Duration::from_secs(61));
+        assert_eq!(store.outstanding(), 1);
     }
 }

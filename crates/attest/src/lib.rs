@@ -97,6 +97,12 @@ impl Verifiers {
         self
     }
 
+    /// Whether a verifier for `kind` is enabled: evidence of any other kind
+    /// is rejected without being parsed.
+    pub fn is_enabled(&self, kind: TeeKind) -> bool {
+        self.verifiers.iter().any(|v| v.kind() == kind)
+    }
+
     /// Verify with the verifier for the evidence's kind.
     pub fn verify(
         &self,

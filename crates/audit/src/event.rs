@@ -188,6 +188,13 @@ pub enum Event {
         name: String,
         /// Its role.
         role: String,
+        /// The token's public id (absent in entries from before token ids).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// When the token expires, RFC 3339 (absent in entries from before
+        /// token expiry).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires: Option<String>,
     },
     /// An API credential was revoked.
     CredentialRevoked {
@@ -195,6 +202,12 @@ pub enum Event {
         actor: String,
         /// The credential's name.
         name: String,
+        /// The token's public id (absent in entries from before token ids).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// Why (absent in entries from before token ids).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// An authentication attempt failed.
     LoginFailed {
@@ -202,6 +215,28 @@ pub enum Event {
         reason: String,
         /// The peer address, if known.
         remote: Option<String>,
+    },
+    /// Failed logins, or attestations rejected before their evidence was
+    /// shown genuine, from one remote address, counted over an interval
+    /// instead of recorded one by one (so that anonymous callers cannot
+    /// grow the log): the rejected evidence itself is never stored.
+    FailuresSummarized {
+        /// What failed: `login` or `attestation`.
+        what: String,
+        /// The remote IP address; `other` for addresses beyond the
+        /// per-interval cap; absent when unknown.
+        remote: Option<String>,
+        /// How many failures.
+        count: u64,
+        /// The first one, RFC 3339.
+        first: String,
+        /// The last one, RFC 3339.
+        last: String,
+        /// Count per coarse reason (at most 16, the rest as `other`).
+        reasons: BTreeMap<String, u64>,
+        /// Up to 8 rejected evidence digests (SHA-256 hex) with their size
+        /// in bytes.
+        evidence: BTreeMap<String, u64>,
     },
     /// Values were tokenized.
     Tokenized {
@@ -338,6 +373,7 @@ impl Event {
             Event::CredentialCreated { .. } => "credential_created",
             Event::CredentialRevoked { .. } => "credential_revoked",
             Event::LoginFailed { .. } => "login_failed",
+            Event::FailuresSummarized { .. } => "failures_summarized",
             Event::Tokenized { .. } => "tokenized",
             Event::Detokenized { .. } => "detokenized",
             Event::TokenizationDenied { .. } => "tokenization_denied",
@@ -570,14 +606,40 @@ pub(crate) mod tests {
                 actor: s("admin"),
                 name: s("ci"),
                 role: s("operator"),
+                token: None,
+                expires: None,
+            },
+            Event::CredentialCreated {
+                actor: s("admin"),
+                name: s("ci"),
+                role: s("operator"),
+                token: Some(s("00112233aabbccdd")),
+                expires: Some(s("2026-03-01T00:00:00Z")),
             },
             Event::CredentialRevoked {
                 actor: s("admin"),
                 name: s("ci"),
+                token: None,
+                reason: None,
+            },
+            Event::CredentialRevoked {
+                actor: s("admin"),
+                name: s("ci"),
+                token: Some(s("00112233aabbccdd")),
+                reason: Some(s("revoked by an admin")),
             },
             Event::LoginFailed {
                 reason: s("bad token"),
                 remote: Some(s("127.0.0.1")),
+            },
+            Event::FailuresSummarized {
+                what: s("login"),
+                remote: Some(s("127.0.0.1")),
+                count: 3,
+                first: s("2026-01-01T00:00:00Z"),
+                last: s("2026-01-01T00:00:59Z"),
+                reasons: [(s("unknown bearer token"), 3)].into(),
+                evidence: BTreeMap::new(),
             },
             Event::Tokenized {
                 actor: s("svc"),
@@ -635,7 +697,10 @@ pub(crate) mod tests {
         }
         kinds.sort();
         kinds.dedup();
-        assert_eq!(kinds.len(), events.len(), "two variants share a kind");
+        // Some variants appear twice (with and without optional members).
+        let variants: std::collections::HashSet<_> =
+            events.iter().map(std::mem::discriminant).collect();
+        assert_eq!(kinds.len(), variants.len(), "two variants share a kind");
     }
 
     #[test]

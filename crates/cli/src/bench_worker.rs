@@ -134,6 +134,9 @@ struct Deployment {
     served: Option<Served>,
     root_pem: String,
     url: String,
+    /// The client's bearer token: the benchmark runs with client
+    /// authentication on, as a deployment does.
+    token: String,
 }
 
 impl Deployment {
@@ -144,7 +147,7 @@ impl Deployment {
             .enable_all()
             .build()?;
         let bytes = model.to_bytes()?;
-        let (local, served) = rt.block_on(async {
+        let (local, served, token) = rt.block_on(async {
             let local = Local::start(LocalOptions::default()).await?;
             let m = twinseal_attest::simulated::executable_measurement()?;
             local.prepare_model_serving(&m).await?;
@@ -155,9 +158,11 @@ impl Deployment {
             opts.limits.max_concurrent_requests = 256;
             let worker = Worker::start(opts).await?;
             let served = Served::start(worker).await?;
-            anyhow::Ok((local, served))
+            let token = local.client_token().await?;
+            anyhow::Ok((local, served, token))
         })?;
         Ok(Deployment {
+            token,
             url: served.url.clone(),
             root_pem: local.root_pem.clone(),
             rt,
@@ -322,7 +327,7 @@ fn drive(
         .thread_name("bench-client")
         .enable_all()
         .build()?;
-    let http = twinseal_local::worker_http_client(&d.root_pem, true)?;
+    let http = twinseal_local::worker_http_client_with_token(&d.root_pem, true, Some(&d.token))?;
     let url = d.url.clone();
     rt.block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));

@@ -90,6 +90,12 @@ pub enum CoordinatorCommand {
         /// Address to serve on (written into the configuration).
         #[arg(long, default_value = twinseal_coordinator::config::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+        /// DNS names and IP addresses of the coordinator's own certificate
+        /// (repeatable; default: localhost and 127.0.0.1). No app
+        /// certificate is ever issued for them, so workers on the same
+        /// host need other names.
+        #[arg(long = "server-name", value_name = "NAME")]
+        server_names: Vec<String>,
         /// INSECURE, development only: accept simulated-TEE evidence from
         /// the platforms whose public keys (hex) are given with
         /// --simulated-platform-key.
@@ -155,14 +161,21 @@ pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
         CoordinatorCommand::Init {
             data_dir,
             listen,
+            server_names,
             insecure_allow_simulated_tee,
             simulated_platform_key,
             pkcs11_module,
             pkcs11_token,
             pkcs11_key,
         } => {
+            let defaults = Config::for_data_dir(&data_dir);
             let mut config = Config {
                 listen,
+                server_names: if server_names.is_empty() {
+                    defaults.server_names.clone()
+                } else {
+                    server_names
+                },
                 insecure_allow_simulated_tee,
                 simulated_platform_keys: simulated_platform_key,
                 ..Config::for_data_dir(&data_dir)
@@ -286,7 +299,16 @@ fn verify_coordinator(a: CoordinatorVerifyArgs) -> Result<()> {
         use std::io::Write as _;
         let mut file = twinseal_envelope::AtomicOutput::create(out)
             .with_context(|| format!("creating {}", out.display()))?;
-        file.write_all(got.answer.ca.as_bytes())
+        // The coordinator's own key, as explanatory text above the root:
+        // clients that read this file pin it (an app certificate, or
+        // another certificate of the same root, is refused).
+        let pin = format!(
+            "{}{}\n",
+            twinseal_coordinator::client::KEY_PIN_PREFIX,
+            twinseal_coordinator::client::key_sha256(&got.server_cert_der)?
+        );
+        file.write_all(pin.as_bytes())
+            .and_then(|()| file.write_all(got.answer.ca.as_bytes()))
             .and_then(|()| file.flush())
             .with_context(|| format!("writing {}", out.display()))?;
         file.commit()
@@ -318,7 +340,10 @@ fn verify_coordinator(a: CoordinatorVerifyArgs) -> Result<()> {
     println!("  TLS certificate issued by that root");
     println!("root certificate sha256 (pin this): {fingerprint}");
     if let Some(out) = &a.output {
-        println!("root certificate written to {}", out.display());
+        println!(
+            "root certificate written to {}, with the coordinator's key pinned",
+            out.display()
+        );
     }
     Ok(())
 }
@@ -514,26 +539,109 @@ pub fn run_remote_key(cmd: RemoteKeyCommand) -> Result<()> {
 /// `twinseal user ...`
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Issue a new bearer token for a user of the manifest (admin). Printed once.
+    /// Issue a new bearer token for a user of the manifest (admin; printed
+    /// once), or list or revoke the user's tokens.
     Token {
         /// User name.
         name: String,
+        /// Lifetime of the new token: seconds, or a number with s, m, h or
+        /// d (default 90d, at most 366d).
+        #[arg(long, value_name = "DURATION", conflicts_with_all = ["list", "revoke"])]
+        expires_in: Option<String>,
+        /// List the user's tokens (ids, issue and expiry dates) instead.
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Revoke the user's token with this id instead (audited).
+        #[arg(long, value_name = "ID")]
+        revoke: Option<String>,
         #[command(flatten)]
         remote: RemoteArgs,
     },
+}
+
+/// Seconds in `30d`, `12h`, `90m`, `45s` or `3600`.
+fn parse_duration_secs(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration (e.g. 3600, 90m, 12h, 30d)"))?;
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => bail!("{s:?}: the unit is one of s, m, h, d"),
+    };
+    n.checked_mul(unit).context("duration too long")
 }
 
 /// Runs `twinseal user ...`.
 pub fn run_user(cmd: UserCommand) -> Result<()> {
     let rt = runtime()?;
     match cmd {
-        UserCommand::Token { name, remote } => {
+        UserCommand::Token {
+            name,
+            list: true,
+            remote,
+            ..
+        } => {
+            let l: api::TokenList =
+                rt.block_on(remote.client()?.get(&format!("/v1/users/{name}/tokens")))?;
+            if l.tokens.is_empty() {
+                println!("{name} has no tokens");
+            }
+            for t in &l.tokens {
+                println!(
+                    "{}  issued {}  {}",
+                    t.id,
+                    t.created,
+                    match (&t.expires, t.expired) {
+                        (Some(e), true) => format!("EXPIRED {e}"),
+                        (Some(e), false) => format!("expires {e}"),
+                        (None, _) => "never expires (issued before tokens expired)".into(),
+                    }
+                );
+            }
+            Ok(())
+        }
+        UserCommand::Token {
+            name,
+            revoke: Some(id),
+            remote,
+            ..
+        } => {
+            let _: serde_json::Value = rt.block_on(
+                remote
+                    .client()?
+                    .delete(&format!("/v1/users/{name}/tokens/{id}")),
+            )?;
+            eprintln!("revoked token {id} of {name}");
+            Ok(())
+        }
+        UserCommand::Token {
+            name,
+            expires_in,
+            remote,
+            ..
+        } => {
+            let req = api::CreateTokenRequest {
+                expires_in_secs: expires_in.as_deref().map(parse_duration_secs).transpose()?,
+            };
             let t: api::TokenResponse = rt.block_on(
                 remote
                     .client()?
-                    .post(&format!("/v1/users/{name}/token"), &()),
+                    .post(&format!("/v1/users/{name}/token"), &req),
             )?;
-            eprintln!("token for {} (shown once):", t.user);
+            eprintln!(
+                "token {} for {} (shown once; expires {}):",
+                t.id,
+                t.user,
+                t.expires.as_deref().unwrap_or("never")
+            );
             println!("{}", t.token);
             Ok(())
         }

@@ -210,7 +210,10 @@ async fn confidential(source: ModelSource<'_>, ds: &Dataset, args: &DemoArgs) ->
         &ws.model_sha256()[..16]
     );
 
-    let client = DemoClient(WorkerClient::with_root(&served.url, &local.root_pem, true)?);
+    let client = DemoClient(
+        WorkerClient::with_root(&served.url, &local.root_pem, true)?
+            .with_token(Some(Zeroizing::new(local.client_token().await?))),
+    );
     println!(
         "== {}. {} random test pairs, answered by the worker over TLS pinned to the coordinator's root",
         6 + usize::from(training),
@@ -293,13 +296,15 @@ pub(crate) fn training_manifest(m: &[u8; 48], epochs: Option<usize>) -> String {
         .unwrap_or_default();
     format!(
         "[users.admin]\nroles = [\"admin\"]\n[users.{DATA_OWNER}]\nroles = [\"data_owner\"]\n\
-         [users.mel]\nroles = [\"ml_engineer\"]\n{trainer}{server}\
+         [users.mel]\nroles = [\"ml_engineer\"]\n{trainer}{server}{client}\
          [keys.{MODEL_KEY}]\ntrained_by = [\"{TRAINER}\"]\n\
+         [keys.{DATASET_KEY}]\nowners = [\"{DATA_OWNER}\"]\n\
          [datasets.mnist]\nlocation = \"datasets/mnist\"\nkey = \"{DATASET_KEY}\"\ncontext = {{ purpose = \"training\" }}\n\
          [workflows.{WORKFLOW}]\nkind = \"train\"\ninput = \"mnist\"\napp = \"{TRAINER}\"\n\
          output = \"models/mnist\"\noutput_key = \"{MODEL_KEY}\"\n{train}",
         trainer = Local::app_entry(TRAINER, m, &[DATASET_KEY, MODEL_KEY]),
         server = Local::app_entry(APP, m, &[MODEL_KEY]),
+        client = Local::client_entry(&[APP]),
     )
 }
 
@@ -431,7 +436,7 @@ impl DemoClient {
             a: raw_wire(ds.test.image(p.a as usize)),
             b: raw_wire(ds.test.image(p.b as usize)),
         };
-        self.0.post_verified("/v1/compare", &req, None).await
+        self.0.post_verified("/v1/compare", &req).await
     }
 
     /// Correct verdicts over `pairs`, in batches, two requests in flight.
@@ -450,10 +455,8 @@ impl DemoClient {
                         })
                         .collect(),
                 };
-                let r: api::CompareBatchResponse = self
-                    .0
-                    .post_verified("/v1/compare/batch", &req, None)
-                    .await?;
+                let r: api::CompareBatchResponse =
+                    self.0.post_verified("/v1/compare/batch", &req).await?;
                 ensure!(r.result.results.len() == chunk.len(), "a batch lost pairs");
                 bar_ref.inc(chunk.len() as u64);
                 Ok(r.result

@@ -76,7 +76,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
     /// DNS names or IP addresses clients use to reach this worker (repeatable;
-    /// default: the listen address's IP and `localhost`).
+    /// default: the listen address's IP). Never one of the coordinator's
+    /// own names: the coordinator refuses to certify those for an app.
     #[arg(long = "name")]
     pub names: Vec<String>,
     /// Where the attestation evidence comes from.
@@ -96,10 +97,11 @@ pub struct ServeArgs {
     /// The coordinator key the gallery is sealed under.
     #[arg(long, value_name = "KEY")]
     pub gallery_key: Option<String>,
-    /// SHA-256 (hex) of a bearer token that may enrol (repeatable; compute
-    /// with `printf %s TOKEN | sha256sum`). Without one, enrolment is refused.
-    #[arg(long, value_name = "HEX")]
-    pub enroll_token_sha256: Vec<String>,
+    /// INSECURE, for a public demo: answer /v1/compare without client
+    /// credentials. embed, verify, identify and enroll still need a client
+    /// token with that permission (`[apps.<app>.clients]` in the manifest).
+    #[arg(long)]
+    pub insecure_public_compare: bool,
     /// Largest request body, bytes.
     #[arg(long, default_value_t = twinseal_worker::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -174,20 +176,15 @@ fn serve(a: ServeArgs) -> Result<()> {
         .map(|m| std::fs::read(m).with_context(|| format!("reading {}", m.display())))
         .transpose()?;
     let names = if a.names.is_empty() {
-        vec![a.listen.ip().to_string(), "localhost".into()]
+        vec![a.listen.ip().to_string()]
     } else {
         a.names.clone()
     };
-    let enroll_token_sha256 = a
-        .enroll_token_sha256
-        .iter()
-        .map(|h| {
-            hex::decode(h.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .with_context(|| format!("--enroll-token-sha256 {h:?} is not 64 hex digits"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    if a.insecure_public_compare {
+        eprintln!(
+            "WARNING: INSECURE: --insecure-public-compare: /v1/compare answers anyone who reaches this worker"
+        );
+    }
     let opts = WorkerOptions {
         coordinator_url: a.coordinator.clone(),
         coordinator_root_pem: root,
@@ -209,7 +206,7 @@ fn serve(a: ServeArgs) -> Result<()> {
             path,
             key: a.gallery_key.clone().unwrap_or_default(),
         }),
-        enroll_token_sha256,
+        insecure_public_compare: a.insecure_public_compare,
         renew_before: None,
     };
     let store = a
@@ -270,12 +267,34 @@ pub struct WorkerClientArgs {
     /// INSECURE: accept a worker whose certificate was issued on simulated-TEE evidence.
     #[arg(long)]
     pub allow_simulated: bool,
+    /// File holding the client's bearer token (a user with the `client`
+    /// role that the manifest lets call this worker's app). Without it, the
+    /// token is read from the TWINSEAL_TOKEN environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
-/// A connection to one worker: TLS pinned to the coordinator's root.
+impl WorkerClientArgs {
+    /// The client token: from `--token-file`, else `TWINSEAL_TOKEN`.
+    pub fn token(&self) -> Result<Option<zeroize::Zeroizing<String>>> {
+        if let Some(p) = &self.token_file {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the token file {}", p.display()))?;
+            return Ok(Some(zeroize::Zeroizing::new(t.trim().to_string())));
+        }
+        Ok(std::env::var("TWINSEAL_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| zeroize::Zeroizing::new(t.trim().to_string())))
+    }
+}
+
+/// A connection to one worker: TLS pinned to the coordinator's root, with
+/// the client's bearer token (if any) on every request.
 pub struct WorkerClient {
     http: reqwest::Client,
     url: String,
+    token: Option<zeroize::Zeroizing<String>>,
 }
 
 impl WorkerClient {
@@ -293,7 +312,13 @@ impl WorkerClient {
         if args.allow_simulated {
             eprintln!("WARNING: INSECURE: accepting a simulated-TEE worker (--allow-simulated)");
         }
-        Self::with_root(&url, &root, args.allow_simulated)
+        Ok(Self::with_root(&url, &root, args.allow_simulated)?.with_token(args.token()?))
+    }
+
+    /// Send `token` as the bearer token of every request.
+    pub fn with_token(mut self, token: Option<zeroize::Zeroizing<String>>) -> WorkerClient {
+        self.token = token;
+        self
     }
 
     pub fn with_root(url: &str, root_pem: &str, allow_simulated: bool) -> Result<WorkerClient> {
@@ -306,20 +331,20 @@ impl WorkerClient {
         Ok(WorkerClient {
             http,
             url: url.trim_end_matches('/').to_string(),
+            token: None,
         })
     }
 
-    /// POST `body` to `path` with an optional bearer token; the answer and
-    /// the DER certificate of the worker that served it.
+    /// POST `body` to `path` with the client's token; the answer and the
+    /// DER certificate of the worker that served it.
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
-        token: Option<&str>,
     ) -> Result<(T, Vec<u8>)> {
         let mut req = self.http.post(format!("{}{path}", self.url)).json(body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.as_str());
         }
         let resp = req.send().await.map_err(|e| {
             anyhow::anyhow!(
@@ -346,39 +371,124 @@ impl WorkerClient {
     }
 
     /// [`WorkerClient::post`], then the receipt checked against the
-    /// certificate that served it.
-    pub async fn post_verified<B: Serialize, T: DeserializeOwned + HasReceipt>(
-        &self,
-        path: &str,
-        body: &B,
-        token: Option<&str>,
-    ) -> Result<T> {
-        let (r, cert): (T, _) = self.post(path, body, token).await?;
+    /// certificate that served it, and bound to this exchange: its
+    /// operation is the path's, its inputs digest is that of the images
+    /// sent, and its signed output is the answer received.
+    pub async fn post_verified<B, T>(&self, path: &str, body: &B) -> Result<T>
+    where
+        B: Serialize + SignedInputs,
+        T: DeserializeOwned + HasReceipt,
+    {
+        let (r, cert): (T, _) = self.post(path, body).await?;
         check_receipt(r.receipt(), &cert)?;
+        let receipt = r.receipt();
+        let operation = match path {
+            "/v1/compare" => "compare",
+            "/v1/compare/batch" => "compare_batch",
+            "/v1/embed" => "embed",
+            "/v1/enroll" => "enroll",
+            "/v1/verify" => "verify",
+            other => bail!("no receipt is defined for {other}"),
+        };
+        ensure!(
+            receipt.operation == operation,
+            "the receipt is for {:?}, not {operation:?}",
+            receipt.operation
+        );
+        ensure!(
+            receipt.inputs_sha256 == inputs_sha256(&body.images())?,
+            "the receipt names other inputs than the ones sent"
+        );
+        ensure!(
+            r.output_matches()?,
+            "the receipt's signed output differs from the answer received"
+        );
         Ok(r)
+    }
+}
+
+/// The receipt inputs digest of `images` as the worker computes it (the
+/// decoded bytes, with their kind).
+fn inputs_sha256(images: &[&api::ImageWire]) -> Result<String> {
+    let decoded = images
+        .iter()
+        .map(|w| {
+            let (kind, b64) = match w {
+                api::ImageWire::Png(s) | api::ImageWire::Jpeg(s) => {
+                    (twinseal_worker::receipt::InputKind::Encoded, s)
+                }
+                api::ImageWire::Raw(s) => (twinseal_worker::receipt::InputKind::Raw, s),
+            };
+            Ok((
+                kind,
+                B64.decode(b64).context("an image sent is not base64")?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(twinseal_worker::receipt::inputs_digest(
+        decoded.iter().map(|(k, b)| (*k, b.as_slice())),
+    ))
+}
+
+/// Requests whose receipts name their images.
+pub trait SignedInputs {
+    /// The images, in the order the receipt digests them.
+    fn images(&self) -> Vec<&api::ImageWire>;
+}
+
+impl SignedInputs for api::CompareRequest {
+    fn images(&self) -> Vec<&api::ImageWire> {
+        vec![&self.a, &self.b]
+    }
+}
+
+impl SignedInputs for api::CompareBatchRequest {
+    fn images(&self) -> Vec<&api::ImageWire> {
+        self.pairs.iter().flat_map(|p| [&p.a, &p.b]).collect()
+    }
+}
+
+impl SignedInputs for api::EnrollRequest {
+    fn images(&self) -> Vec<&api::ImageWire> {
+        self.images.iter().collect()
+    }
+}
+
+impl SignedInputs for api::VerifyRequest {
+    fn images(&self) -> Vec<&api::ImageWire> {
+        vec![&self.probe]
     }
 }
 
 /// Answers that carry a receipt.
 pub trait HasReceipt {
     fn receipt(&self) -> &api::Receipt;
+    /// Whether the receipt's signed output is the answer's result (both
+    /// read as the result type, so that numbers compare as the worker
+    /// computed them).
+    fn output_matches(&self) -> Result<bool>;
 }
 
 macro_rules! has_receipt {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $r:ty),*) => {$(
         impl HasReceipt for $t {
             fn receipt(&self) -> &api::Receipt {
                 &self.receipt
+            }
+            fn output_matches(&self) -> Result<bool> {
+                let signed: $r = serde_json::from_str(&self.receipt.output)
+                    .context("the receipt's output is not the operation's result")?;
+                Ok(serde_json::to_string(&signed)? == serde_json::to_string(&self.result)?)
             }
         }
     )*};
 }
 has_receipt!(
-    api::CompareResponse,
-    api::CompareBatchResponse,
-    api::EmbedResponse,
-    api::EnrollResponse,
-    api::VerifyResponse
+    api::CompareResponse => api::CompareResult,
+    api::CompareBatchResponse => api::CompareBatchResult,
+    api::EmbedResponse => api::EmbedResult,
+    api::EnrollResponse => api::EnrollResult,
+    api::VerifyResponse => api::VerifyResult
 );
 
 /// Runs one client call to completion on a small runtime of its own.
@@ -430,7 +540,7 @@ pub fn compare_remote(args: &WorkerClientArgs, a: &Path, b: &Path, json: bool) -
         a: image_wire(a)?,
         b: image_wire(b)?,
     };
-    let r: api::CompareResponse = block_on(client.post_verified("/v1/compare", &req, None))?;
+    let r: api::CompareResponse = block_on(client.post_verified("/v1/compare", &req))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -474,8 +584,6 @@ pub struct EnrollArgs {
 }
 
 pub fn run_enroll(a: EnrollArgs) -> Result<()> {
-    let token = std::env::var("TWINSEAL_ENROLL_TOKEN")
-        .context("set TWINSEAL_ENROLL_TOKEN to a token the worker accepts for enrolment")?;
     let client = WorkerClient::new(&a.worker)?;
     let req = api::EnrollRequest {
         identity: a.identity,
@@ -485,7 +593,7 @@ pub fn run_enroll(a: EnrollArgs) -> Result<()> {
             .map(|p| image_wire(p))
             .collect::<Result<_>>()?,
     };
-    let r: api::EnrollResponse = block_on(client.post_verified("/v1/enroll", &req, Some(&token)))?;
+    let r: api::EnrollResponse = block_on(client.post_verified("/v1/enroll", &req))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -523,7 +631,7 @@ pub fn run_verify(a: VerifyArgs) -> Result<()> {
         identity: a.identity,
         top: Some(a.top),
     };
-    let r: api::VerifyResponse = block_on(client.post_verified("/v1/verify", &req, None))?;
+    let r: api::VerifyResponse = block_on(client.post_verified("/v1/verify", &req))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());

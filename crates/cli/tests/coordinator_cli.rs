@@ -81,7 +81,8 @@ fn a_data_owner_seals_and_opens_with_a_coordinator_key_and_the_audit_verifies() 
     let manifest = dir.path().join("manifest.toml");
     std::fs::write(
         &manifest,
-        "[users.admin]\nroles = [\"admin\"]\n[users.alice]\nroles = [\"data_owner\"]\npermissions = [\"detokenize\"]\n[users.audrey]\nroles = [\"auditor\"]\n",
+        "[users.admin]\nroles = [\"admin\"]\n[users.alice]\nroles = [\"data_owner\"]\n[users.audrey]\nroles = [\"auditor\"]\n\
+         [keys.data-key]\nowners = [\"alice\"]\ngrants = { alice = [\"tokenize\", \"detokenize\"] }\n",
     )
     .unwrap();
     ok(twinseal(Some(&admin), &url, &ca)

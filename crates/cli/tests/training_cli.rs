@@ -106,7 +106,8 @@ fn seal_inspect_train_and_trace_a_model_through_the_binary() {
             .apply_manifest(&format!(
                 "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n\
                  [users.mel]\nroles = [\"ml_engineer\"]\n{}{}\
-                 [keys.{MODEL_KEY}]\ntrained_by = [\"trainer\"]\n\
+                 [keys.{MODEL_KEY}]\ntrained_by = [\"trainer\"]\ngrants = {{ dora = [\"open\"] }}\n\
+                 [keys.dataset-key]\nowners = [\"dora\"]\n\
                  [datasets.digits]\nlocation = \"datasets/digits\"\nkey = \"dataset-key\"\n\
                  context = {{ purpose = \"training\" }}\n\
                  [workflows.train-digits]\nkind = \"train\"\ninput = \"digits\"\napp = \"trainer\"\n\

@@ -69,8 +69,7 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
     let d = dir.path();
     let store_dir = d.join("store");
     std::fs::create_dir_all(store_dir.join("datasets")).unwrap();
-    let enroll_token = "enrol-me-please";
-    let (local, served, other_root) = rt.block_on(async {
+    let (local, served, other_root, client_token) = rt.block_on(async {
         let local = Local::start(LocalOptions {
             self_evidence: true,
             ..LocalOptions::default()
@@ -80,7 +79,9 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
         local
             .apply_manifest(&format!(
                 "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n\
-                 [users.mel]\nroles = [\"ml_engineer\"]\n{}\
+                 [users.mel]\nroles = [\"ml_engineer\"]\n{}{}\
+                 [keys.{MODEL_KEY}]\nowners = [\"dora\"]\n[keys.dataset-key]\nowners = [\"dora\"]\n\
+                 [keys.results-key]\ngrants = {{ dora = [\"open\"] }}\n\
                  [datasets.pairs]\nlocation = \"datasets/pairs.sealed\"\nkey = \"dataset-key\"\n\
                  context = {{ purpose = \"pairs\" }}\n\
                  [workflows.score-pairs]\ninput = \"pairs\"\napp = \"{APP}\"\n\
@@ -89,7 +90,8 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
                     APP,
                     &M,
                     &[MODEL_KEY, "dataset-key", "results-key", "gallery-key"]
-                )
+                ),
+                Local::client_entry(&[APP]),
             ))
             .await
             .unwrap();
@@ -114,7 +116,6 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
             path: store_dir.join("gallery.sealed"),
             key: "gallery-key".into(),
         });
-        opts.enroll_token_sha256 = vec![Sha256::digest(enroll_token).into()];
         let worker = twinseal_worker::Worker::start(opts).await.unwrap();
         let store: Arc<dyn object_store::ObjectStore> =
             twinseal_worker::jobs::open_store(store_dir.to_str().unwrap()).unwrap();
@@ -131,7 +132,8 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
         let other = Local::start(LocalOptions::default()).await.unwrap();
         let other_root = other.root_pem.clone();
         other.stop().await.unwrap();
-        (local, served, other_root)
+        let client_token = local.client_token().await.unwrap();
+        (local, served, other_root, client_token)
     });
     let root = d.join("root.pem");
     std::fs::write(&root, &local.root_pem).unwrap();
@@ -157,7 +159,12 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
     ));
     assert!(out.contains(&fingerprint), "{out}");
     assert!(out.contains("SIMULATED"), "{out}");
-    assert_eq!(std::fs::read_to_string(&pinned).unwrap(), local.root_pem);
+    let saved = std::fs::read_to_string(&pinned).unwrap();
+    assert!(saved.ends_with(&local.root_pem), "{saved}");
+    assert!(
+        saved.starts_with(twinseal_coordinator::client::KEY_PIN_PREFIX),
+        "the coordinator's key is pinned: {saved}"
+    );
     fails(
         twinseal()
             .args(["coordinator", "verify", "--url", &local.url])
@@ -182,7 +189,8 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
     // root never.
     let compare = |ca: &Path, allow: bool| {
         let mut c = twinseal();
-        c.args(["compare", "--worker", &served.url, "--ca"])
+        c.env("TWINSEAL_TOKEN", &client_token)
+            .args(["compare", "--worker", &served.url, "--ca"])
             .arg(ca)
             .arg(&a)
             .arg(&b);
@@ -195,6 +203,8 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
     fails(&mut compare(&other, true), "cannot reach the worker");
     let out = ok(&mut compare(&root, true));
     assert!(out.contains("receipt verified"), "{out}");
+    // Without the client's token the worker answers no one.
+    fails(compare(&root, true).env_remove("TWINSEAL_TOKEN"), "401");
     assert!(out.contains("probability"), "{out}");
     let json = ok(compare(&root, true).arg("--json"));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -208,21 +218,25 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
             .arg(&root)
             .args(["--identity", "ada"])
             .arg(&a)
-            .env("TWINSEAL_ENROLL_TOKEN", "wrong"),
+            .env("TWINSEAL_TOKEN", "tws_wrong"),
         "401",
     );
+    let token_file = d.join("client.token");
+    std::fs::write(&token_file, &client_token).unwrap();
     let out = ok(twinseal()
         .args(["enroll", "--worker", &served.url, "--allow-simulated"])
         .arg("--ca")
         .arg(&root)
+        .arg("--token-file")
+        .arg(&token_file)
         .args(["--identity", "ada"])
-        .arg(&a)
-        .env("TWINSEAL_ENROLL_TOKEN", enroll_token));
+        .arg(&a));
     assert!(out.contains("enrolled 1 image"), "{out}");
     let out = ok(twinseal()
         .args(["verify", "--worker", &served.url, "--allow-simulated"])
         .arg("--ca")
         .arg(&root)
+        .env("TWINSEAL_TOKEN", &client_token)
         .args(["--identity", "ada"])
         .arg(&a));
     assert!(out.starts_with("MATCH: ada"), "{out}");

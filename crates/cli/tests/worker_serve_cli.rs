@@ -73,7 +73,9 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (port, wport) = (free_port(), free_port());
-    let url = format!("https://127.0.0.1:{port}");
+    // The coordinator answers as localhost; the workers as 127.0.0.1 (an
+    // app certificate never carries the coordinator's names).
+    let url = format!("https://localhost:{port}");
     let ca = d.join("coord/ca.pem");
 
     // The simulated platform (its key stays with the operator; its public
@@ -91,6 +93,7 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
         .args(["coordinator", "init", "--data-dir"])
         .arg(d.join("coord"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--server-name", "localhost"])
         .args(["--insecure-allow-simulated-tee", "--simulated-platform-key"])
         .arg(platform_pub.trim())
         .output()
@@ -120,7 +123,9 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
         &manifest,
         format!(
             "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n\
-             [apps.siamese-worker]\ntee = [\"simulated\"]\nmeasurements = [\"{measurement}\"]\nkeys = [\"model-key\"]\n"
+             [users.carl]\nroles = [\"client\"]\n[keys.model-key]\nowners = [\"dora\"]\n\
+             [apps.siamese-worker]\ntee = [\"simulated\"]\nmeasurements = [\"{measurement}\"]\nkeys = [\"model-key\"]\n\
+             [apps.siamese-worker.clients]\ncarl = [\"compare\"]\n"
         ),
     )
     .unwrap();
@@ -137,6 +142,11 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
         .args(["user", "token", "dora"])
         .output()
         .unwrap());
+    let carl = ok(twinseal(Some(&admin), &url, &ca)
+        .args(["user", "token", "carl", "--expires-in", "1h"])
+        .output()
+        .unwrap());
+    let carl = carl.trim().to_string();
 
     // The data owner seals a model under the coordinator key.
     let model = d.join("model.safetensors");
@@ -195,7 +205,17 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
             .save(p)
             .unwrap();
     }
-    let out = ok(twinseal(None, &url, &ca)
+    // Without a client token the worker answers no one.
+    let out = twinseal(None, &url, &ca)
+        .args(["compare", "--worker", &format!("https://127.0.0.1:{wport}")])
+        .arg("--allow-simulated")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = ok(twinseal(Some(&carl), &url, &ca)
         .args(["compare", "--worker", &format!("https://127.0.0.1:{wport}")])
         .arg("--allow-simulated")
         .arg(&a)
@@ -211,9 +231,11 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
         &manifest,
         format!(
             "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n\
-             [users.mel]\nroles = [\"ml_engineer\"]\n\
+             [users.mel]\nroles = [\"ml_engineer\"]\n[users.carl]\nroles = [\"client\"]\n\
+             [keys.dataset-key]\nowners = [\"dora\"]\n\
              [apps.siamese-worker]\ntee = [\"simulated\"]\nmeasurements = [\"{measurement}\"]\nkeys = [\"model-key\"]\n\
              [apps.siamese-trainer]\ntee = [\"simulated\"]\nmeasurements = [\"{measurement}\"]\nkeys = [\"dataset-key\", \"model-key\"]\n\
+             [apps.siamese-trainer.clients]\ncarl = [\"compare\"]\n\
              [datasets.faces]\nlocation = \"datasets/faces\"\nkey = \"dataset-key\"\ncontext = {{ purpose = \"training\" }}\n\
              [workflows.train-faces]\nkind = \"train\"\ninput = \"faces\"\napp = \"siamese-trainer\"\n\
              output = \"models/faces\"\noutput_key = \"model-key\"\n\
@@ -291,7 +313,7 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
     );
     assert!(store.join("models/faces/run-1/model.sealed").is_file());
     // It serves no model.
-    let out = twinseal(None, &url, &ca)
+    let out = twinseal(Some(&carl), &url, &ca)
         .args(["compare", "--worker", &format!("https://127.0.0.1:{tport}")])
         .arg("--allow-simulated")
         .arg(&a)

@@ -8,6 +8,10 @@
 //! - both server and client authentication purposes, never CA rights (a
 //!   CSR's own basic constraints, key usages and purposes are ignored);
 //! - the evidence in the interoperable RA-TLS extension (OID 2.23.133.5.4.9);
+//! - the critical extension [`APP_CERT_OID`], which marks it as an app
+//!   certificate: generic TLS stacks refuse it, so no client takes an app
+//!   certificate for the coordinator, and twinseal's clients require it of
+//!   workers and refuse it from the coordinator;
 //! - when the evidence was simulated, the critical extension
 //!   [`SIMULATED_TEE_OID`], which generic TLS stacks refuse to accept
 //!   because they do not know it — exactly what is wanted of a certificate
@@ -34,6 +38,13 @@ use crate::error::{Error, Result};
 pub const SIMULATED_TEE_OID: &[u64] = &[2, 25, 5410305570973032867];
 /// The same OID as dotted text.
 pub const SIMULATED_TEE_OID_STR: &str = "2.25.5410305570973032867";
+
+/// The critical extension every app certificate carries (see the module
+/// documentation), a registration-free OID under 2.25 like
+/// [`SIMULATED_TEE_OID`].
+pub const APP_CERT_OID: &[u64] = &[2, 25, 7316427781063504121];
+/// The same OID as dotted text.
+pub const APP_CERT_OID_STR: &str = "2.25.7316427781063504121";
 
 /// Largest CSR accepted, bytes.
 pub const MAX_CSR_LEN: usize = 16 * 1024;
@@ -182,6 +193,12 @@ impl Ca {
         let serial_hex = hex::encode(serial.to_bytes());
         params.serial_number = Some(serial);
         params.custom_extensions = twinseal_attest::cert::extensions(req.evidence, None);
+        let mut app_ext = CustomExtension::from_oid_content(
+            APP_CERT_OID,
+            der_utf8(&format!("twinseal attested app {}", req.app)),
+        );
+        app_ext.set_criticality(true);
+        params.custom_extensions.push(app_ext);
         if req.simulated {
             let mut ext = CustomExtension::from_oid_content(
                 SIMULATED_TEE_OID,
@@ -207,6 +224,44 @@ pub struct ParsedCsr {
     params: CertificateSigningRequestParams,
     /// The SubjectPublicKeyInfo, DER (what the evidence must bind).
     pub spki_der: Vec<u8>,
+}
+
+impl ParsedCsr {
+    /// The DNS names and IP addresses it asks for (the only names an app
+    /// certificate gets).
+    pub fn names(&self) -> Vec<String> {
+        self.params
+            .params
+            .subject_alt_names
+            .iter()
+            .filter_map(|s| match s {
+                SanType::DnsName(n) => Some(n.as_str().to_string()),
+                SanType::IpAddress(ip) => Some(ip.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Whether `der` is an app certificate: it carries [`APP_CERT_OID`], or
+/// (certificates issued before that extension) a `twinseal://app/` URI.
+/// Unparsable bytes count as one (refused wherever the coordinator is
+/// expected).
+pub fn is_app_certificate(der: &[u8]) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(der) else {
+        return true;
+    };
+    let marked = cert
+        .extensions()
+        .iter()
+        .any(|e| e.oid.to_id_string() == APP_CERT_OID_STR);
+    let app_uri = cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
+        san.value.general_names.iter().any(|n| {
+            matches!(n, x509_parser::extensions::GeneralName::URI(u) if u.starts_with("twinseal://app/"))
+        })
+    });
+    marked || app_uri
 }
 
 /// Parse a CSR (PEM) and check its self-signature.
@@ -311,6 +366,12 @@ mod tests {
             .unwrap();
         let facts = cert_facts(&cert.der).unwrap();
         assert!(facts.simulated);
+        assert!(is_app_certificate(&cert.der));
+        assert_eq!(csr.names(), ["localhost"]);
+        let server = ca
+            .issue_server(&["coordinator.example".into()], now)
+            .unwrap();
+        assert!(!is_app_certificate(&server.cert_der));
         assert_eq!(facts.serial, cert.serial);
         use x509_parser::prelude::FromDer;
         let (_, x) = x509_parser::certificate::X509Certificate::from_der(&cert.der).unwrap();
@@ -321,6 +382,12 @@ mod tests {
             .find(|e| e.oid.to_id_string() == SIMULATED_TEE_OID_STR)
             .unwrap();
         assert!(marker.critical);
+        let app = x
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == APP_CERT_OID_STR)
+            .unwrap();
+        assert!(app.critical);
         let carried = twinseal_attest::cert::extract(&cert.der).unwrap();
         assert_eq!(carried.evidence, evidence);
         assert_eq!(carried.spki_der, csr.spki_der);

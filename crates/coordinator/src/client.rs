@@ -48,6 +48,103 @@ impl rustls::client::ResolvesClientCert for FixedClientCert {
     }
 }
 
+/// The line `twinseal coordinator verify` writes above the root in the PEM
+/// file it saves: the SHA-256 of the coordinator's own TLS key
+/// (SubjectPublicKeyInfo), which clients then pin.
+pub const KEY_PIN_PREFIX: &str = "twinseal-coordinator-key-sha256: ";
+
+/// The key pin in a root PEM file's explanatory text, if any.
+fn pinned_key(root_pem: &str) -> Result<Option<[u8; 32]>> {
+    root_pem
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(KEY_PIN_PREFIX))
+        .map(|h| {
+            hex::decode(h.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| Error::Config(format!("{KEY_PIN_PREFIX}: not 64 hex digits")))
+        })
+        .transpose()
+}
+
+/// The coordinator's server certificate check: the pinned root (webpki),
+/// never an app certificate, and the pinned key when the root file names
+/// one.
+#[derive(Debug)]
+struct CoordinatorVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned_key: Option<[u8; 32]>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CoordinatorVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if crate::ca::is_app_certificate(end_entity) {
+            return Err(rustls::Error::General(
+                "the server presented an app certificate, not the coordinator's".into(),
+            ));
+        }
+        if let Some(pin) = &self.pinned_key {
+            let (_, cert) = x509_parser::parse_x509_certificate(end_entity).map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+            })?;
+            let got = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw);
+            if got.as_ref() != pin {
+                return Err(rustls::Error::General(
+                    "the coordinator's key is not the pinned one".into(),
+                ));
+            }
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// The SHA-256 (hex) of a certificate's SubjectPublicKeyInfo: what
+/// [`KEY_PIN_PREFIX`] names.
+pub fn key_sha256(cert_der: &[u8]) -> Result<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|_| Error::Crypto("unparsable certificate".into()))?;
+    Ok(hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        cert.public_key().raw,
+    )))
+}
+
 /// An app identity for mutual TLS: certificate chain and key, PEM.
 pub struct Identity {
     /// Certificate(s), PEM.
@@ -78,10 +175,20 @@ impl Client {
         if roots.is_empty() {
             return Err(Error::Config("no root certificate given".into()));
         }
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            crate::tls::provider(),
+        )
+        .build()
+        .map_err(http)?;
         let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(http)?
-            .with_root_certificates(roots);
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CoordinatorVerifier {
+                webpki,
+                pinned_key: pinned_key(root_pem)?,
+            }));
         let mut cfg = match identity {
             Some(id) => {
                 let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
@@ -363,8 +470,14 @@ pub fn own_evidence_report_data(nonce: &[u8; 32], root_der: &[u8]) -> Result<[u8
     Ok(twinseal_attest::report_data(nonce, root.public_key().raw))
 }
 
-/// Whether `server_der` was issued by `root_der` and is valid now.
+/// Whether `server_der` was issued by `root_der`, is valid now, and is not
+/// an app certificate (an attested app can never pass as the coordinator).
 pub fn check_server_cert(server_der: &[u8], root_der: &[u8]) -> Result<()> {
+    if crate::ca::is_app_certificate(server_der) {
+        return Err(Error::Crypto(
+            "the server presented an app certificate, not the coordinator's".into(),
+        ));
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -76,6 +76,36 @@ pub struct Config {
     /// Requests served at once; more wait.
     #[serde(default = "default_concurrency")]
     pub max_concurrent_requests: usize,
+    /// Connections open at once, all callers (lowered to what the
+    /// open-file limit allows).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Time to receive a request's header, and the longest a kept-alive
+    /// connection may sit idle between requests, seconds.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Longest a read or write may stall within a request, seconds.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Requests per second, sustained, that one remote address may send
+    /// without credentials (challenges, attestations, health) or with
+    /// credentials that fail; beyond it the answer is 429.
+    #[serde(default = "default_anonymous_rate")]
+    pub anonymous_requests_per_second: f64,
+    /// Such requests one address may send at once before the rate applies.
+    #[serde(default = "default_anonymous_burst")]
+    pub anonymous_burst: u32,
+    /// Values tokenized or detokenized per second, per key, all callers
+    /// together (bursts of one full request are allowed); beyond it 429.
+    #[serde(default = "default_tokenize_rate")]
+    pub tokenize_values_per_second: f64,
+    /// How long workers may cache what a client token may do, seconds: the
+    /// longest a revoked token keeps working at a worker.
+    #[serde(default = "default_client_cache")]
+    pub client_cache_secs: u64,
     /// Where the coordinator's own evidence comes from (`POST /v1/evidence`,
     /// which `twinseal coordinator verify` checks before a client pins the
     /// root).
@@ -139,6 +169,38 @@ fn default_timeout() -> u64 {
 fn default_concurrency() -> usize {
     DEFAULT_MAX_CONCURRENT_REQUESTS
 }
+/// Default sustained rate of anonymous requests per remote address.
+pub const DEFAULT_ANONYMOUS_REQUESTS_PER_SECOND: f64 = 20.0;
+/// Default burst of anonymous requests per remote address.
+pub const DEFAULT_ANONYMOUS_BURST: u32 = 100;
+/// Default time workers may cache a client token's permissions, seconds.
+pub const DEFAULT_CLIENT_CACHE_SECS: u64 = 30;
+fn default_client_cache() -> u64 {
+    DEFAULT_CLIENT_CACHE_SECS
+}
+/// Default values tokenized per second per key.
+pub const DEFAULT_TOKENIZE_VALUES_PER_SECOND: f64 = 1000.0;
+fn default_tokenize_rate() -> f64 {
+    DEFAULT_TOKENIZE_VALUES_PER_SECOND
+}
+fn default_anonymous_rate() -> f64 {
+    DEFAULT_ANONYMOUS_REQUESTS_PER_SECOND
+}
+fn default_anonymous_burst() -> u32 {
+    DEFAULT_ANONYMOUS_BURST
+}
+fn default_max_connections() -> usize {
+    crate::tls::DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_connections_per_address() -> usize {
+    crate::tls::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+}
+fn default_header_read_timeout() -> u64 {
+    crate::tls::DEFAULT_HEADER_READ_TIMEOUT_SECS
+}
+fn default_idle_timeout() -> u64 {
+    crate::tls::DEFAULT_IDLE_TIMEOUT_SECS
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -156,6 +218,14 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            tokenize_values_per_second: default_tokenize_rate(),
+            client_cache_secs: default_client_cache(),
+            anonymous_requests_per_second: default_anonymous_rate(),
+            anonymous_burst: default_anonymous_burst(),
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
             self_evidence: SelfEvidence::None,
         }
     }
@@ -218,6 +288,28 @@ impl Config {
         if self.request_timeout_secs == 0 || self.max_concurrent_requests == 0 {
             return bad("request_timeout_secs and max_concurrent_requests must be positive");
         }
+        if self.client_cache_secs > 600 {
+            return bad("client_cache_secs must be at most 600");
+        }
+        if !self.tokenize_values_per_second.is_finite() || self.tokenize_values_per_second <= 0.0 {
+            return bad("tokenize_values_per_second must be positive");
+        }
+        if !self.anonymous_requests_per_second.is_finite()
+            || self.anonymous_requests_per_second <= 0.0
+            || self.anonymous_burst == 0
+        {
+            return bad("anonymous_requests_per_second and anonymous_burst must be positive");
+        }
+        if self.max_connections == 0 || self.max_connections_per_address == 0 {
+            return bad("max_connections and max_connections_per_address must be positive");
+        }
+        if !(1..=3600).contains(&self.header_read_timeout_secs)
+            || !(1..=3600).contains(&self.idle_timeout_secs)
+        {
+            return bad(
+                "header_read_timeout_secs and idle_timeout_secs must be between 1 and 3600",
+            );
+        }
         if !self.simulated_platform_keys.is_empty() && !self.insecure_allow_simulated_tee {
             return bad("simulated_platform_keys is set but insecure_allow_simulated_tee is false");
         }
@@ -231,6 +323,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The accept loop's limits.
+    pub fn conn_limits(&self) -> crate::tls::ConnLimits {
+        crate::tls::ConnLimits {
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            handshake_timeout: Duration::from_secs(
+                self.header_read_timeout_secs
+                    .min(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+            ),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+        }
     }
 
     /// Lifetime of app certificates.

@@ -86,11 +86,24 @@ pub enum Error {
     /// The server is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// The request was abandoned (its caller went away or it timed out)
+    /// and its work stopped.
+    #[error("cancelled")]
+    Cancelled,
+    /// The caller sent more requests than its rate limit allows.
+    #[error("too many requests")]
+    TooManyRequests,
 }
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::Store(e.to_string())
+    }
+}
+
+impl From<crate::guard::CpuPoolError> for Error {
+    fn from(e: crate::guard::CpuPoolError) -> Self {
+        Error::Crypto(e.to_string())
     }
 }
 
@@ -139,6 +152,11 @@ impl Error {
                 error_type::PAYLOAD_TOO_LARGE,
                 "request body too large".to_string(),
             ),
+            Error::TooManyRequests => (
+                StatusCode::TOO_MANY_REQUESTS,
+                error_type::RATE_LIMITED,
+                "too many requests: slow down".to_string(),
+            ),
             Error::ShuttingDown => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 error_type::UNAVAILABLE,
@@ -166,7 +184,9 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         } else {
-            tracing::debug!(error = %self, "request refused");
+            // Never the detail: a refusal's detail can quote the request
+            // body (a JSON error names the offending value).
+            tracing::debug!(status = status.as_u16(), kind = %body.kind, "request refused");
         }
         (status, Json(body)).into_response()
     }

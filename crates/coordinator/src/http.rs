@@ -40,10 +40,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let remote = parts
-            .extensions
-            .get::<RemoteAddr>()
-            .map(|r| r.0.to_string());
+        let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0.ip());
         if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
             let token = h
                 .to_str()
@@ -107,6 +104,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/manifest", get(show_manifest).put(apply_manifest))
         .route("/v1/manifest/versions", get(manifest_versions))
         .route("/v1/users/{name}/token", post(create_token))
+        .route("/v1/users/{name}/tokens", get(list_tokens))
+        .route("/v1/clients/introspect", post(introspect_client))
+        .route(
+            "/v1/users/{name}/tokens/{id}",
+            axum::routing::delete(revoke_token),
+        )
         .route("/v1/certificates", get(list_certificates))
         .route("/v1/certificates/{serial}/revoke", post(revoke_certificate))
         .route("/v1/tokenize", post(tokenize))
@@ -130,6 +133,10 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_anonymous,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), count_status))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -140,6 +147,22 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Requests that carry no credentials at all take from their remote
+/// address's rate limit (requests with failing credentials take from it
+/// when they fail); over it they are answered 429 before any work.
+/// Requests without a remote address come from inside the process.
+async fn limit_anonymous(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let anonymous = !req.headers().contains_key(header::AUTHORIZATION)
+        && req.extensions().get::<PeerCertificate>().is_none();
+    if anonymous
+        && let Some(remote) = req.extensions().get::<RemoteAddr>()
+        && !s.admit_anonymous(remote.0.ip())
+    {
+        return Error::TooManyRequests.into_response();
+    }
+    next.run(req).await
 }
 
 async fn count_status(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -195,9 +218,10 @@ async fn own_evidence(
 
 async fn attest(
     State(s): State<AppState>,
+    remote: Option<axum::Extension<RemoteAddr>>,
     ApiJson(req): ApiJson<api::AttestRequest>,
 ) -> Result<Json<api::AttestResponse>> {
-    Ok(Json(s.attest(req).await?))
+    Ok(Json(s.attest(req, remote.map(|r| r.0.0.ip())).await?))
 }
 
 const ADMIN: &[Role] = &[Role::Admin];
@@ -317,12 +341,48 @@ async fn create_token(
     State(s): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<api::TokenResponse>)> {
     caller.require_role(ADMIN)?;
+    // The body is optional: no body (or `null`) means the defaults.
+    let req: api::CreateTokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        serde_json::from_slice::<Option<api::CreateTokenRequest>>(&body)
+            .map_err(|e| Error::BadRequest(format!("token request: {e}")))?
+            .unwrap_or_default()
+    };
     Ok((
         StatusCode::CREATED,
-        Json(s.create_token(&caller, &name).await?),
+        Json(s.create_token(&caller, &name, req).await?),
     ))
+}
+
+async fn introspect_client(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<api::IntrospectRequest>,
+) -> Result<Json<api::IntrospectResponse>> {
+    Ok(Json(s.introspect_client(&caller, &req)?))
+}
+
+async fn list_tokens(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<api::TokenList>> {
+    caller.require_role(ADMIN)?;
+    Ok(Json(s.list_tokens(&name)?))
+}
+
+async fn revoke_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    caller.require_role(ADMIN)?;
+    s.revoke_token(&caller, &name, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_certificates(

@@ -19,6 +19,7 @@ pub mod ca;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod http;
 pub mod manifest;
 pub mod master;

@@ -7,7 +7,6 @@
 //!
 //! [users.alice]
 //! roles = ["data_owner"]
-//! permissions = ["detokenize"]
 //!
 //! [apps.siamese-worker]
 //! tee = ["sgx", "simulated"]
@@ -17,6 +16,10 @@
 //!
 //! [keys.model-key]
 //! allowed_locations = ["eu-west"] # empty or absent: anywhere
+//!
+//! [keys.dataset-key]
+//! owners = ["alice"]              # may seal and open with it
+//! grants = { alice = ["tokenize", "detokenize"] }   # finer uses, per user
 //!
 //! [policy]
 //! accepted_tcb_statuses = ["UpToDate"]
@@ -61,14 +64,45 @@ pub enum Role {
     Auditor,
     /// Starts workflows and reads their metrics; never obtains data keys.
     MlEngineer,
+    /// Calls workers (compare, embed, verify, identify, enroll) as each
+    /// app's `clients` table allows; nothing on the coordinator.
+    Client,
 }
 
 /// An extra permission beside the roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
-    /// May reverse tokenization.
+    /// Formerly: may reverse tokenization under every key. Replaced by the
+    /// per-key `detokenize` grant: still read in stored manifests (where it
+    /// grants nothing), refused in a manifest being applied.
     Detokenize,
+}
+
+/// What a user may do with one key (the manifest's per-key grants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyUse {
+    /// Obtain data keys to seal files under it (`datakey`).
+    Seal,
+    /// Have file keys of files sealed under it unwrapped (`unwrap`).
+    Open,
+    /// Tokenize values with it.
+    Tokenize,
+    /// Reverse its tokens.
+    Detokenize,
+}
+
+impl KeyUse {
+    /// The name used in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyUse::Seal => "seal",
+            KeyUse::Open => "open",
+            KeyUse::Tokenize => "tokenize",
+            KeyUse::Detokenize => "detokenize",
+        }
+    }
 }
 
 /// A user (holder of bearer tokens).
@@ -98,6 +132,15 @@ pub struct App {
     /// Keys it may receive (release, data keys, tokenization).
     #[serde(default)]
     pub keys: Vec<String>,
+    /// DNS names and IP addresses its certificates may carry (exact, or
+    /// `*.suffix` for one more label); empty: any name but the
+    /// coordinator's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Worker clients (users with the `client` role) and what each may ask
+    /// of this app's workers. Nobody else may call them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<String, BTreeSet<twinseal_api::WorkerPermission>>,
 }
 
 /// Release rules for one key.
@@ -114,6 +157,19 @@ pub struct KeyPlacement {
     /// never released.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trained_by: Vec<String>,
+    /// Users who may seal and open files with this key (shorthand for
+    /// grants of `seal` and `open`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// What each user may do with this key. Users use only the keys and
+    /// uses granted here or in `owners`; nothing is granted by default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grants: BTreeMap<String, BTreeSet<KeyUse>>,
+    /// Allow tokenizing values of small domains (fewer than 10^8 possible
+    /// values, e.g. 6-digit codes) with this key. Whoever may tokenize
+    /// with it can then reverse such tokens by trying every value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub small_token_domains: bool,
 }
 
 /// Policy settings.
@@ -291,6 +347,23 @@ impl Manifest {
                     return bad(format!("app {name}: invalid key name {k:?}"));
                 }
             }
+            for n in &app.names {
+                let host = n.strip_prefix("*.").unwrap_or(n);
+                if host.is_empty() || host.contains('*') || host.len() > 253 {
+                    return bad(format!("app {name}: invalid certificate name {n:?}"));
+                }
+            }
+            for client in app.clients.keys() {
+                match self.users.get(client) {
+                    None => return bad(format!("app {name}: clients name unknown user {client}")),
+                    Some(u) if !u.roles.contains(&Role::Client) => {
+                        return bad(format!(
+                            "app {name}: user {client} is listed as a client but lacks the client role"
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
         }
         for (name, d) in &self.datasets {
             if !valid_location(&d.location) {
@@ -307,6 +380,17 @@ impl Manifest {
             for app in &k.trained_by {
                 if !self.apps.contains_key(app) {
                     return bad(format!("key {name}: trained_by names unknown app {app}"));
+                }
+            }
+            for user in k.owners.iter().chain(k.grants.keys()) {
+                match self.users.get(user) {
+                    None => return bad(format!("key {name}: grants name unknown user {user}")),
+                    Some(u) if !u.roles.contains(&Role::DataOwner) => {
+                        return bad(format!(
+                            "key {name}: user {user} is granted uses of it but lacks the data_owner role"
+                        ));
+                    }
+                    Some(_) => {}
                 }
             }
         }
@@ -346,6 +430,81 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// Whether user `user` may use `key` for `what` (per-key grants).
+    pub fn user_may(&self, user: &str, key: &str, what: KeyUse) -> bool {
+        self.keys.get(key).is_some_and(|k| {
+            (matches!(what, KeyUse::Seal | KeyUse::Open) && k.owners.iter().any(|o| o == user))
+                || k.grants.get(user).is_some_and(|g| g.contains(&what))
+        })
+    }
+
+    /// The stricter checks for a manifest being applied (stored manifests
+    /// from before per-key grants still load without them, granting
+    /// nothing): no user holds the retired global `detokenize` permission,
+    /// and every data owner is granted some use of some key. The errors say
+    /// what to add.
+    pub fn check_grants(&self) -> Result<()> {
+        for (name, u) in &self.users {
+            if u.permissions.contains(&Permission::Detokenize) {
+                return Err(Error::BadRequest(format!(
+                    "manifest: user {name}: permissions = [\"detokenize\"] no longer applies to every key; \
+                     grant it per key instead, e.g. [keys.<key>] grants = {{ {name} = [\"tokenize\", \"detokenize\"] }}, \
+                     and remove the permissions line"
+                )));
+            }
+            if u.roles.contains(&Role::DataOwner)
+                && !self
+                    .keys
+                    .values()
+                    .any(|k| k.owners.contains(name) || k.grants.contains_key(name))
+            {
+                return Err(Error::BadRequest(format!(
+                    "manifest: data owner {name} is granted no key: data owners use only the keys \
+                     the manifest grants them; add e.g. [keys.<key>] owners = [\"{name}\"] (seal and open) \
+                     or grants = {{ {name} = [\"seal\"] }} (uses: seal, open, tokenize, detokenize)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Data owners without any grant (a stored manifest from before
+    /// per-key grants): they can use no key until a manifest with grants
+    /// is applied.
+    pub fn data_owners_without_grants(&self) -> Vec<&str> {
+        self.users_with(Role::DataOwner)
+            .filter(|n| {
+                !self
+                    .keys
+                    .values()
+                    .any(|k| k.owners.iter().any(|o| o == n) || k.grants.contains_key(*n))
+            })
+            .collect()
+    }
+
+    /// Whether `app`'s certificates may carry `name` (see [`App::names`]).
+    pub fn app_allows_name(&self, app: &str, name: &str) -> bool {
+        let Some(a) = self.apps.get(app) else {
+            return false;
+        };
+        a.names.is_empty()
+            || a.names.iter().any(|n| match n.strip_prefix("*.") {
+                Some(suffix) => name.split_once('.').is_some_and(|(first, rest)| {
+                    !first.is_empty() && rest.eq_ignore_ascii_case(suffix)
+                }),
+                None => n.eq_ignore_ascii_case(name),
+            })
+    }
+
+    /// What user `user` may ask of `app`'s workers.
+    pub fn client_permissions(&self, app: &str, user: &str) -> Vec<twinseal_api::WorkerPermission> {
+        self.apps
+            .get(app)
+            .and_then(|a| a.clients.get(user))
+            .map(|p| p.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Whether `app` may run in `tee`.
@@ -401,13 +560,17 @@ mod tests {
 roles = ["admin"]
 [users.alice]
 roles = ["data_owner"]
-permissions = ["detokenize"]
+[users.bob]
+roles = ["data_owner"]
 [apps.worker]
 tee = ["simulated"]
 measurements = ["00ff"]
 keys = ["model-key", "data-key", "out-key"]
 [keys.model-key]
 allowed_locations = ["eu-west"]
+[keys.data-key]
+owners = ["alice"]
+grants = { bob = ["tokenize"] }
 [datasets.pairs]
 location = "datasets/pairs.sealed"
 key = "data-key"
@@ -429,6 +592,45 @@ output_key = "out-key"
         let c = m.policy_config(&m.apps["worker"]);
         assert_eq!(c.keys["model-key"].allowed_locations, ["eu-west"]);
         assert_eq!(m.users_with(Role::Admin).collect::<Vec<_>>(), ["admin"]);
+        m.check_grants().unwrap();
+        assert!(
+            m.app_allows_name("worker", "anything.example"),
+            "no list: any name"
+        );
+        let listed = Manifest::parse(&GOOD.replace(
+            "keys = [\"model-key\", \"data-key\", \"out-key\"]",
+            "keys = [\"model-key\", \"data-key\", \"out-key\"]\nnames = [\"*.workers.example\", \"10.0.0.5\"]",
+        ))
+        .unwrap();
+        assert!(listed.app_allows_name("worker", "w1.workers.example"));
+        assert!(listed.app_allows_name("worker", "10.0.0.5"));
+        assert!(!listed.app_allows_name("worker", "workers.example"));
+        assert!(!listed.app_allows_name("worker", "a.b.workers.example"));
+        assert!(!listed.app_allows_name("worker", "coordinator.example"));
+        assert!(m.user_may("alice", "data-key", KeyUse::Seal));
+        assert!(m.user_may("alice", "data-key", KeyUse::Open));
+        assert!(!m.user_may("alice", "data-key", KeyUse::Detokenize));
+        assert!(!m.user_may("alice", "model-key", KeyUse::Open));
+        assert!(m.user_may("bob", "data-key", KeyUse::Tokenize));
+        assert!(!m.user_may("bob", "data-key", KeyUse::Open));
+    }
+
+    #[test]
+    fn fail_manifests_from_before_grants_on_apply_with_what_to_add() {
+        let old = "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\npermissions = [\"detokenize\"]\n";
+        // A stored manifest still loads, granting nothing...
+        let m = Manifest::parse(old).unwrap();
+        assert_eq!(m.data_owners_without_grants(), ["dora"]);
+        assert!(!m.user_may("dora", "any-key", KeyUse::Detokenize));
+        // ...but applying it says what to add.
+        let e = m.check_grants().unwrap_err().to_string();
+        assert!(
+            e.contains("grants = { dora = [\"tokenize\", \"detokenize\"] }"),
+            "{e}"
+        );
+        let m = Manifest::parse(&old.replace("permissions = [\"detokenize\"]\n", "")).unwrap();
+        let e = m.check_grants().unwrap_err().to_string();
+        assert!(e.contains("owners = [\"dora\"]"), "{e}");
     }
 
     #[test]
@@ -457,6 +659,21 @@ output_key = "out-key"
                 "unknown dataset",
             ),
             ("[users", "manifest:"),
+            (
+                GOOD.replace("owners = [\"alice\"]", "owners = [\"ghost\"]")
+                    .as_str(),
+                "unknown user ghost",
+            ),
+            (
+                GOOD.replace("owners = [\"alice\"]", "owners = [\"admin\"]")
+                    .as_str(),
+                "lacks the data_owner role",
+            ),
+            (
+                GOOD.replace("bob = [\"tokenize\"]", "bob = [\"launch\"]")
+                    .as_str(),
+                "unknown variant",
+            ),
             (
                 GOOD.replace("\"datasets/pairs.sealed\"", "\"../etc/passwd\"")
                     .as_str(),

@@ -8,6 +8,7 @@
 //! audited in the same transaction as its effect before it is answered.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -28,13 +29,16 @@ use zeroize::Zeroizing;
 use crate::ca::{AppCertRequest, Ca};
 use crate::config::{Config, SelfEvidence};
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, Permission, Role, valid_name};
+use crate::guard::{CpuPool, Failure, FailureSummaries, RateLimiter};
+use crate::manifest::{KeyUse, Manifest, Permission, Role, valid_name};
 use crate::master::MasterKey;
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
 
 /// Prefix of the envelope key ids of coordinator keys: `kms/<name>/v<n>`.
 pub const KEY_ID_PREFIX: &str = "kms/";
+/// How often counted failures are written as summary entries.
+pub const FAILURE_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 /// Prefix of bearer tokens.
 pub const TOKEN_PREFIX: &str = "tws_";
 
@@ -216,6 +220,76 @@ impl std::fmt::Debug for ActiveManifest {
     }
 }
 
+/// A bearer token, known by the SHA-256 of its text.
+#[derive(Clone, Debug)]
+struct TokenRecord {
+    user: String,
+    id: String,
+    /// Unix seconds; `None` for tokens issued before tokens expired.
+    expires: Option<i64>,
+}
+
+impl TokenRecord {
+    fn valid_at(&self, now: SystemTime) -> bool {
+        self.expires.is_none_or(|e| unix(now) < e)
+    }
+}
+
+/// The public id of a token: the first 8 bytes of its hash, hex.
+fn token_id(hash: &[u8; 32]) -> String {
+    hex::encode(&hash[..8])
+}
+
+/// How long a worker may cache an inactive client token.
+pub const CLIENT_NEGATIVE_CACHE_SECS: u64 = 5;
+/// Default lifetime of a bearer token.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Longest lifetime of a bearer token.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Delete the tokens of users who are not in `manifest` (left from
+/// before a manifest's removal of a user deleted them), audited, so that a
+/// user added again under the same name never inherits them.
+fn revoke_orphan_tokens(
+    conn: &mut Connection,
+    manifest: &Manifest,
+    signer: &CheckpointSigner,
+) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let orphans: Vec<(Vec<u8>, String, String)> = {
+        let mut st = tx.prepare("SELECT hash, user, id FROM tokens")?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|(_, u, _): &(Vec<u8>, String, String)| !manifest.users.contains_key(u))
+            .collect()
+    };
+    let now = SystemTime::now();
+    for (hash, user, id) in &orphans {
+        tx.execute("DELETE FROM tokens WHERE hash = ?1", [hash])?;
+        AuditLog::append(
+            &tx,
+            now,
+            &Event::CredentialRevoked {
+                actor: "coordinator".into(),
+                name: user.clone(),
+                token: Some(id.clone()),
+                reason: Some("the user is no longer in the manifest".into()),
+            },
+        )?;
+    }
+    if !orphans.is_empty() {
+        tracing::warn!(
+            count = orphans.len(),
+            "deleted bearer tokens of users no longer in the manifest"
+        );
+        // Signed before anything can export it, like every store batch.
+        AuditLog::checkpoint(&tx, signer, now)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// A secret AES-256 key held in memory.
 struct Material(Zeroizing<[u8; 32]>);
 
@@ -231,11 +305,21 @@ pub struct Coordinator {
     manifest: RwLock<Arc<ActiveManifest>>,
     keys: RwLock<HashMap<String, KeyMeta>>,
     material: Mutex<HashMap<(String, u32), Arc<Material>>>,
-    tokens: RwLock<HashMap<[u8; 32], String>>,
+    tokens: RwLock<HashMap<[u8; 32], TokenRecord>>,
     certs: RwLock<HashMap<String, Arc<AppRecord>>>,
     verifier_key: VerifierKey,
     server_tls: (Vec<u8>, Zeroizing<Vec<u8>>),
     self_evidence: SelfEvidenceSource,
+    /// Failed logins and unverified attestations, counted until the next
+    /// summary entry.
+    failures: FailureSummaries,
+    /// Requests from one remote address without credentials, and failed
+    /// logins, share one bucket per address.
+    anonymous: RateLimiter<IpAddr>,
+    /// Values tokenized or detokenized per key.
+    tokenization: RateLimiter<String>,
+    /// CPU-bound request work (tokenization) off the async threads.
+    cpu: CpuPool,
     /// Prometheus metrics.
     pub metrics: Metrics,
 }
@@ -312,6 +396,43 @@ fn new_token() -> Result<(Zeroizing<String>, [u8; 32])> {
     Ok((token, hash))
 }
 
+/// Create the data directory readable by its owner only (0700), or
+/// tighten an existing one: it holds the database (and usually the master
+/// key file).
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("restricting {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Create an empty file readable by its owner only (0600) before SQLite
+/// opens it: SQLite gives its WAL and shared-memory files the same mode.
+fn create_private_file(path: &std::path::Path) -> Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
+        .map(drop)
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))
+}
+
+/// Most tags on one key.
+pub const MAX_TAGS: usize = 32;
+/// Longest tag name, bytes.
+pub const MAX_TAG_NAME: usize = 64;
+/// Longest tag value, bytes.
+pub const MAX_TAG_VALUE: usize = 256;
+
 /// The manifest `init` applies: one admin user.
 pub const INITIAL_MANIFEST: &str =
     "# Applied by `twinseal coordinator init`.\n[users.admin]\nroles = [\"admin\"]\n";
@@ -321,8 +442,7 @@ pub const INITIAL_MANIFEST: &str =
 /// first admin token. Refuses to touch an existing database.
 pub fn init(config: &Config) -> Result<InitReport> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    create_private_dir(dir)?;
     let db_path = dir.join(store::DB_FILE);
     if db_path.exists() {
         return Err(Error::Conflict(format!(
@@ -339,6 +459,7 @@ pub fn init(config: &Config) -> Result<InitReport> {
     let vkey = signer.verifier_key();
     let (token, token_hash) = new_token()?;
 
+    create_private_file(&db_path)?;
     let mut conn = store::open_connection(&db_path, true)?;
     let tx = conn.transaction()?;
     store::create_schema(&tx)?;
@@ -364,8 +485,13 @@ pub fn init(config: &Config) -> Result<InitReport> {
         params![INITIAL_MANIFEST, digest, rfc3339(now)],
     )?;
     tx.execute(
-        "INSERT INTO tokens (hash, user, created) VALUES (?1, 'admin', ?2)",
-        params![&token_hash[..], rfc3339(now)],
+        "INSERT INTO tokens (hash, user, created, id, expires) VALUES (?1, 'admin', ?2, ?3, ?4)",
+        params![
+            &token_hash[..],
+            rfc3339(now),
+            token_id(&token_hash),
+            unix(now + DEFAULT_TOKEN_LIFETIME)
+        ],
     )?;
     AuditLog::append(
         &tx,
@@ -383,6 +509,8 @@ pub fn init(config: &Config) -> Result<InitReport> {
             actor: "init".into(),
             name: "admin".into(),
             role: "admin".into(),
+            token: Some(token_id(&token_hash)),
+            expires: Some(rfc3339(now + DEFAULT_TOKEN_LIFETIME)),
         },
     )?;
     AuditLog::checkpoint(&tx, &signer, now)?;
@@ -414,7 +542,8 @@ impl Coordinator {
             )));
         }
         let master = config.master_key.open(&dir)?;
-        let conn = store::open_connection(&db_path, false)?;
+        let mut conn = store::open_connection(&db_path, false)?;
+        store::migrate(&mut conn)?;
         let get = |k: &str| -> Result<Vec<u8>> {
             store::meta_get(&conn, k)?.ok_or_else(|| Error::Store(format!("missing {k}")))
         };
@@ -479,24 +608,43 @@ impl Coordinator {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let manifest = Manifest::parse(&mtext)?;
+        let ungranted = manifest.data_owners_without_grants();
+        if !ungranted.is_empty() {
+            tracing::warn!(
+                users = ?ungranted,
+                "the manifest in force predates per-key grants: these data owners can use no key \
+                 until an admin applies a manifest that grants them keys \
+                 ([keys.<key>] owners = [...] or grants = {{ user = [\"seal\", \"open\", \"tokenize\", \"detokenize\"] }})"
+            );
+        }
         let active = build_active(mversion as u64, mdigest, manifest, &placement_keys)?;
         let keys = load_keys(&conn)?;
+        revoke_orphan_tokens(&mut conn, &active.manifest, &signer)?;
         let mut tokens = HashMap::new();
         {
-            let mut st = conn.prepare("SELECT hash, user FROM tokens")?;
+            let mut st = conn.prepare("SELECT hash, user, id, expires FROM tokens")?;
             let rows = st.query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    TokenRecord {
+                        user: r.get(1)?,
+                        id: r.get(2)?,
+                        expires: r.get(3)?,
+                    },
+                ))
             })?;
             for row in rows {
-                let (h, u) = row?;
+                let (h, t) = row?;
                 if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
-                    tokens.insert(h, u);
+                    tokens.insert(h, t);
                 }
             }
         }
         drop(conn);
         let self_evidence = SelfEvidenceSource::open(&config.self_evidence)?;
         let store = Store::open(&dir, signer)?;
+        let config_tokenize_rate = config.tokenize_values_per_second;
+        let config_anonymous = (config.anonymous_requests_per_second, config.anonymous_burst);
         let c = Arc::new(Coordinator {
             challenges: ChallengeStore::new(Duration::from_secs(config.challenge_ttl_secs)),
             config,
@@ -513,6 +661,13 @@ impl Coordinator {
             verifier_key,
             server_tls,
             self_evidence,
+            failures: FailureSummaries::default(),
+            anonymous: RateLimiter::new(config_anonymous.0, config_anonymous.1),
+            tokenization: RateLimiter::new(
+                config_tokenize_rate,
+                crate::tokenize::MAX_VALUES as u32,
+            ),
+            cpu: CpuPool::per_cpu(),
             metrics: Metrics::new(),
         });
         Ok(c)
@@ -578,15 +733,24 @@ impl Coordinator {
 
     // ----- identities -----
 
-    /// Resolve a bearer token. Unknown tokens are audited as login failures.
-    pub async fn authenticate_token(&self, token: &str, remote: Option<String>) -> Result<Caller> {
+    /// Resolve a bearer token. Unknown tokens are counted as login
+    /// failures (summarized in the audit log, see [`Self::flush_failures`])
+    /// and take from the remote address's anonymous rate limit.
+    pub async fn authenticate_token(&self, token: &str, remote: Option<IpAddr>) -> Result<Caller> {
         let hash = sha256(token.as_bytes());
-        let user = self
+        let record = self
             .tokens
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&hash)
             .cloned();
+        if record
+            .as_ref()
+            .is_some_and(|t| !t.valid_at(SystemTime::now()))
+        {
+            return Err(self.login_failed(remote, "expired bearer token"));
+        }
+        let user = record.map(|t| t.user);
         let m = self.manifest();
         match user
             .as_ref()
@@ -598,38 +762,62 @@ impl Coordinator {
                 permissions: u.permissions.iter().copied().collect(),
             })),
             None => {
-                self.metrics.login_failures.inc();
                 let reason = if user.is_some() {
                     "token of a user no longer in the manifest"
                 } else {
                     "unknown bearer token"
                 };
-                self.audit(Event::LoginFailed {
-                    reason: reason.into(),
-                    remote,
-                })
-                .await?;
-                Err(Error::Unauthenticated)
+                Err(self.login_failed(remote, reason))
             }
         }
     }
 
     /// Resolve an app's client certificate (DER). The certificate must be
     /// one this coordinator issued (exact bytes), unexpired and unrevoked.
-    pub async fn authenticate_app(&self, der: &[u8], remote: Option<String>) -> Result<Caller> {
-        let outcome = self.lookup_app(der).await;
-        match outcome {
+    pub async fn authenticate_app(&self, der: &[u8], remote: Option<IpAddr>) -> Result<Caller> {
+        match self.lookup_app(der).await {
             Ok(rec) => Ok(Caller::App(rec)),
             Err(reason) => {
-                self.metrics.login_failures.inc();
-                self.audit(Event::LoginFailed {
-                    reason: format!("app certificate: {reason}"),
-                    remote,
-                })
-                .await?;
-                Err(Error::Unauthenticated)
+                tracing::info!(?remote, %reason, "app certificate refused");
+                Err(self.login_failed(remote, "app certificate refused"))
             }
         }
+    }
+
+    /// Count a failed login and answer it: 401, or 429 once the remote
+    /// address has used up its anonymous rate limit.
+    fn login_failed(&self, remote: Option<IpAddr>, reason: &str) -> Error {
+        self.metrics.login_failures.inc();
+        self.failures.record(Failure::Login, remote, reason, None);
+        match remote {
+            Some(ip) if !self.anonymous.check(&ip) => Error::TooManyRequests,
+            _ => Error::Unauthenticated,
+        }
+    }
+
+    /// Whether a request without credentials from `remote` is within the
+    /// anonymous rate limit.
+    pub fn admit_anonymous(&self, remote: IpAddr) -> bool {
+        self.anonymous.check(&remote)
+    }
+
+    /// Write the failures counted since the last call as summary entries
+    /// (`failures_summarized`, one per kind and remote address). The server
+    /// calls it every [`FAILURE_SUMMARY_INTERVAL`] and at shutdown.
+    pub async fn flush_failures(&self) -> Result<()> {
+        let events = self.failures.take();
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .write(move |c| {
+                let now = SystemTime::now();
+                for e in &events {
+                    AuditLog::append(c, now, e)?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn lookup_app(&self, der: &[u8]) -> std::result::Result<Arc<AppRecord>, String> {
@@ -706,14 +894,28 @@ impl Coordinator {
 
     /// Verify evidence bound to a challenge and the CSR's key, appraise it
     /// against the manifest and policy, and issue an app certificate.
-    pub async fn attest(&self, req: api::AttestRequest) -> Result<api::AttestResponse> {
+    ///
+    /// Nothing is stored for evidence that is not shown genuine first
+    /// (challenge redeemed, kind enabled, signatures and binding checked):
+    /// such a rejection is counted with the evidence's digest and size in
+    /// the next failure summary. Evidence that verifies but that the
+    /// manifest or policy refuses is stored with its rejection.
+    pub async fn attest(
+        &self,
+        req: api::AttestRequest,
+        remote: Option<IpAddr>,
+    ) -> Result<api::AttestResponse> {
         let started = std::time::Instant::now();
-        let out = self.attest_inner(req).await;
+        let out = self.attest_inner(req, remote).await;
         self.metrics.observe_attest(out.is_ok(), started.elapsed());
         out
     }
 
-    async fn attest_inner(&self, req: api::AttestRequest) -> Result<api::AttestResponse> {
+    async fn attest_inner(
+        &self,
+        req: api::AttestRequest,
+        remote: Option<IpAddr>,
+    ) -> Result<api::AttestResponse> {
         // Malformed input is a 400 and changes nothing (not even the challenge).
         let challenge: [u8; 32] = hex::decode(&req.challenge)
             .ok()
@@ -721,11 +923,56 @@ impl Coordinator {
             .ok_or_else(|| Error::BadRequest("challenge must be 64 hex digits".into()))?;
         let challenge = Challenge::from_bytes(challenge);
         let evidence = decode_evidence(&req.evidence)?;
+        let unverified = |reason: String| {
+            tracing::warn!(app = %req.app, ?remote, %reason, "attestation rejected before verification");
+            self.failures.record(
+                Failure::Attestation,
+                remote,
+                &reason,
+                Some((
+                    hex::encode(sha256(evidence.bytes())),
+                    evidence.bytes().len() as u64,
+                )),
+            );
+            Error::AttestationRejected(vec![reason])
+        };
+        // A kind no verifier is enabled for (simulated evidence on a
+        // coordinator that does not allow it) is not parsed further.
+        if !self.verifiers.is_enabled(evidence.kind()) {
+            return Err(unverified(format!(
+                "no verifier enabled for {} evidence",
+                evidence.kind()
+            )));
+        }
         let csr = crate::ca::parse_csr(&req.csr)?;
         if !valid_name(&req.app) {
             return Err(Error::BadRequest("invalid app name".into()));
         }
-        let evidence_digest = hex::encode(sha256(evidence.bytes()));
+        // An app certificate never names the coordinator, nor anything its
+        // app's entry does not allow.
+        {
+            let m = self.manifest();
+            for name in csr.names() {
+                if self
+                    .config
+                    .server_names
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(&name))
+                {
+                    return Err(Error::BadRequest(format!(
+                        "the CSR asks for {name:?}, one of the coordinator's own names: an app certificate never names the coordinator (give the app other names)"
+                    )));
+                }
+                if m.manifest.apps.contains_key(&req.app)
+                    && !m.manifest.app_allows_name(&req.app, &name)
+                {
+                    return Err(Error::BadRequest(format!(
+                        "the CSR asks for {name:?}, which the manifest's names for app {} do not allow",
+                        req.app
+                    )));
+                }
+            }
+        }
         let now = SystemTime::now();
         let app = req.app.clone();
         let reject = |reasons: Vec<String>, ev: Vec<u8>| async move {
@@ -762,9 +1009,10 @@ impl Coordinator {
                     .reason()
                     .map(str::to_string)
                     .unwrap_or_else(|| e.to_string());
-                return reject(vec![reason], evidence.bytes().to_vec()).await;
+                return Err(unverified(reason));
             }
         };
+        let evidence_digest = hex::encode(sha256(evidence.bytes()));
         if claims.is_simulated() {
             tracing::warn!(app = %req.app, "INSECURE: accepting simulated-TEE evidence (insecure_allow_simulated_tee)");
         }
@@ -960,6 +1208,16 @@ impl Coordinator {
             return Err(Error::BadRequest(
                 "key names are 1 to 64 of a-z A-Z 0-9 . _ - (not starting with . or -)".into(),
             ));
+        }
+        if req.tags.len() > MAX_TAGS
+            || req
+                .tags
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > MAX_TAG_NAME || v.len() > MAX_TAG_VALUE)
+        {
+            return Err(Error::BadRequest(format!(
+                "at most {MAX_TAGS} tags, names of 1 to {MAX_TAG_NAME} bytes, values of at most {MAX_TAG_VALUE}"
+            )));
         }
         let ctx = Context::from_pairs(req.required_context.clone())
             .map_err(|e| Error::BadRequest(format!("required_context: {e}")))?;
@@ -1181,6 +1439,14 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Whether a user caller is granted `what` on `key` by the manifest.
+    fn user_granted(&self, caller: &Caller, key: &str, what: KeyUse) -> bool {
+        match caller {
+            Caller::User(u) => self.manifest().manifest.user_may(&u.name, key, what),
+            _ => false,
+        }
+    }
+
     fn may_use_key_as_app(&self, caller: &Caller, key: &str) -> bool {
         match caller {
             Caller::App(a) => self.manifest().manifest.app_may_use_key(&a.app, key),
@@ -1279,20 +1545,22 @@ impl Coordinator {
     }
 
     /// A fresh envelope header with one stanza under the key's current
-    /// version, and its file key. For admins, data owners and apps the
-    /// manifest gives the key.
+    /// version, and its file key. For users the manifest grants `seal` on
+    /// the key, and apps the manifest gives the key.
     pub async fn data_key(
         &self,
         caller: &Caller,
         name: &str,
         req: api::DataKeyRequest,
     ) -> Result<api::DataKeyResponse> {
-        let allowed = self.may_use_key_as_app(caller, name)
-            || caller.require_role(&[Role::Admin, Role::DataOwner]).is_ok();
+        let allowed =
+            self.may_use_key_as_app(caller, name) || self.user_granted(caller, name, KeyUse::Seal);
         if !allowed {
             let err = match caller {
                 Caller::Anonymous => return Err(Error::Unauthenticated),
-                _ => Error::Forbidden(format!("may not use key {name}")),
+                _ => Error::Forbidden(format!(
+                    "may not seal with key {name} (the manifest grants no \"seal\" on it)"
+                )),
             };
             return Err(self.deny_data_key(caller, name, err).await);
         }
@@ -1347,19 +1615,22 @@ impl Coordinator {
 
     /// The file key of an envelope header with a stanza under one of this
     /// key's versions, after its commitment and MAC (and so its context)
-    /// verified. For data owners and apps the manifest gives the key.
+    /// verified. For users the manifest grants `open` on the key, and
+    /// apps the manifest gives the key.
     pub async fn unwrap(
         &self,
         caller: &Caller,
         name: &str,
         req: api::UnwrapRequest,
     ) -> Result<api::UnwrapResponse> {
-        let allowed = self.may_use_key_as_app(caller, name)
-            || caller.require_role(&[Role::DataOwner]).is_ok();
+        let allowed =
+            self.may_use_key_as_app(caller, name) || self.user_granted(caller, name, KeyUse::Open);
         if !allowed {
             let err = match caller {
                 Caller::Anonymous => return Err(Error::Unauthenticated),
-                _ => Error::Forbidden(format!("may not unwrap under key {name}")),
+                _ => Error::Forbidden(format!(
+                    "may not open files under key {name} (the manifest grants no \"open\" on it)"
+                )),
             };
             return Err(self.deny_data_key(caller, name, err).await);
         }
@@ -1580,7 +1851,18 @@ impl Coordinator {
             }
         };
         let now = SystemTime::now();
+        // Removing a user deletes their tokens, in the same transaction: a
+        // user added again later under the same name starts with none.
+        let removed: Vec<([u8; 32], String, String)> = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, t)| !manifest.users.contains_key(&t.user))
+            .map(|(h, t)| (*h, t.user.clone(), t.id.clone()))
+            .collect();
         let (t, d, a) = (text.clone(), digest.clone(), actor.clone());
+        let gone = removed.clone();
         let version = self
             .store
             .write(move |c| {
@@ -1589,10 +1871,29 @@ impl Coordinator {
                     "INSERT INTO manifests (version, text, digest, applied_at, applied_by) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![v, t, d, rfc3339(now), a],
                 )?;
-                AuditLog::append(c, now, &Event::ManifestApplied { actor: a, version: v as u64, digest: d })?;
+                AuditLog::append(c, now, &Event::ManifestApplied { actor: a.clone(), version: v as u64, digest: d })?;
+                for (hash, user, id) in gone {
+                    c.execute("DELETE FROM tokens WHERE hash = ?1", [&hash[..]])?;
+                    AuditLog::append(
+                        c,
+                        now,
+                        &Event::CredentialRevoked {
+                            actor: a.clone(),
+                            name: user,
+                            token: Some(id),
+                            reason: Some(format!("user removed by manifest version {v}")),
+                        },
+                    )?;
+                }
                 Ok(v as u64)
             })
             .await?;
+        {
+            let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+            for (hash, _, _) in &removed {
+                tokens.remove(hash);
+            }
+        }
         let active = build_active(version, digest.clone(), manifest, &self.placement_keys)?;
         *self.manifest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(active);
         Ok(api::ManifestInfo {
@@ -1609,7 +1910,11 @@ impl Coordinator {
         let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
         let admins_with_tokens = manifest
             .users_with(Role::Admin)
-            .filter(|u| tokens.values().any(|t| t == u))
+            .filter(|u| {
+                tokens
+                    .values()
+                    .any(|t| t.user == *u && t.valid_at(SystemTime::now()))
+            })
             .count();
         if admins_with_tokens == 0 {
             return Err(Error::Conflict(
@@ -1618,6 +1923,7 @@ impl Coordinator {
             ));
         }
         drop(tokens);
+        manifest.check_grants()?;
         let digest = hex::encode(sha256(text.as_bytes()));
         // Building it checks placements and policies.
         build_active(0, digest.clone(), manifest.clone(), &self.placement_keys)?;
@@ -1668,13 +1974,28 @@ impl Coordinator {
     }
 
     /// A new bearer token for a manifest user (admin).
-    pub async fn create_token(&self, caller: &Caller, user: &str) -> Result<api::TokenResponse> {
+    pub async fn create_token(
+        &self,
+        caller: &Caller,
+        user: &str,
+        req: api::CreateTokenRequest,
+    ) -> Result<api::TokenResponse> {
         let m = self.manifest();
         let u = m
             .manifest
             .users
             .get(user)
             .ok_or_else(|| Error::NotFound(format!("user {user} is not in the manifest")))?;
+        let lifetime = match req.expires_in_secs {
+            None => DEFAULT_TOKEN_LIFETIME,
+            Some(s) if (1..=MAX_TOKEN_LIFETIME.as_secs()).contains(&s) => Duration::from_secs(s),
+            Some(_) => {
+                return Err(Error::BadRequest(format!(
+                    "expires_in_secs must be between 1 and {}",
+                    MAX_TOKEN_LIFETIME.as_secs()
+                )));
+            }
+        };
         let role = u
             .roles
             .iter()
@@ -1682,17 +2003,201 @@ impl Coordinator {
             .collect::<Vec<_>>()
             .join(",");
         let (token, hash) = new_token()?;
-        let (actor, name) = (caller.actor(), user.to_string());
+        let now = SystemTime::now();
+        let record = TokenRecord {
+            user: user.to_string(),
+            id: token_id(&hash),
+            expires: Some(unix(now + lifetime)),
+        };
+        let (actor, name, id, expires) = (
+            caller.actor(),
+            user.to_string(),
+            record.id.clone(),
+            record.expires,
+        );
+        let expires_text = rfc3339(now + lifetime);
+        let ev_expires = expires_text.clone();
         self.store
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO tokens (hash, user, created) VALUES (?1, ?2, ?3)",
-                    params![&hash[..], name, rfc3339(SystemTime::now())],
+                    "INSERT INTO tokens (hash, user, created, id, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![&hash[..], name, rfc3339(now), id, expires],
                 )?;
                 AuditLog::append(
                     c,
+                    now,
+                    &Event::CredentialCreated {
+                        actor,
+                        name,
+                        role,
+                        token: Some(id),
+                        expires: Some(ev_expires),
+                    },
+                )?;
+                Ok(())
+            })
+            .await?;
+        let id = record.id.clone();
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, record);
+        Ok(api::TokenResponse {
+            user: user.to_string(),
+            token: token.to_string(),
+            id,
+            created: rfc3339(now),
+            expires: Some(expires_text),
+        })
+    }
+
+    /// For an attested app: what a worker client's bearer token may ask of
+    /// it. Unknown, expired and non-client tokens are inactive (and counted
+    /// as failed logins).
+    pub fn introspect_client(
+        &self,
+        caller: &Caller,
+        req: &api::IntrospectRequest,
+    ) -> Result<api::IntrospectResponse> {
+        let Caller::App(app) = caller else {
+            return Err(match caller {
+                Caller::Anonymous => Error::Unauthenticated,
+                _ => Error::Forbidden("only attested apps introspect client tokens".into()),
+            });
+        };
+        let inactive = api::IntrospectResponse {
+            active: false,
+            user: None,
+            permissions: Vec::new(),
+            cache_secs: CLIENT_NEGATIVE_CACHE_SECS,
+        };
+        if req.token.is_empty() || req.token.len() > 256 {
+            return Ok(inactive);
+        }
+        let record = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sha256(req.token.as_bytes()))
+            .cloned();
+        let Some(record) = record.filter(|t| t.valid_at(SystemTime::now())) else {
+            self.failures.record(
+                Failure::Login,
+                None,
+                &format!("worker client token refused (via app {})", app.app),
+                None,
+            );
+            return Ok(inactive);
+        };
+        let m = self.manifest();
+        let is_client = m
+            .manifest
+            .users
+            .get(&record.user)
+            .is_some_and(|u| u.roles.contains(&Role::Client));
+        let permissions = if is_client {
+            m.manifest.client_permissions(&app.app, &record.user)
+        } else {
+            Vec::new()
+        };
+        if permissions.is_empty() {
+            return Ok(inactive);
+        }
+        // Cache no longer than the token lives.
+        let max = self.config.client_cache_secs;
+        let cache_secs = match record.expires {
+            Some(e) => (e - unix(SystemTime::now())).clamp(0, max as i64) as u64,
+            None => max,
+        };
+        Ok(api::IntrospectResponse {
+            active: true,
+            user: Some(record.user),
+            permissions,
+            cache_secs,
+        })
+    }
+
+    /// A user's tokens (ids and dates, never the tokens).
+    pub fn list_tokens(&self, user: &str) -> Result<api::TokenList> {
+        let rows = self.store.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, created, expires FROM tokens WHERE user = ?1 ORDER BY created, id",
+            )?;
+            let rows = st
+                .query_map([user], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
+        let now = unix(SystemTime::now());
+        Ok(api::TokenList {
+            user: user.to_string(),
+            tokens: rows
+                .into_iter()
+                .map(|(id, created, expires)| api::TokenInfo {
+                    id,
+                    created,
+                    expires: expires.map(|e| {
+                        rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(e.max(0) as u64))
+                    }),
+                    expired: expires.is_some_and(|e| e <= now),
+                })
+                .collect(),
+        })
+    }
+
+    /// Revoke one of `user`'s tokens by id, audited; it stops working at
+    /// once.
+    pub async fn revoke_token(&self, caller: &Caller, user: &str, id: &str) -> Result<()> {
+        let hash = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(_, t)| t.user == user && t.id == id)
+            .map(|(h, _)| *h)
+            .ok_or_else(|| Error::NotFound(format!("user {user} has no token {id}")))?;
+        let own_last_admin = {
+            let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+            let m = self.manifest();
+            let now = SystemTime::now();
+            let admins_left = tokens
+                .iter()
+                .filter(|(h, t)| {
+                    **h != hash
+                        && t.valid_at(now)
+                        && m.manifest
+                            .users
+                            .get(&t.user)
+                            .is_some_and(|u| u.roles.contains(&Role::Admin))
+                })
+                .count();
+            admins_left == 0
+        };
+        if own_last_admin {
+            return Err(Error::Conflict(
+                "revoking this token would lock out every admin (no other valid admin token)"
+                    .into(),
+            ));
+        }
+        let (actor, name, tid) = (caller.actor(), user.to_string(), id.to_string());
+        self.store
+            .write(move |c| {
+                c.execute("DELETE FROM tokens WHERE hash = ?1", [&hash[..]])?;
+                AuditLog::append(
+                    c,
                     SystemTime::now(),
-                    &Event::CredentialCreated { actor, name, role },
+                    &Event::CredentialRevoked {
+                        actor,
+                        name,
+                        token: Some(tid),
+                        reason: Some("revoked by an admin".into()),
+                    },
                 )?;
                 Ok(())
             })
@@ -1700,11 +2205,8 @@ impl Coordinator {
         self.tokens
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(hash, user.to_string());
-        Ok(api::TokenResponse {
-            user: user.to_string(),
-            token: token.to_string(),
-        })
+            .remove(&hash);
+        Ok(())
     }
 
     // ----- the coordinator's own evidence -----
@@ -1836,27 +2338,49 @@ impl Coordinator {
         req: api::TokenizeRequest,
         reverse: bool,
     ) -> Result<api::TokenizeResponse> {
-        let allowed = if reverse {
-            matches!(caller, Caller::User(u) if u.permissions.contains(&Permission::Detokenize))
+        let what = if reverse {
+            KeyUse::Detokenize
         } else {
-            self.may_use_key_as_app(caller, &req.key)
-                || caller.require_role(&[Role::Admin, Role::DataOwner]).is_ok()
+            KeyUse::Tokenize
         };
-        if !allowed {
-            if matches!(caller, Caller::Anonymous) {
-                return Err(Error::Unauthenticated);
-            }
-            let err = Error::Forbidden(if reverse {
-                "detokenize needs the detokenize permission".into()
-            } else {
-                format!("may not tokenize with key {}", req.key)
-            });
+        // Apps tokenize (never detokenize) with the keys they are given.
+        let allowed = (!reverse && self.may_use_key_as_app(caller, &req.key))
+            || self.user_granted(caller, &req.key, what);
+        let refuse = |err: Error| {
             let ev = Event::TokenizationDenied {
                 actor: caller.actor(),
                 key: req.key.clone(),
                 reason: err.to_string(),
             };
-            return Err(self.deny(ev, err).await);
+            self.deny(ev, err)
+        };
+        if !allowed {
+            if matches!(caller, Caller::Anonymous) {
+                return Err(Error::Unauthenticated);
+            }
+            return Err(refuse(Error::Forbidden(format!(
+                "the manifest grants no \"{}\" on key {}",
+                what.as_str(),
+                req.key
+            )))
+            .await);
+        }
+        let allow_small = self
+            .manifest()
+            .manifest
+            .keys
+            .get(&req.key)
+            .is_some_and(|k| k.small_token_domains);
+        if let Err(e) = crate::tokenize::check_request(
+            req.alphabet,
+            req.tweak.as_bytes(),
+            &req.values,
+            allow_small,
+        ) {
+            return Err(match e {
+                Error::Forbidden(_) => refuse(e).await,
+                e => e,
+            });
         }
         let meta = self.usable_key(&req.key)?;
         let version = if reverse {
@@ -1867,14 +2391,22 @@ impl Coordinator {
         if !meta.versions.contains_key(&version) {
             return Err(Error::NotFound(format!("{} v{version}", req.key)));
         }
+        if !self
+            .tokenization
+            .take(&req.key, req.values.len().max(1) as u32)
+        {
+            return Err(Error::TooManyRequests);
+        }
         let m = self.material(&req.key, version)?;
-        let values = crate::tokenize::apply(
-            &m.0,
-            req.alphabet,
-            req.tweak.as_bytes(),
-            &req.values,
-            !reverse,
-        )?;
+        let (alphabet, tweak, input) = (req.alphabet, req.tweak.clone(), req.values);
+        let values = self
+            .cpu
+            .run(move |cancel| {
+                crate::tokenize::apply(&m.0, alphabet, tweak.as_bytes(), &input, !reverse, &|| {
+                    cancel.is_cancelled()
+                })
+            })
+            .await?;
         let count = values.len() as u64;
         let ev = if reverse {
             Event::Detokenized {

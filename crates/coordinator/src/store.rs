@@ -23,8 +23,9 @@ use crate::error::{Error, Result};
 pub const DB_FILE: &str = "coordinator.db";
 /// Most jobs committed together.
 pub const MAX_BATCH: usize = 512;
-/// Current schema version.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Current schema version. Older versions are migrated on open
+/// ([`migrate`]); newer ones are refused.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -56,7 +57,9 @@ CREATE TABLE IF NOT EXISTS manifests (
 CREATE TABLE IF NOT EXISTS tokens (
     hash BLOB PRIMARY KEY,
     user TEXT NOT NULL,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    id TEXT,
+    expires INTEGER
 );
 CREATE TABLE IF NOT EXISTS certificates (
     serial TEXT PRIMARY KEY,
@@ -136,10 +139,49 @@ pub fn open_connection(path: &Path, create: bool) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Schema version 2: bearer tokens get an id and an expiry (tokens from
+/// version 1 get an id from their hash and no expiry: they keep working
+/// until revoked, as before).
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE tokens ADD COLUMN id TEXT;
+ALTER TABLE tokens ADD COLUMN expires INTEGER;
+UPDATE tokens SET id = lower(hex(substr(hash, 1, 8))) WHERE id IS NULL;
+";
+
+/// Bring a database of an older schema version to [`SCHEMA_VERSION`], in
+/// one transaction, and return the version it had. Refuses versions it
+/// does not know. Data is kept: migrations only add.
+pub fn migrate(conn: &mut Connection) -> Result<i64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version = meta_get(&tx, "schema_version")?
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or_else(|| Error::Store("the database has no schema version".into()))?;
+    match version {
+        SCHEMA_VERSION => return Ok(version),
+        1 => {
+            tx.execute_batch(MIGRATE_1_TO_2)?;
+            tracing::info!("store: migrated schema version 1 to 2 (token ids and expiry)");
+        }
+        v => {
+            return Err(Error::Store(format!(
+                "unsupported schema version {v} (this build knows 1 to {SCHEMA_VERSION})"
+            )));
+        }
+    }
+    tx.execute_batch(TOKENS_INDEX)?;
+    meta_put(&tx, "schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
+    tx.commit()?;
+    Ok(version)
+}
+
+const TOKENS_INDEX: &str = "CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_user ON tokens (user, id);";
+
 /// Create the schema (idempotent) in a fresh database.
 pub fn create_schema(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(RUNS_SCHEMA)?;
+    conn.execute_batch(TOKENS_INDEX)?;
     AuditLog::init(conn)?;
     conn.execute(
         "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', ?1)",

@@ -159,13 +159,29 @@ async fn rejected_attestations_are_audited_and_issue_nothing() {
         "malformed input is not a decision"
     );
 
+    // Evidence shown genuine but refused by the manifest or policy is
+    // stored with its rejection (measurement, debug, unknown app); evidence
+    // that never verified (replay, key substitution, untrusted platform) is
+    // only counted, by digest and size, in a failure summary.
     let kinds = h.audit_kinds().await;
     assert_eq!(
         kinds
             .iter()
             .filter(|k| *k == "attestation_rejected")
             .count(),
-        rejected
+        3,
+        "{kinds:?}"
+    );
+    let summary = h.audit_events("failures_summarized").await;
+    let attest_summary = summary
+        .iter()
+        .find(|e| e["what"] == "attestation")
+        .expect("an attestation failure summary");
+    assert_eq!(attest_summary["count"], rejected - 3, "{attest_summary}");
+    assert_eq!(
+        attest_summary["evidence"].as_object().unwrap().len(),
+        rejected - 3,
+        "each unverified evidence is named by digest and size: {attest_summary}"
     );
     assert_eq!(
         h.state.list_certificates().unwrap().certificates.len(),
@@ -190,11 +206,19 @@ async fn simulated_evidence_is_rejected_unless_enabled() {
     h.setup_users().await;
     let (s, v) = h.attest_with("worker", &h.platform, &MEASUREMENT).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let kinds = h.audit_kinds().await;
     assert!(
-        h.audit_kinds()
-            .await
-            .iter()
-            .any(|k| k == "attestation_rejected")
+        !kinds.iter().any(|k| k == "attestation_rejected"),
+        "simulated evidence is not even verified here: {kinds:?}"
+    );
+    let summary = h.audit_events("failures_summarized").await;
+    assert!(
+        summary[0]["reasons"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|r| r.contains("no verifier enabled for simulated")),
+        "{summary:?}"
     );
 }
 
@@ -246,9 +270,9 @@ async fn release_is_denied_and_audited_for_every_broken_precondition() {
 
     // Placement: a manifest that pins model-key to eu-west, and no
     // endorsement for this platform.
-    let pinned = format!(
-        "{}\n[keys.model-key]\nallowed_locations = [\"eu-west\"]\n",
-        common::manifest()
+    let pinned = common::manifest().replace(
+        "[keys.model-key]\n",
+        "[keys.model-key]\nallowed_locations = [\"eu-west\"]\n",
     );
     let (s, v) = h
         .call(
@@ -304,7 +328,12 @@ async fn release_is_denied_and_audited_for_every_broken_precondition() {
         4,
         "{kinds:?}"
     );
-    assert!(kinds.iter().filter(|k| *k == "login_failed").count() >= 2);
+    assert!(
+        h.audit_events("failures_summarized")
+            .await
+            .iter()
+            .any(|e| e["what"] == "login" && e["count"].as_u64().unwrap() >= 2)
+    );
     assert!(kinds.iter().any(|k| k == "key_destroyed"));
 }
 
@@ -345,5 +374,301 @@ async fn a_manifest_that_locks_out_every_admin_is_refused() {
             .await
             .iter()
             .any(|k| k == "manifest_rejected")
+    );
+}
+
+/// Bytes of the coordinator's database files (the database and its WAL).
+fn db_bytes(h: &Harness) -> u64 {
+    ["coordinator.db", "coordinator.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(h.dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// 64 KiB of junk that evidence detection takes for `kind`.
+fn junk_evidence(kind: &str, seed: u32) -> Vec<u8> {
+    let mut b: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect();
+    match kind {
+        // An SGX DCAP quote header: version 3, ECDSA-P256 key, SGX.
+        "sgx" => b[..8].copy_from_slice(&[3, 0, 2, 0, 0, 0, 0, 0]),
+        _ => b[..8].copy_from_slice(twinseal_attest::simulated::SIM_MAGIC),
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_junk_attestations_and_bad_tokens_leave_the_database_within_64_kib() {
+    for allow_simulated in [true, false] {
+        let h = Harness::with_config(|c| {
+            if !allow_simulated {
+                c.insecure_allow_simulated_tee = false;
+                c.simulated_platform_keys.clear();
+            }
+        });
+        h.setup_users().await;
+        h.state.flush_failures().await.unwrap();
+        let entries_before = h.audit_kinds().await.len();
+        let bytes_before = db_bytes(&h);
+        let (_, csr, _) = Harness::csr();
+        for i in 0..1000u32 {
+            let kind = if i % 2 == 0 { "sgx" } else { "simulated" };
+            // A fresh, never-issued challenge each time.
+            let challenge = hex::encode(i.to_be_bytes()).repeat(8);
+            let (s, v) = h
+                .attest_raw("worker", &challenge, &junk_evidence(kind, i), &csr)
+                .await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+            let (s, _) = h
+                .call(
+                    Method::GET,
+                    "/v1/keys",
+                    &Auth::Token(format!("tws_guess{i}")),
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED);
+        }
+        let kinds = h.audit_kinds().await;
+        let grown = db_bytes(&h).saturating_sub(bytes_before);
+        assert!(
+            grown <= 64 * 1024,
+            "2,000 anonymous failures grew the database by {grown} bytes (allow_simulated {allow_simulated})"
+        );
+        assert!(
+            kinds.len() - entries_before <= 2,
+            "at most one summary per kind and address: {:?}",
+            &kinds[entries_before..]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_callers_are_rate_limited_per_address() {
+    let h = Harness::with_config(|c| {
+        c.anonymous_burst = 10;
+        c.anonymous_requests_per_second = 1.0;
+    });
+    let from = |ip: &str| {
+        let remote: std::net::SocketAddr = format!("{ip}:4000").parse().unwrap();
+        let mut req = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri("/v1/attest/challenge")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(twinseal_coordinator::http::RemoteAddr(remote));
+        req
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(h.send(from("192.0.2.7")).await.0);
+    }
+    assert!(
+        statuses[..10].iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[10..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // Another address is not affected; nor are callers with credentials.
+    assert_eq!(h.send(from("192.0.2.8")).await.0, StatusCode::OK);
+    let (s, _) = h.call(Method::GET, "/v1/keys", &h.admin(), None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Failed logins take from the same bucket.
+    let mut bad = axum::http::Request::builder()
+        .method(Method::GET)
+        .uri("/v1/keys")
+        .header("authorization", "Bearer tws_guess")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    bad.extensions_mut()
+        .insert(twinseal_coordinator::http::RemoteAddr(
+            "192.0.2.7:4001".parse().unwrap(),
+        ));
+    assert_eq!(h.send(bad).await.0, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_expired_tokens_are_refused_and_a_user_added_again_inherits_nothing() {
+    let h = Harness::new();
+    h.setup_users().await;
+    let admin = h.admin();
+    // A token with an id and an expiry.
+    let (s, t) = h
+        .call(
+            Method::POST,
+            "/v1/users/audrey/token",
+            &admin,
+            Some(json!({"expires_in_secs": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let short = Auth::Token(t["token"].as_str().unwrap().into());
+    assert!(t["expires"].is_string() && t["id"].is_string(), "{t}");
+    let (s, _) = h.call(Method::GET, "/v1/manifest", &short, None).await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, _) = h.call(Method::GET, "/v1/manifest", &short, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "an expired token");
+
+    // Listing shows ids and dates, never tokens; revoking works at once.
+    let (s, t) = h
+        .call(Method::POST, "/v1/users/audrey/token", &admin, None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let long = Auth::Token(t["token"].as_str().unwrap().into());
+    let id = t["id"].as_str().unwrap().to_string();
+    let (s, list) = h
+        .call(Method::GET, "/v1/users/audrey/tokens", &admin, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = list.to_string();
+    assert!(text.contains(&id) && !text.contains(t["token"].as_str().unwrap()));
+    assert_eq!(list["tokens"].as_array().unwrap().len(), 3, "{list}");
+    let (s, _) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/users/audrey/tokens/{id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = h.call(Method::GET, "/v1/manifest", &long, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a revoked token");
+    let (s, _) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/users/audrey/tokens/{id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Removing a user deletes their tokens; the same name added again does
+    // not bring them back (nor their old roles' access).
+    let (s, t) = h
+        .call(Method::POST, "/v1/users/audrey/token", &admin, None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let old = Auth::Token(t["token"].as_str().unwrap().into());
+    let without = common::manifest().replace("[users.audrey]\nroles = [\"auditor\"]\n", "");
+    assert_ne!(without, common::manifest());
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/v1/manifest",
+            &admin,
+            Some(json!({"manifest": without})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = h
+        .call(
+            Method::PUT,
+            "/v1/manifest",
+            &admin,
+            Some(json!({"manifest": common::manifest()})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = h.call(Method::GET, "/v1/manifest", &old, None).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "an old token of a re-added user"
+    );
+    let (_, list) = h
+        .call(Method::GET, "/v1/users/audrey/tokens", &admin, None)
+        .await;
+    assert!(list["tokens"].as_array().unwrap().is_empty(), "{list}");
+    let revoked = h.audit_events("credential_revoked").await;
+    assert!(revoked.len() >= 3, "{revoked:?}");
+    // The last admin token cannot be revoked.
+    let (_, list) = h
+        .call(Method::GET, "/v1/users/admin/tokens", &admin, None)
+        .await;
+    let admin_id = list["tokens"][0]["id"].as_str().unwrap().to_string();
+    let (s, _) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/users/admin/tokens/{admin_id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csr_naming_the_coordinator_or_outside_the_apps_names_is_refused() {
+    // The default server names are localhost and 127.0.0.1.
+    let h = Harness::new();
+    h.setup_users().await;
+    let before = h.state.list_certificates().unwrap().certificates.len();
+    let attest_for = |names: Vec<String>| {
+        let h = &h;
+        async move {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let csr = rcgen::CertificateParams::new(names)
+                .unwrap()
+                .serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap();
+            let spki = twinseal_coordinator::ca::parse_csr(&csr).unwrap().spki_der;
+            let challenge = h.challenge().await;
+            let rd = twinseal_attest::report_data(&hex::decode(&challenge).unwrap(), &spki);
+            let ev = h
+                .platform
+                .attest_with_measurement(&MEASUREMENT, &rd, SystemTime::now())
+                .unwrap();
+            h.attest_raw("worker", &challenge, ev.bytes(), &csr).await
+        }
+    };
+    for names in [
+        vec!["localhost".to_string()],
+        vec!["worker.test".into(), "127.0.0.1".into()],
+        vec!["LOCALHOST".into()],
+    ] {
+        let (s, v) = attest_for(names.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{names:?}: {v}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("coordinator's own names"),
+            "{v}"
+        );
+    }
+    // An app with a names list gets only those.
+    let listed = common::manifest().replace(
+        "keys = [\"model-key\", \"data-key\", \"out-key\", \"gallery-key\"]\n",
+        "keys = [\"model-key\", \"data-key\", \"out-key\", \"gallery-key\"]\nnames = [\"*.workers.test\"]\n",
+    );
+    assert_ne!(listed, common::manifest());
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/v1/manifest",
+            &h.admin(),
+            Some(json!({"manifest": listed})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = attest_for(vec!["elsewhere.test".into()]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = attest_for(vec!["w1.workers.test".into()]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        h.state.list_certificates().unwrap().certificates.len(),
+        before + 1
     );
 }

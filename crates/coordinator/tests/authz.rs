@@ -8,7 +8,7 @@ use base64::Engine;
 use common::{Auth, Harness};
 use serde_json::{Value, json};
 
-const IDS: [&str; 7] = [
+const IDS: [&str; 8] = [
     "none",
     "admin",
     "data_owner",
@@ -16,6 +16,7 @@ const IDS: [&str; 7] = [
     "ml_engineer",
     "app",
     "wrong_app",
+    "worker_client",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,6 +28,7 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
     h.create_key("toggle").await;
     let worker = Auth::Cert(h.app_cert("worker").await);
     let other = Auth::Cert(h.app_cert("other").await);
+    let carl = h.token_of("carl").await;
     let ids = [
         Auth::None,
         h.admin(),
@@ -35,15 +37,22 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
         mallory,
         worker,
         other,
+        carl,
     ];
 
     // Per-identity resources so that a success for one row does not change
     // what the next identity sees.
     let mut serials = Vec::new();
+    let mut bob_tokens = Vec::new();
     for i in 0..IDS.len() {
         h.create_key(&format!("doomed-{i}")).await;
         let cert = h.app_cert("worker").await;
         serials.push(twinseal_coordinator::ca::cert_facts(&cert).unwrap().serial);
+        let (s, v) = h
+            .call(Method::POST, "/v1/users/bob/token", &h.admin(), None)
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        bob_tokens.push(v["id"].as_str().unwrap().to_string());
     }
     let (s, dk) = h
         .call(
@@ -64,11 +73,12 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
     const NO_CONTENT: S = S::NO_CONTENT;
     const UNAUTH: S = S::UNAUTHORIZED;
     const FORBID: S = S::FORBIDDEN;
-    // Columns: none, admin, data_owner, auditor, ml_engineer, app, wrong app.
-    let public = [OK; 7];
-    let admin_only = [UNAUTH, OK, FORBID, FORBID, FORBID, FORBID, FORBID];
-    let readers = [UNAUTH, OK, FORBID, OK, FORBID, FORBID, FORBID];
-    type Row = (Method, String, Option<Value>, [S; 7]);
+    // Columns: none, admin, data_owner, auditor, ml_engineer, app, wrong
+    // app, worker client.
+    let public = [OK; 8];
+    let admin_only = [UNAUTH, OK, FORBID, FORBID, FORBID, FORBID, FORBID, FORBID];
+    let readers = [UNAUTH, OK, FORBID, OK, FORBID, FORBID, FORBID, FORBID];
+    type Row = (Method, String, Option<Value>, [S; 8]);
     let mut rows: Vec<Row> = vec![
         (Method::GET, "/v1/health".into(), None, public),
         (Method::GET, "/v1/openapi.json".into(), None, public),
@@ -99,19 +109,20 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
             Method::POST,
             "/v1/keys/model-key/datakey".into(),
             Some(json!({"context": {"purpose": "model"}})),
-            [UNAUTH, OK, OK, FORBID, FORBID, OK, FORBID],
+            // Users seal only with keys the manifest grants them `seal` on.
+            [UNAUTH, FORBID, OK, FORBID, FORBID, OK, FORBID, FORBID],
         ),
         (
             Method::POST,
             "/v1/keys/model-key/unwrap".into(),
             Some(json!({"header": header})),
-            [UNAUTH, FORBID, OK, FORBID, FORBID, OK, FORBID],
+            [UNAUTH, FORBID, OK, FORBID, FORBID, OK, FORBID, FORBID],
         ),
         (
             Method::POST,
             "/v1/keys/model-key/release".into(),
             None,
-            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, FORBID],
+            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, FORBID, FORBID],
         ),
         (Method::GET, "/v1/manifest".into(), None, readers),
         (
@@ -126,20 +137,20 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
             Method::POST,
             "/v1/tokenize".into(),
             Some(tok.clone()),
-            [UNAUTH, OK, OK, FORBID, FORBID, OK, FORBID],
+            [UNAUTH, FORBID, OK, FORBID, FORBID, OK, FORBID, FORBID],
         ),
         (
             Method::POST,
             "/v1/detokenize".into(),
             Some(tok),
-            [UNAUTH, FORBID, OK, FORBID, FORBID, FORBID, FORBID],
+            [UNAUTH, FORBID, OK, FORBID, FORBID, FORBID, FORBID, FORBID],
         ),
         (Method::GET, "/v1/audit/checkpoint".into(), None, readers),
         (
             Method::GET,
             "/v1/audit/export".into(),
             None,
-            [UNAUTH, FORBID, FORBID, OK, FORBID, FORBID, FORBID],
+            [UNAUTH, FORBID, FORBID, OK, FORBID, FORBID, FORBID, FORBID],
         ),
         (
             Method::POST,
@@ -153,38 +164,48 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
             Method::POST,
             "/v1/workflows/w1/runs".into(),
             None,
-            [UNAUTH, CREATED, FORBID, FORBID, CREATED, FORBID, FORBID],
+            [
+                UNAUTH, CREATED, FORBID, FORBID, CREATED, FORBID, FORBID, FORBID,
+            ],
         ),
         (
             Method::GET,
             "/v1/runs".into(),
             None,
-            [UNAUTH, OK, FORBID, OK, OK, FORBID, FORBID],
+            [UNAUTH, OK, FORBID, OK, OK, FORBID, FORBID, FORBID],
         ),
         (
             Method::GET,
             "/v1/runs/1".into(),
             None,
-            [UNAUTH, OK, FORBID, OK, OK, OK, FORBID],
+            [UNAUTH, OK, FORBID, OK, OK, OK, FORBID, FORBID],
         ),
         (
             Method::POST,
             "/v1/jobs/claim".into(),
             None,
-            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, OK],
+            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, OK, FORBID],
         ),
         (
             Method::POST,
             "/v1/jobs/1/progress".into(),
             Some(json!({"done": 0, "total": 1})),
-            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, FORBID],
+            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, FORBID, FORBID],
         ),
         (
             Method::POST,
             "/v1/jobs/1/finish".into(),
             Some(json!({"done": 0, "error": "stopped by the test"})),
-            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, FORBID],
+            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, FORBID, FORBID],
         ),
+        // Worker client tokens are checked by attested apps only.
+        (
+            Method::POST,
+            "/v1/clients/introspect".into(),
+            Some(json!({"token": "tws_x"})),
+            [UNAUTH, FORBID, FORBID, FORBID, FORBID, OK, OK, FORBID],
+        ),
+        (Method::GET, "/v1/users/bob/tokens".into(), None, admin_only),
     ];
     let mut failures = Vec::new();
     for (method, path, body, expected) in rows.drain(..) {
@@ -208,7 +229,13 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
     // Rows whose success changes state use a resource per identity.
     for (i, id) in ids.iter().enumerate() {
         let want_create = if i == 1 { CREATED } else { admin_only[i] };
-        let checks: [(Method, String, Option<Value>, S); 4] = [
+        let checks: [(Method, String, Option<Value>, S); 5] = [
+            (
+                Method::DELETE,
+                format!("/v1/users/bob/tokens/{}", bob_tokens[i]),
+                None,
+                if i == 1 { NO_CONTENT } else { admin_only[i] },
+            ),
             (
                 Method::POST,
                 "/v1/keys".into(),
@@ -264,7 +291,7 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
         failures.join("\n")
     );
 
-    // An unknown bearer token is 401 and audited as a login failure.
+    // An unknown bearer token is 401 and counted in a failure summary.
     let (s, _) = h
         .call(
             Method::GET,
@@ -274,5 +301,10 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
         )
         .await;
     assert_eq!(s, UNAUTH);
-    assert!(h.audit_kinds().await.iter().any(|k| k == "login_failed"));
+    assert!(
+        h.audit_kinds()
+            .await
+            .iter()
+            .any(|k| k == "failures_summarized")
+    );
 }

@@ -300,29 +300,214 @@ async fn bad_input_gets_a_stable_error_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokenization_round_trips_and_detokenize_needs_its_permission() {
+async fn tokenization_round_trips_and_detokenize_needs_its_own_grant() {
     let h = Harness::new();
     let (alice, audrey, _) = h.setup_users().await;
-    h.create_key("ids").await;
-    let req = json!({"key": "ids", "alphabet": "digits", "values": ["4111111111111111", "000123"], "tweak": "pan"});
+    let bob = h.token_of("bob").await;
+    h.create_key("model-key").await;
+    h.create_key("bob-key").await;
+    let req = json!({"key": "model-key", "alphabet": "digits", "values": ["4111111111111111", "00012345"], "tweak": "pan"});
     let (s, t) = h
-        .call(Method::POST, "/v1/tokenize", &h.admin(), Some(req))
+        .call(Method::POST, "/v1/tokenize", &alice, Some(req.clone()))
         .await;
     assert_eq!(s, StatusCode::OK, "{t}");
     let tokens = t["values"].clone();
     assert_eq!(tokens[0].as_str().unwrap().len(), 16);
     assert_ne!(tokens[0], "4111111111111111");
-    let back = json!({"key": "ids", "alphabet": "digits", "values": tokens, "tweak": "pan"});
-    let (s, _) = h
-        .call(Method::POST, "/v1/detokenize", &audrey, Some(back.clone()))
-        .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    let back = json!({"key": "model-key", "alphabet": "digits", "values": tokens, "tweak": "pan"});
+    // Neither an auditor, nor an admin, nor a data owner without the grant
+    // on this key, may reverse it.
+    for who in [&audrey, &h.admin(), &bob] {
+        let (s, _) = h
+            .call(Method::POST, "/v1/detokenize", who, Some(back.clone()))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = h
+            .call(Method::POST, "/v1/tokenize", who, Some(req.clone()))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
     let (s, d) = h
         .call(Method::POST, "/v1/detokenize", &alice, Some(back))
         .await;
     assert_eq!(s, StatusCode::OK, "{d}");
-    assert_eq!(d["values"], json!(["4111111111111111", "000123"]));
+    assert_eq!(d["values"], json!(["4111111111111111", "00012345"]));
     let kinds = h.audit_kinds().await;
     assert!(kinds.iter().any(|k| k == "tokenized") && kinds.iter().any(|k| k == "detokenized"));
     assert!(kinds.iter().any(|k| k == "tokenization_denied"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_is_not_a_detokenize_oracle() {
+    // Bob may tokenize with bob-key but not detokenize. The attack: learn
+    // a 6-digit value from its token by tokenizing every candidate.
+    let h = Harness::with_config(|c| c.tokenize_values_per_second = 100.0);
+    h.setup_users().await;
+    let bob = h.token_of("bob").await;
+    h.create_key("bob-key").await;
+    let candidates: Vec<String> = (0..10_000).map(|i| format!("{:06}", 420_000 + i)).collect();
+    let (s, v) = h
+        .call(
+            Method::POST,
+            "/v1/tokenize",
+            &bob,
+            Some(json!({"key": "bob-key", "alphabet": "digits", "values": candidates})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "small domains need a marked key: {v}"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("small_token_domains"),
+        "{v}"
+    );
+    // Longer values pass, within the key's rate: one full request, then
+    // the bucket refills at 100 values per second.
+    let long: Vec<String> = (0..10_000)
+        .map(|i| format!("{:010}", 4_200_000_000u64 + i))
+        .collect();
+    let body = json!({"key": "bob-key", "alphabet": "digits", "values": long});
+    let (s, v) = h
+        .call(Method::POST, "/v1/tokenize", &bob, Some(body.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = h.call(Method::POST, "/v1/tokenize", &bob, Some(body)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    // A tweak too long to be a field name is refused before any work.
+    let (s, _) = h
+        .call(
+            Method::POST,
+            "/v1/tokenize",
+            &bob,
+            Some(json!({"key": "bob-key", "alphabet": "digits", "values": ["12345678"], "tweak": "t".repeat(900_000)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_data_owner_is_refused_on_another_owners_data_the_gallery_and_results() {
+    let h = Harness::new();
+    let (alice, _, _) = h.setup_users().await;
+    let bob = h.token_of("bob").await;
+    for k in ["data-key", "gallery-key", "out-key", "model-key", "bob-key"] {
+        h.create_key(k).await;
+    }
+    // Headers of files under each key: alice's dataset, and the gallery and
+    // a workflow result, sealed by the worker app that owns those keys.
+    let worker = Auth::Cert(h.app_cert("worker").await);
+    let mut headers = Vec::new();
+    for (key, who) in [
+        ("data-key", &alice),
+        ("gallery-key", &worker),
+        ("out-key", &worker),
+        ("model-key", &alice),
+    ] {
+        let (s, dk) = h
+            .call(
+                Method::POST,
+                &format!("/v1/keys/{key}/datakey"),
+                who,
+                Some(json!({"context": {}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{key}: {dk}");
+        headers.push((key, dk["header"].clone()));
+    }
+    for (key, header) in &headers {
+        let (s, v) = h
+            .call(
+                Method::POST,
+                &format!("/v1/keys/{key}/unwrap"),
+                &bob,
+                Some(json!({"header": header})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "bob opened {key}: {v}");
+        let (s, _) = h
+            .call(
+                Method::POST,
+                &format!("/v1/keys/{key}/datakey"),
+                &bob,
+                Some(json!({"context": {}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "bob sealed under {key}");
+    }
+    // App-owned keys are out of reach of users without a grant, even their
+    // owner's other data owner... and alice's own dataset still opens.
+    for key in ["gallery-key", "out-key"] {
+        let header = &headers.iter().find(|(k, _)| *k == key).unwrap().1;
+        let (s, _) = h
+            .call(
+                Method::POST,
+                &format!("/v1/keys/{key}/unwrap"),
+                &alice,
+                Some(json!({"header": header})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "alice opened {key}");
+    }
+    let (s, v) = h
+        .call(
+            Method::POST,
+            "/v1/keys/data-key/unwrap",
+            &alice,
+            Some(json!({"header": headers[0].1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Bob's own key works for him.
+    let (s, _) = h
+        .call(
+            Method::POST,
+            "/v1/keys/bob-key/datakey",
+            &bob,
+            Some(json!({"context": {}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let denied = h.audit_events("data_key_denied").await;
+    assert!(denied.len() >= 10, "{denied:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_without_grants_is_refused_with_what_to_add() {
+    let h = Harness::new();
+    h.setup_users().await;
+    let old = "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\npermissions = [\"detokenize\"]\n";
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/v1/manifest",
+            &h.admin(),
+            Some(json!({"manifest": old})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("grants = { dora"),
+        "{v}"
+    );
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/v1/manifest",
+            &h.admin(),
+            Some(json!({"manifest": old.replace("permissions = [\"detokenize\"]\n", "")})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("owners = [\"dora\"]"),
+        "{v}"
+    );
 }

@@ -53,6 +53,12 @@ pub const APP: &str = "siamese-worker";
 pub const MODEL_KEY: &str = "model-key";
 /// The data owner of [`Local::prepare_model_serving`].
 pub const DATA_OWNER: &str = "dora";
+/// The worker client of [`Local::prepare_model_serving`]: a user with the
+/// `client` role allowed every worker operation on [`APP`].
+pub const CLIENT: &str = "carl";
+/// The name the coordinator of a local deployment answers as (workers
+/// answer as 127.0.0.1; an app certificate never names the coordinator).
+pub const COORDINATOR_NAME: &str = "localhost";
 /// The id of the simulated platform workers run on.
 pub const PLATFORM_ID: &str = "local-1";
 
@@ -126,12 +132,18 @@ impl Local {
             placement_keys: opts.placement_keys.iter().map(hex::encode).collect(),
             cert_lifetime_secs: opts.cert_lifetime_secs,
             self_evidence,
+            // The coordinator answers as `localhost`, workers as 127.0.0.1:
+            // an app certificate never carries the coordinator's names.
+            server_names: vec![COORDINATOR_NAME.into()],
             ..Config::for_data_dir(dir.path())
         };
         let report = twinseal_coordinator::init(&config)?;
         let coordinator = Coordinator::open(config)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("https://{}", listener.local_addr()?);
+        let url = format!(
+            "https://{COORDINATOR_NAME}:{}",
+            listener.local_addr()?.port()
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(twinseal_coordinator::tls::serve(
             coordinator.clone(),
@@ -202,16 +214,37 @@ impl Local {
         Ok(())
     }
 
-    /// The manifest and key for serving one model: users `admin` and
-    /// [`DATA_OWNER`], app [`APP`] with `measurement` given [`MODEL_KEY`];
-    /// creates [`MODEL_KEY`].
+    /// The manifest and key for serving one model: users `admin`,
+    /// [`DATA_OWNER`] (who may seal and open with [`MODEL_KEY`]) and
+    /// [`CLIENT`], app [`APP`] with `measurement` given [`MODEL_KEY`] and
+    /// callable by [`CLIENT`]; creates [`MODEL_KEY`].
     pub async fn prepare_model_serving(&self, measurement: &[u8; 48]) -> Result<()> {
         self.apply_manifest(&format!(
-            "[users.admin]\nroles = [\"admin\"]\n[users.{DATA_OWNER}]\nroles = [\"data_owner\"]\n{}",
-            Local::app_entry(APP, measurement, &[MODEL_KEY])
+            "[users.admin]\nroles = [\"admin\"]\n[users.{DATA_OWNER}]\nroles = [\"data_owner\"]\n\
+             [keys.{MODEL_KEY}]\nowners = [\"{DATA_OWNER}\"]\n{}{}",
+            Local::app_entry(APP, measurement, &[MODEL_KEY]),
+            Local::client_entry(&[APP]),
         ))
         .await?;
         self.create_keys(&[MODEL_KEY]).await
+    }
+
+    /// The manifest entries of user [`CLIENT`] (role `client`) allowed
+    /// every worker operation on each of `apps` (whose entries must be in
+    /// the same manifest).
+    pub fn client_entry(apps: &[&str]) -> String {
+        let mut s = format!("[users.{CLIENT}]\nroles = [\"client\"]\n");
+        for app in apps {
+            s.push_str(&format!(
+                "[apps.{app}.clients]\n{CLIENT} = [\"compare\", \"embed\", \"verify\", \"identify\", \"enroll\"]\n"
+            ));
+        }
+        s
+    }
+
+    /// A new bearer token of [`CLIENT`], for calling workers.
+    pub async fn client_token(&self) -> Result<String> {
+        self.user_token(CLIENT).await
     }
 
     /// A client with a new token of manifest user `user`.
@@ -259,7 +292,7 @@ impl Local {
             coordinator_url: self.url.clone(),
             coordinator_root_pem: self.root_pem.clone(),
             app: app.to_string(),
-            names: vec!["127.0.0.1".into(), "localhost".into()],
+            names: vec!["127.0.0.1".into()],
             model_key: MODEL_KEY.into(),
             sealed_model: Some(sealed_model),
             model_context: Context::from_pairs([("purpose", "model")])?,
@@ -269,7 +302,7 @@ impl Local {
             },
             limits: Limits::default(),
             gallery: None,
-            enroll_token_sha256: Vec::new(),
+            insecure_public_compare: false,
             renew_before: None,
         })
     }
@@ -436,15 +469,33 @@ impl Served {
     }
 }
 
+/// A reqwest client that trusts workers certified by `root_pem` and
+/// sends `token` (a worker client's) as the bearer token of every request.
+pub fn worker_http_client_with_token(
+    root_pem: &str,
+    allow_simulated: bool,
+    token: Option<&str>,
+) -> Result<reqwest::Client> {
+    let cfg = twinseal_worker::WorkerCertVerifier::from_root_pem(root_pem, allow_simulated)?
+        .client_config()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::Protocol("the token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .tls_info(true)
+        .default_headers(headers)
+        .build()
+        .map_err(|e| Error::Protocol(e.to_string()))
+}
+
 /// A reqwest client that trusts workers certified by `root_pem`
 /// (simulated ones only when `allow_simulated`) and exposes the serving
 /// certificate for receipt checks.
 pub fn worker_http_client(root_pem: &str, allow_simulated: bool) -> Result<reqwest::Client> {
-    let cfg = twinseal_worker::WorkerCertVerifier::from_root_pem(root_pem, allow_simulated)?
-        .client_config()?;
-    reqwest::Client::builder()
-        .use_preconfigured_tls(cfg)
-        .tls_info(true)
-        .build()
-        .map_err(|e| Error::Protocol(e.to_string()))
+    worker_http_client_with_token(root_pem, allow_simulated, None)
 }

@@ -40,9 +40,17 @@ input = "pairs"
 app = "{APP}"
 output = "results/score-pairs"
 output_key = "results-key"
+{client}
+[keys.{MODEL_KEY}]
+owners = ["dora"]
+[keys.dataset-key]
+owners = ["dora"]
+[keys.results-key]
+grants = {{ dora = ["open"] }}
 {extra}
 "#,
         app = Local::app_entry(APP, &M, &[MODEL_KEY, "dataset-key", "results-key"]),
+        client = Local::client_entry(&[APP]),
     )
 }
 
@@ -150,7 +158,12 @@ async fn the_whole_path_on_loopback() {
         hex::encode(Sha256::digest(&plain_model))
     );
     let served = Served::start(worker.clone()).await.unwrap();
-    let client = twinseal_local::worker_http_client(&local.root_pem, true).unwrap();
+    let client = twinseal_local::worker_http_client_with_token(
+        &local.root_pem,
+        true,
+        Some(&local.client_token().await.unwrap()),
+    )
+    .unwrap();
 
     // 3. A comparison over attested TLS gives the in-process answer, with
     // a receipt that verifies with the serving certificate.
@@ -383,9 +396,13 @@ async fn a_worker_outside_its_placement_gets_no_key() {
     let placed = |location: &str| {
         let e = operator.endorse(&platform, location).unwrap();
         manifest(&format!(
-            "[keys.{MODEL_KEY}]\nallowed_locations = [\"eu-west\"]\n[[placements]]\nplatform = \"{}\"\nlocation = \"{}\"\nsignature = \"{}\"\n",
+            "[[placements]]\nplatform = \"{}\"\nlocation = \"{}\"\nsignature = \"{}\"\n",
             e.platform, e.location, e.signature
         ))
+        .replace(
+            "[keys.model-key]\nowners = [\"dora\"]\n",
+            "[keys.model-key]\nowners = [\"dora\"]\nallowed_locations = [\"eu-west\"]\n",
+        )
     };
     local.apply_manifest(&placed("us-east")).await.unwrap();
     local
@@ -554,7 +571,12 @@ async fn an_imported_onnx_model_is_sealed_attested_and_served_like_a_native_one(
         hex::encode(Sha256::digest(&file))
     );
     let served = Served::start(worker).await.unwrap();
-    let client = twinseal_local::worker_http_client(&local.root_pem, true).unwrap();
+    let client = twinseal_local::worker_http_client_with_token(
+        &local.root_pem,
+        true,
+        Some(&local.client_token().await.unwrap()),
+    )
+    .unwrap();
     let raw = |name: &str, i: usize| -> Vec<u8> {
         let f: Vec<f32> = std::fs::read(fx.join(name))
             .unwrap()

@@ -154,7 +154,12 @@ async fn train_from_a_sealed_folder_then_serve_the_sealed_model() {
         .await
         .unwrap();
     // It shows which attested training produced its model.
-    let client = twinseal_local::worker_http_client(&local.root_pem, true).unwrap();
+    let client = twinseal_local::worker_http_client_with_token(
+        &local.root_pem,
+        true,
+        Some(&local.client_token().await.unwrap()),
+    )
+    .unwrap();
     let info: api::WorkerInfo = client
         .get(format!("{}/v1/info", served.url))
         .send()

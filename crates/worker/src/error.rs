@@ -47,6 +47,12 @@ pub enum Error {
     /// The caller did not present a bearer token this operation accepts.
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
+    /// The client may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The client sent more requests than its rate limit allows.
+    #[error("too many requests")]
+    TooManyRequests,
     /// The named thing (an enrolled identity, the gallery) does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -77,6 +83,12 @@ pub enum Error {
     },
 }
 
+impl From<twinseal_coordinator::guard::CpuPoolError> for Error {
+    fn from(e: twinseal_coordinator::guard::CpuPoolError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
 impl Error {
     /// The HTTP status and stable error body for this error.
     pub fn status_and_body(&self) -> (StatusCode, ErrorBody) {
@@ -88,6 +100,12 @@ impl Error {
                 (*d).to_string(),
             ),
             Error::NotFound(d) => (StatusCode::NOT_FOUND, error_type::NOT_FOUND, d.clone()),
+            Error::Forbidden(d) => (StatusCode::FORBIDDEN, error_type::FORBIDDEN, d.clone()),
+            Error::TooManyRequests => (
+                StatusCode::TOO_MANY_REQUESTS,
+                error_type::RATE_LIMITED,
+                "too many requests: slow down".into(),
+            ),
             Error::Unavailable(d) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 error_type::UNAVAILABLE,

@@ -236,9 +236,16 @@ impl Gallery {
         Ok(())
     }
 
-    /// The closest reference of `identity` (1:1; not enrolled: an error),
-    /// or of every identity (1:N).
-    pub(crate) fn closest(&self, probe: &[f32], identity: Option<&str>) -> Result<Vec<Closest>> {
+    /// The closest reference of `identity` (1:1), or of every identity
+    /// (1:N).
+    ///
+    /// A 1:1 probe of an identity that is not enrolled is scored the same
+    /// way against a decoy: the closest reference of an enrolled identity
+    /// picked by a hash of the asked name (or, in an empty gallery, the
+    /// probe reversed), labelled with the asked name and flagged, so that
+    /// the caller can answer exactly like a non-match and nobody learns who
+    /// is enrolled by asking.
+    pub(crate) fn closest(&self, probe: &[f32], identity: Option<&str>) -> (Vec<Closest>, bool) {
         let data = self.lock();
         let best = |name: &String, refs: &Vec<Vec<f32>>| {
             refs.iter()
@@ -249,18 +256,34 @@ impl Gallery {
                 })
         };
         match identity {
-            Some(name) => {
-                let refs = data
-                    .identities
-                    .get_key_value(name)
-                    .ok_or_else(|| Error::NotFound(format!("identity {name:?} is not enrolled")))?;
-                Ok(best(refs.0, refs.1).into_iter().collect())
-            }
-            None => Ok(data
-                .identities
-                .iter()
-                .filter_map(|(n, r)| best(n, r))
-                .collect()),
+            Some(name) => match data.identities.get_key_value(name) {
+                Some((n, refs)) => (best(n, refs).into_iter().collect(), false),
+                None => {
+                    use sha2::Digest;
+                    let h = sha2::Sha256::digest(name.as_bytes());
+                    let pick = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
+                    let n = data.identities.len() as u64;
+                    let embedding = data
+                        .identities
+                        .values()
+                        .nth(if n == 0 { 0 } else { (pick % n) as usize })
+                        .and_then(|refs| best(&String::new(), refs))
+                        .map(|c| c.embedding)
+                        .unwrap_or_else(|| probe.iter().map(|v| -v).collect());
+                    let decoy = Closest {
+                        identity: name.to_string(),
+                        embedding,
+                    };
+                    (vec![decoy], true)
+                }
+            },
+            None => (
+                data.identities
+                    .iter()
+                    .filter_map(|(n, r)| best(n, r))
+                    .collect(),
+                false,
+            ),
         }
     }
 }

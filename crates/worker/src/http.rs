@@ -13,12 +13,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use twinseal_api as api;
+use twinseal_api::{self as api, WorkerPermission};
 
+use crate::clients::ClientCaller;
 use crate::error::{Error, Result};
 use crate::gallery::check_identity;
 use crate::receipt::{InputKind, inputs_digest};
 pub use crate::worker::AppState;
+use twinseal_coordinator::guard::Cancel;
 
 /// A JSON body whose rejections are stable JSON errors.
 pub struct ApiJson<T>(pub T);
@@ -153,33 +155,63 @@ const INLINE_PAIRS: usize = 8;
 
 /// Runs `f` on the calling thread when `inline`, else on the blocking pool.
 /// Larger requests wait for one of the state's compute permits (one per
-/// core), so that concurrent requests take turns on the cores instead of
-/// oversubscribing them.
+/// core), held until the work ends, so that concurrent requests take turns
+/// on the cores instead of oversubscribing them; a request that times out
+/// or goes away has its work told to stop (checked between images).
 async fn on_model<T: Send + 'static>(
     s: &AppState,
     inline: bool,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
+    f: impl FnOnce(&Cancel) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     if inline {
-        return f();
+        return f(&Cancel::default());
     }
-    let _permit = s
-        .compute
-        .acquire()
-        .await
-        .map_err(|_| Error::Unavailable("shutting down".into()))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+    s.compute.run(f).await
+}
+
+/// Refuse a request whose images would decode to more pixels than the
+/// per-request budget, from their headers, before decoding anything.
+fn check_pixel_budget(s: &AppState, inputs: &[Input]) -> Result<()> {
+    let (height, width) = s.served()?.input_size();
+    let budget = s.limits.max_pixels_per_request;
+    let mut total: u64 = 0;
+    for (i, input) in inputs.iter().enumerate() {
+        total += match input.kind {
+            InputKind::Raw => (height * width) as u64,
+            InputKind::Encoded => {
+                twinseal_siamese::data::image_pixels(&input.bytes, height, width, &format!("#{i}"))
+                    .map_err(|e| Error::BadRequest(e.to_string()))?
+            }
+        };
+        if total > budget {
+            return Err(Error::BadRequest(format!(
+                "the images of this request decode to more than {budget} pixels (the per-request budget); send fewer or smaller images"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The request went away: stop.
+fn stop_if_cancelled(cancel: &Cancel) -> Result<()> {
+    if cancel.is_cancelled() {
+        return Err(Error::Unavailable("the request was abandoned".into()));
+    }
+    Ok(())
 }
 
 /// Scores consecutive pairs of `inputs` (`a0, b0, a1, b1, ...`).
-fn score_inputs(s: &AppState, inputs: &[Input]) -> Result<Vec<api::CompareResult>> {
+fn score_inputs(
+    s: &AppState,
+    inputs: &[Input],
+    cancel: &Cancel,
+) -> Result<Vec<api::CompareResult>> {
     let n = inputs.len() / 2;
     let (height, width) = s.served()?.input_size();
     let mut a = Vec::with_capacity(n * height * width);
     let mut b = Vec::with_capacity(n * height * width);
     for (i, pair) in inputs.chunks_exact(2).enumerate() {
+        stop_if_cancelled(cancel)?;
         if n == 1 {
             pixels_into(s, &pair[0], "a", &mut a)?;
             pixels_into(s, &pair[1], "b", &mut b)?;
@@ -219,12 +251,15 @@ fn all_raw_and_few(inputs: &[Input]) -> bool {
 
 async fn compare(
     State(s): State<AppState>,
+    caller: ClientCaller,
     ApiJson(req): ApiJson<api::CompareRequest>,
 ) -> Result<Json<api::CompareResponse>> {
+    caller.require(WorkerPermission::Compare)?;
     let inputs = vec![decode_wire(&req.a, "a")?, decode_wire(&req.b, "b")?];
     drop(req);
-    on_model(&s.clone(), all_raw_and_few(&inputs), move || {
-        let result = score_inputs(&s, &inputs)?
+    check_pixel_budget(&s, &inputs)?;
+    on_model(&s.clone(), all_raw_and_few(&inputs), move |cancel| {
+        let result = score_inputs(&s, &inputs, cancel)?
             .pop()
             .ok_or_else(|| Error::Internal("no score".into()))?;
         let output = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
@@ -262,9 +297,11 @@ fn raw_pairs(s: &AppState, body: &axum::body::Bytes) -> Result<Vec<Input>> {
 
 async fn compare_batch(
     State(s): State<AppState>,
+    caller: ClientCaller,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<api::CompareBatchResponse>> {
+    caller.require(WorkerPermission::Compare)?;
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::PayloadTooLarge
@@ -300,9 +337,10 @@ async fn compare_batch(
             s.limits.max_pairs
         )));
     }
-    on_model(&s.clone(), all_raw_and_few(&inputs), move || {
+    check_pixel_budget(&s, &inputs)?;
+    on_model(&s.clone(), all_raw_and_few(&inputs), move |cancel| {
         let result = api::CompareBatchResult {
-            results: score_inputs(&s, &inputs)?,
+            results: score_inputs(&s, &inputs, cancel)?,
         };
         let output = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
         let receipt = sign(&s, "compare_batch", digest(&inputs), output)?;
@@ -313,8 +351,10 @@ async fn compare_batch(
 
 async fn embed(
     State(s): State<AppState>,
+    caller: ClientCaller,
     ApiJson(req): ApiJson<api::EmbedRequest>,
 ) -> Result<Json<api::EmbedResponse>> {
+    caller.require(WorkerPermission::Embed)?;
     if req.images.is_empty() {
         return Err(Error::BadRequest("no images".into()));
     }
@@ -333,9 +373,11 @@ async fn embed(
         .collect::<Result<Vec<_>>>()?;
     drop(req);
     let dim = embedding_dim(&s)?;
-    on_model(&s.clone(), false, move || {
+    check_pixel_budget(&s, &inputs)?;
+    on_model(&s.clone(), false, move |cancel| {
         let mut all = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
+            stop_if_cancelled(cancel)?;
             all.extend(pixels(&s, input, &format!("#{i}"))?);
         }
         let flat = s
@@ -379,31 +421,12 @@ fn gallery(s: &AppState) -> Result<&crate::gallery::Gallery> {
     })
 }
 
-/// Enrolment needs `Authorization: Bearer <token>` with a token whose
-/// SHA-256 the worker was started with (compared in constant time).
-fn check_enroll_token(s: &AppState, headers: &HeaderMap) -> Result<()> {
-    use sha2::Digest;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(Error::Unauthenticated("enrolment needs a bearer token"))?;
-    let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-    let known = s.enroll_token_sha256.iter().fold(false, |found, t| {
-        found | aws_lc_rs::constant_time::verify_slices_are_equal(t, &digest).is_ok()
-    });
-    if !known {
-        return Err(Error::Unauthenticated("unknown enrolment token"));
-    }
-    Ok(())
-}
-
 async fn enroll(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    caller: ClientCaller,
     ApiJson(req): ApiJson<api::EnrollRequest>,
 ) -> Result<Json<api::EnrollResponse>> {
-    check_enroll_token(&s, &headers)?;
+    caller.require(WorkerPermission::Enroll)?;
     gallery(&s)?;
     check_identity(&req.identity)?;
     if req.images.is_empty() || req.images.len() > s.limits.max_images {
@@ -420,9 +443,11 @@ async fn enroll(
         .map(|(i, img)| decode_wire(img, &format!("#{i}")))
         .collect::<Result<Vec<_>>>()?;
     let identity = req.identity;
-    on_model(&s.clone(), false, move || {
+    check_pixel_budget(&s, &inputs)?;
+    on_model(&s.clone(), false, move |cancel| {
         let mut all = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
+            stop_if_cancelled(cancel)?;
             all.extend(pixels(&s, input, &format!("#{i}"))?);
         }
         let flat = s
@@ -448,8 +473,14 @@ const DEFAULT_TOP: usize = 5;
 
 async fn verify(
     State(s): State<AppState>,
+    caller: ClientCaller,
     ApiJson(req): ApiJson<api::VerifyRequest>,
 ) -> Result<Json<api::VerifyResponse>> {
+    caller.require(if req.identity.is_some() {
+        WorkerPermission::Verify
+    } else {
+        WorkerPermission::Identify
+    })?;
     gallery(&s)?;
     if let Some(name) = &req.identity {
         check_identity(name)?;
@@ -463,12 +494,13 @@ async fn verify(
     }
     let input = decode_wire(&req.probe, "probe")?;
     let identity = req.identity;
-    on_model(&s.clone(), false, move || {
+    check_pixel_budget(&s, std::slice::from_ref(&input))?;
+    on_model(&s.clone(), false, move |_| {
         let probe = s
             .served()?
             .embed(&pixels(&s, &input, "probe")?)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let closest = gallery(&s)?.closest(&probe, identity.as_deref())?;
+        let (closest, decoy) = gallery(&s)?.closest(&probe, identity.as_deref());
         let mut refs = Vec::with_capacity(closest.len() * probe.len());
         for c in &closest {
             refs.extend_from_slice(&c.embedding);
@@ -495,6 +527,13 @@ async fn verify(
             .collect();
         matches.sort_by(|a, b| a.result.score.total_cmp(&b.result.score));
         matches.truncate(top);
+        // An identity that is not enrolled was scored against a decoy
+        // (Gallery::closest): it can only be a non-match.
+        if decoy {
+            for m in &mut matches {
+                m.result.verdict = api::Verdict::Dissimilar;
+            }
+        }
         let matched = matches
             .first()
             .is_some_and(|m| m.result.verdict == api::Verdict::Similar);

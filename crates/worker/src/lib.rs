@@ -22,6 +22,7 @@
 //! - [`receipt`]: every answer carries a receipt signed with the
 //!   certificate's key; [`verify_receipt`] checks one with the certificate.
 
+pub mod clients;
 pub mod error;
 pub mod gallery;
 pub mod http;

@@ -81,7 +81,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let config = server_config(&state)?;
-    twinseal_coordinator::tls::serve_router(config, app(state), listener, shutdown).await;
+    let limits = state.limits.connections.clone();
+    twinseal_coordinator::tls::serve_router(config, app(state), listener, &limits, shutdown).await;
     Ok(())
 }
 
@@ -127,6 +128,17 @@ impl WorkerCertVerifier {
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
         })?;
+        // Only app certificates serve as workers: the coordinator's own
+        // certificate (same root) is not one.
+        let app = cert
+            .extensions()
+            .iter()
+            .any(|e| e.oid.to_id_string() == twinseal_coordinator::ca::APP_CERT_OID_STR);
+        if !app {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
         let simulated = cert
             .extensions()
             .iter()

@@ -31,6 +31,10 @@ pub const DEFAULT_MAX_IMAGES: usize = 256;
 /// Default largest number of pairs in one `compare/batch` request.
 pub const DEFAULT_MAX_PAIRS: usize = 1024;
 
+/// Default pixel budget of one request: 32 Mpixel (e.g. 256 images of
+/// 350x350, or two of 4000x4000).
+pub const DEFAULT_MAX_PIXELS_PER_REQUEST: u64 = 32 << 20;
+
 /// Where the worker's attestation evidence comes from.
 pub enum EvidenceSource {
     /// The simulated TEE (INSECURE: no hardware guarantee; the coordinator
@@ -70,6 +74,15 @@ pub struct Limits {
     pub max_images: usize,
     /// Pairs in one `compare/batch` request.
     pub max_pairs: usize,
+    /// Pixels the images of one request may decode to, all together
+    /// (checked from their headers before anything is decoded).
+    pub max_pixels_per_request: u64,
+    /// The accept loop's connection caps and timeouts.
+    pub connections: twinseal_coordinator::tls::ConnLimits,
+    /// Requests per second, sustained, one client may send.
+    pub client_requests_per_second: f64,
+    /// Requests one client may send at once before the rate applies.
+    pub client_burst: u32,
 }
 
 impl Default for Limits {
@@ -80,6 +93,10 @@ impl Default for Limits {
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_images: DEFAULT_MAX_IMAGES,
             max_pairs: DEFAULT_MAX_PAIRS,
+            max_pixels_per_request: DEFAULT_MAX_PIXELS_PER_REQUEST,
+            connections: Default::default(),
+            client_requests_per_second: crate::clients::DEFAULT_CLIENT_REQUESTS_PER_SECOND,
+            client_burst: crate::clients::DEFAULT_CLIENT_BURST,
         }
     }
 }
@@ -118,9 +135,11 @@ pub struct WorkerOptions {
     pub limits: Limits,
     /// The enrolment gallery (`/v1/enroll`, `/v1/verify`); `None` disables both.
     pub gallery: Option<GalleryOptions>,
-    /// SHA-256 digests of the bearer tokens that may enrol; empty: enrolment
-    /// is refused to everyone.
-    pub enroll_token_sha256: Vec<[u8; 32]>,
+    /// INSECURE, for a public demo: `/v1/compare` (and its batch form)
+    /// answers callers without credentials. Every other operation still
+    /// needs a client token with its permission. Off by default; warned
+    /// about at start and shown in `/v1/info`.
+    pub insecure_public_compare: bool,
     /// How long before its certificate expires the worker attests again;
     /// `None`: a third of the certificate's lifetime.
     pub renew_before: Option<Duration>,
@@ -141,7 +160,7 @@ impl std::fmt::Debug for WorkerOptions {
             .field("evidence", &self.evidence)
             .field("limits", &self.limits)
             .field("gallery", &self.gallery)
-            .field("enroll_tokens", &self.enroll_token_sha256.len())
+            .field("insecure_public_compare", &self.insecure_public_compare)
             .field("renew_before", &self.renew_before)
             .finish_non_exhaustive()
     }
@@ -271,11 +290,12 @@ impl Attested {
 /// its gallery.
 pub struct WorkerState {
     pub(crate) model: Option<Box<dyn PairModel>>,
-    /// One permit per core for model work on the blocking pool.
-    pub(crate) compute: tokio::sync::Semaphore,
+    /// One permit per core for model work on the blocking pool, held
+    /// until the work ends.
+    pub(crate) compute: twinseal_coordinator::guard::CpuPool,
     pub(crate) limits: Limits,
     pub(crate) gallery: Option<Gallery>,
-    pub(crate) enroll_token_sha256: Vec<[u8; 32]>,
+    pub(crate) clients: crate::clients::ClientAuth,
     app: String,
     root_der: Vec<u8>,
     model_sha256: [u8; 32],
@@ -396,6 +416,7 @@ impl WorkerState {
                     evidence_sha256: a.evidence_sha256.clone(),
                     sealed_dataset_sha256: a.sealed_dataset_sha256.clone(),
                 }),
+            insecure_public_compare: self.clients.insecure_public_compare(),
         }
     }
 
@@ -483,12 +504,14 @@ impl Worker {
         Ok(Worker {
             state: Arc::new(WorkerState {
                 model,
-                compute: tokio::sync::Semaphore::new(
-                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                compute: twinseal_coordinator::guard::CpuPool::per_cpu(),
+                clients: crate::clients::ClientAuth::new(
+                    opts.limits.client_requests_per_second,
+                    opts.limits.client_burst,
+                    opts.insecure_public_compare,
                 ),
                 limits: opts.limits,
                 gallery,
-                enroll_token_sha256: opts.enroll_token_sha256,
                 app: opts.app,
                 root_der,
                 model_sha256,

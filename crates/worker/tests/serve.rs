@@ -24,7 +24,18 @@ const MEASUREMENT: [u8; 48] = [0x11; 48];
 const APP: &str = "siamese-worker";
 const KEY: &str = "model-key";
 const GALLERY_KEY: &str = "gallery-key";
-const ENROLL_TOKEN: &str = "enrol-secret-for-tests";
+/// Worker clients: carl may do everything, eve only compare; dora is a
+/// data owner (not a client).
+const CLIENTS: &str = r#"
+[users.dora]
+roles = ["data_owner"]
+[users.carl]
+roles = ["client"]
+[users.eve]
+roles = ["client"]
+[keys.model-key]
+owners = ["dora"]
+"#;
 
 struct Coord {
     _dir: tempfile::TempDir,
@@ -35,6 +46,10 @@ struct Coord {
     server: Option<tokio::task::JoinHandle<twinseal_coordinator::Result<()>>>,
     model: Vec<u8>,
     sealed: Vec<u8>,
+    admin: Client,
+    admin_token: String,
+    /// Bearer tokens by user: carl, eve, dora.
+    tokens: BTreeMap<&'static str, String>,
 }
 
 impl Coord {
@@ -46,18 +61,28 @@ impl Coord {
 
     /// Like [`Coord::start`], issuing certificates valid `lifetime` seconds.
     async fn start_with_lifetime(lifetime: u64) -> Coord {
+        Coord::start_with(|c| c.cert_lifetime_secs = lifetime).await
+    }
+
+    /// Like [`Coord::start`], with the configuration changed by `edit`.
+    async fn start_with(edit: impl FnOnce(&mut Config)) -> Coord {
         let dir = tempfile::tempdir().unwrap();
         let platform = SimulatedPlatform::generate("paris-1").unwrap();
-        let config = Config {
+        let mut config = Config {
             insecure_allow_simulated_tee: true,
             simulated_platform_keys: vec![hex::encode(platform.public_key())],
-            cert_lifetime_secs: lifetime,
+            // The coordinator answers as localhost; workers as 127.0.0.1.
+            server_names: vec!["localhost".into()],
             ..Config::for_data_dir(dir.path())
         };
+        edit(&mut config);
         let report = init(&config).unwrap();
         let state = Coordinator::open(config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(twinseal_coordinator::tls::serve(
             state.clone(),
@@ -72,10 +97,14 @@ impl Coord {
             r#"
 [users.admin]
 roles = ["admin"]
+{CLIENTS}
 [apps.{APP}]
 tee = ["simulated"]
 measurements = ["{m}"]
 keys = ["{KEY}", "{GALLERY_KEY}"]
+[apps.{APP}.clients]
+carl = ["compare", "embed", "verify", "identify", "enroll"]
+eve = ["compare"]
 [apps.keyless]
 tee = ["simulated"]
 measurements = ["{m}"]
@@ -108,7 +137,16 @@ keys = ["other-key"]
         .unwrap()
         .to_bytes()
         .unwrap();
-        let dk: api::DataKeyResponse = admin
+        let mut tokens = BTreeMap::new();
+        for user in ["carl", "eve", "dora"] {
+            let t: api::TokenResponse = admin
+                .post(&format!("/v1/users/{user}/token"), &())
+                .await
+                .unwrap();
+            tokens.insert(user, t.token);
+        }
+        let dora = Client::new(&url, &root, Some(tokens["dora"].clone()), None).unwrap();
+        let dk: api::DataKeyResponse = dora
             .post(
                 &format!("/v1/keys/{KEY}/datakey"),
                 &api::DataKeyRequest {
@@ -129,7 +167,25 @@ keys = ["other-key"]
             server: Some(server),
             model,
             sealed,
+            admin,
+            admin_token: report.admin_token.to_string(),
+            tokens,
         }
+    }
+
+    /// A worker client sending `user`'s token.
+    fn client_of(&self, user: &str) -> reqwest::Client {
+        https_with(&self.root, true, Some(&self.tokens[user]))
+    }
+
+    /// The admin's token.
+    fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The client allowed everything (carl).
+    fn client(&self) -> reqwest::Client {
+        self.client_of("carl")
     }
 
     fn options(&self, app: &str, measurement: [u8; 48], sealed: Vec<u8>) -> WorkerOptions {
@@ -137,7 +193,7 @@ keys = ["other-key"]
             coordinator_url: self.url.clone(),
             coordinator_root_pem: self.root.clone(),
             app: app.into(),
-            names: vec!["127.0.0.1".into(), "localhost".into()],
+            names: vec!["127.0.0.1".into()],
             model_key: KEY.into(),
             sealed_model: Some(sealed),
             model_context: Context::from_pairs([("purpose", "model")]).unwrap(),
@@ -147,7 +203,7 @@ keys = ["other-key"]
             },
             limits: Limits::default(),
             gallery: None,
-            enroll_token_sha256: vec![Sha256::digest(ENROLL_TOKEN).into()],
+            insecure_public_compare: false,
             renew_before: None,
         }
     }
@@ -158,13 +214,27 @@ keys = ["other-key"]
     }
 }
 
+/// A client of workers certified by `root`, without credentials.
 fn https(root: &str, allow_simulated: bool) -> reqwest::Client {
+    https_with(root, allow_simulated, None)
+}
+
+/// A client of workers certified by `root` sending `token` on every request.
+fn https_with(root: &str, allow_simulated: bool, token: Option<&str>) -> reqwest::Client {
     let cfg = WorkerCertVerifier::from_root_pem(root, allow_simulated)
         .unwrap()
         .client_config()
         .unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
     reqwest::Client::builder()
         .use_preconfigured_tls(cfg)
+        .default_headers(headers)
         .build()
         .unwrap()
 }
@@ -214,7 +284,7 @@ async fn compare_and_embed_over_attested_tls_with_verifiable_receipts() {
         })
         .await
     });
-    let client = https(&c.root, true);
+    let client = c.client();
 
     // The same digit as raw pixels and as a PNG: distance 0.
     let a = digit(3);
@@ -524,25 +594,27 @@ async fn enrol_and_verify_against_a_sealed_gallery() {
     let worker = Worker::start(opts).await.unwrap();
     let cert = worker.state().certificate_der();
     let (url, stop, server) = serve(&worker).await;
-    let client = https(&c.root, true);
+    let client = c.client();
+    let anonymous = https(&c.root, true);
+    let enroller = c.tokens["carl"].clone();
     let (alice, bob, carol) = (digit(3), digit(5), digit(11));
     let body = json!({"identity": "alice", "images": [{"raw": B64.encode(&alice)}, {"png": B64.encode(png_of(&alice))}]});
 
     // Enrolment: no token, a wrong token, then the right one.
-    let (s, v) = enroll(&client, &url, None, &body).await;
+    let (s, v) = enroll(&anonymous, &url, None, &body).await;
     assert_eq!(
         (s, v["type"].as_str()),
         (401, Some("unauthenticated")),
         "{v}"
     );
-    let (s, v) = enroll(&client, &url, Some("not-the-token"), &body).await;
+    let (s, v) = enroll(&anonymous, &url, Some("not-the-token"), &body).await;
     assert_eq!(
         (s, v["type"].as_str()),
         (401, Some("unauthenticated")),
         "{v}"
     );
     assert!(!path.exists(), "a refused enrolment writes nothing");
-    let (s, v) = enroll(&client, &url, Some(ENROLL_TOKEN), &body).await;
+    let (s, v) = enroll(&client, &url, Some(&enroller), &body).await;
     assert_eq!(s, 200, "{v}");
     let e: api::EnrollResponse = serde_json::from_value(v).unwrap();
     assert_eq!(
@@ -552,7 +624,7 @@ async fn enrol_and_verify_against_a_sealed_gallery() {
     verify_receipt(&e.receipt, &cert).unwrap();
     assert_eq!(e.receipt.operation, "enroll");
     let body = json!({"identity": "bob", "images": [{"raw": B64.encode(&bob)}]});
-    let (s, v) = enroll(&client, &url, Some(ENROLL_TOKEN), &body).await;
+    let (s, v) = enroll(&client, &url, Some(&enroller), &body).await;
     assert_eq!((s, v["identities"].as_u64()), (200, Some(2)), "{v}");
 
     // Sealed at rest: neither names nor embeddings are readable.
@@ -582,13 +654,39 @@ async fn enrol_and_verify_against_a_sealed_gallery() {
         r.receipt.inputs_sha256,
         inputs_digest([(InputKind::Raw, &alice[..])].into_iter())
     );
-    let (s, v) = post(
+    // An identity that is not enrolled answers exactly like a non-match:
+    // the same shape and mode, not matched, a plausible score.
+    let (s, unknown) = post(
         &client,
         &format!("{url}/v1/verify"),
         &json!({"probe": {"raw": B64.encode(&alice)}, "identity": "mallory"}),
     )
     .await;
-    assert_eq!((s, v["type"].as_str()), (404, Some("not_found")), "{v}");
+    assert_eq!(s, 200, "{unknown}");
+    let (s, nonmatch) = post(
+        &client,
+        &format!("{url}/v1/verify"),
+        &json!({"probe": {"raw": B64.encode(&carol)}, "identity": "alice"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{nonmatch}");
+    let shape = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.extend(v["matches"][0].as_object().unwrap().keys().cloned());
+        keys.sort();
+        keys
+    };
+    assert_eq!(shape(&unknown), shape(&nonmatch));
+    let unknown: api::VerifyResponse = serde_json::from_value(unknown).unwrap();
+    assert_eq!(unknown.result.mode, "one_to_one");
+    assert!(!unknown.result.matched);
+    assert_eq!(unknown.result.identity.as_deref(), Some("mallory"));
+    assert_eq!(unknown.result.matches.len(), 1);
+    assert_eq!(
+        unknown.result.matches[0].result.verdict,
+        api::Verdict::Dissimilar
+    );
+    verify_receipt(&unknown.receipt, &cert).unwrap();
 
     // 1:N: bob's own image finds bob first.
     let (s, v) = post(
@@ -611,7 +709,7 @@ async fn enrol_and_verify_against_a_sealed_gallery() {
         json!({"identity": "carol", "images": []}),
         json!({"identity": "carol", "images": [{"raw": B64.encode([0u8; 3])}]}),
     ] {
-        let (s, v) = enroll(&client, &url, Some(ENROLL_TOKEN), &body).await;
+        let (s, v) = enroll(&client, &url, Some(&enroller), &body).await;
         assert_eq!(
             (s, v["type"].as_str()),
             (400, Some("bad_request")),
@@ -658,7 +756,7 @@ async fn enrol_and_verify_against_a_sealed_gallery() {
         .unwrap();
     let (url, stop, server) = serve(&plain).await;
     let body = json!({"identity": "alice", "images": [{"raw": B64.encode(&alice)}]});
-    let (s, v) = enroll(&client, &url, Some(ENROLL_TOKEN), &body).await;
+    let (s, v) = enroll(&client, &url, Some(&enroller), &body).await;
     assert_eq!((s, v["type"].as_str()), (404, Some("not_found")), "{v}");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
@@ -680,7 +778,8 @@ async fn the_worker_attests_again_before_expiry_and_stops_when_it_cannot() {
         assert!(std::time::Instant::now() < deadline, "no renewal");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let info: api::WorkerInfo = https(&c.root, true)
+    let info: api::WorkerInfo = c
+        .client()
         .get(format!("{url}/v1/info"))
         .send()
         .await
@@ -718,4 +817,273 @@ async fn the_worker_attests_again_before_expiry_and_stops_when_it_cannot() {
             .is_err(),
         "nothing serves after the stop"
     );
+}
+
+/// Every worker endpoint for one caller: (name, method, path, body).
+fn worker_calls(probe: &[u8]) -> Vec<(&'static str, reqwest::Method, &'static str, Option<Value>)> {
+    let raw = json!({"raw": B64.encode(probe)});
+    vec![
+        ("info", reqwest::Method::GET, "/v1/info", None),
+        ("openapi", reqwest::Method::GET, "/v1/openapi.json", None),
+        (
+            "compare",
+            reqwest::Method::POST,
+            "/v1/compare",
+            Some(json!({"a": raw, "b": raw})),
+        ),
+        (
+            "compare_batch",
+            reqwest::Method::POST,
+            "/v1/compare/batch",
+            Some(json!({"pairs": [{"a": raw, "b": raw}]})),
+        ),
+        (
+            "embed",
+            reqwest::Method::POST,
+            "/v1/embed",
+            Some(json!({"images": [raw]})),
+        ),
+        (
+            "enroll",
+            reqwest::Method::POST,
+            "/v1/enroll",
+            Some(json!({"identity": "zed", "images": [raw]})),
+        ),
+        (
+            "verify",
+            reqwest::Method::POST,
+            "/v1/verify",
+            Some(json!({"probe": raw, "identity": "zed"})),
+        ),
+        (
+            "identify",
+            reqwest::Method::POST,
+            "/v1/verify",
+            Some(json!({"probe": raw})),
+        ),
+    ]
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: &Option<Value>,
+) -> (u16, Value) {
+    let mut r = client.request(method, url);
+    if let Some(b) = body {
+        r = r.json(b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_endpoint_answers_each_caller_with_the_exact_status() {
+    let c = Coord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.gallery = Some(twinseal_worker::GalleryOptions {
+        path: dir.path().join("gallery.sealed"),
+        key: GALLERY_KEY.into(),
+    });
+    let worker = Worker::start(opts).await.unwrap();
+    let (url, stop, server) = serve(&worker).await;
+    let probe = digit(3);
+    // Columns: info, openapi, compare, compare_batch, embed, enroll, verify, identify.
+    let callers: [(&str, reqwest::Client, [u16; 8]); 6] = [
+        (
+            "no credentials",
+            https(&c.root, true),
+            [200, 200, 401, 401, 401, 401, 401, 401],
+        ),
+        (
+            "forged token",
+            https_with(&c.root, true, Some("tws_forged")),
+            [200, 200, 401, 401, 401, 401, 401, 401],
+        ),
+        (
+            "a data owner (not a client)",
+            c.client_of("dora"),
+            [200, 200, 401, 401, 401, 401, 401, 401],
+        ),
+        (
+            "the admin (not a client)",
+            https_with(&c.root, true, Some(c.admin_token())),
+            [200, 200, 401, 401, 401, 401, 401, 401],
+        ),
+        (
+            "eve: compare only",
+            c.client_of("eve"),
+            [200, 200, 200, 200, 403, 403, 403, 403],
+        ),
+        (
+            "carl: everything",
+            c.client(),
+            [200, 200, 200, 200, 200, 200, 200, 200],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (who, client, want) in &callers {
+        for (i, (name, method, path, body)) in worker_calls(&probe).into_iter().enumerate() {
+            let (got, answer) = call(client, method, &format!("{url}{path}"), &body).await;
+            if got != want[i] {
+                failures.push(format!(
+                    "{name} as {who}: {got} (want {}) {answer}",
+                    want[i]
+                ));
+            }
+            if got >= 400 {
+                assert!(answer["type"].is_string(), "{name} as {who}: {answer}");
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "worker authorization mismatches:\n{}",
+        failures.join("\n")
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    // The loudly named public-demo option opens compare, and nothing else.
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.insecure_public_compare = true;
+    let public = Worker::start(opts).await.unwrap();
+    let (url, stop, server) = serve(&public).await;
+    let anonymous = https(&c.root, true);
+    let want = [200, 200, 200, 200, 401, 401, 401, 401];
+    for (i, (name, method, path, body)) in worker_calls(&probe).into_iter().enumerate() {
+        let (got, answer) = call(&anonymous, method, &format!("{url}{path}"), &body).await;
+        assert_eq!(
+            got, want[i],
+            "{name} without credentials on a public-compare worker: {answer}"
+        );
+    }
+    let info: api::WorkerInfo = anonymous
+        .get(format!("{url}/v1/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(info.insecure_public_compare, "the option shows in /v1/info");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_expired_client_tokens_are_refused_and_clients_are_rate_limited() {
+    let c = Coord::start_with(|c| c.client_cache_secs = 1).await;
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.limits.client_burst = 10;
+    opts.limits.client_requests_per_second = 1.0;
+    let worker = Worker::start(opts).await.unwrap();
+    let (url, stop, server) = serve(&worker).await;
+    let a = digit(3);
+    let body = json!({"a": {"raw": B64.encode(&a)}, "b": {"raw": B64.encode(&a)}});
+    let compare = format!("{url}/v1/compare");
+
+    // A token that expires in a second.
+    let t: api::TokenResponse = c
+        .admin
+        .post("/v1/users/eve/token", &json!({"expires_in_secs": 1}))
+        .await
+        .unwrap();
+    let short = https_with(&c.root, true, Some(&t.token));
+    assert_eq!(post(&short, &compare, &body).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    assert_eq!(
+        post(&short, &compare, &body).await.0,
+        401,
+        "an expired token"
+    );
+
+    // A revoked token stops working once the worker's cache (1 s here) runs out.
+    let t: api::TokenResponse = c.admin.post("/v1/users/eve/token", &()).await.unwrap();
+    let revoked = https_with(&c.root, true, Some(&t.token));
+    assert_eq!(post(&revoked, &compare, &body).await.0, 200);
+    let _: Value = c
+        .admin
+        .delete(&format!("/v1/users/eve/tokens/{}", t.id))
+        .await
+        .unwrap_or(Value::Null);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        post(&revoked, &compare, &body).await.0,
+        401,
+        "a revoked token"
+    );
+
+    // Carl's burst of 10, then 429; eve is not affected.
+    let carl = c.client();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(post(&carl, &compare, &body).await.0);
+    }
+    assert_eq!(&statuses[..10], &[200; 10], "{statuses:?}");
+    assert_eq!(statuses[11], 429, "{statuses:?}");
+    assert_eq!(post(&c.client_of("eve"), &compare, &body).await.0, 200);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_bombs_are_refused_from_their_headers_before_decoding() {
+    let c = Coord::start().await;
+    let worker = Worker::start(c.options(APP, MEASUREMENT, c.sealed.clone()))
+        .await
+        .unwrap();
+    let (url, stop, server) = serve(&worker).await;
+    let client = c.client();
+    // 6000 x 6000 grey zeros: 36 Mpixel in a PNG of a few tens of kB.
+    let bomb = {
+        let img = image::GrayImage::new(6000, 6000);
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    };
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let a = digit(3);
+    let t0 = std::time::Instant::now();
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/compare"),
+        &json!({"a": {"png": B64.encode(&bomb)}, "b": {"raw": B64.encode(&a)}}),
+    )
+    .await;
+    assert_eq!((s, v["type"].as_str()), (400, Some("bad_request")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("pixels"), "{v}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "refused from the header, not after decoding: {:?}",
+        t0.elapsed()
+    );
+    // Many medium images add up to the same budget.
+    let medium = {
+        let img = image::GrayImage::new(1500, 1500);
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    };
+    let images: Vec<Value> = (0..16)
+        .map(|_| json!({"png": B64.encode(&medium)}))
+        .collect();
+    let (s, v) = post(
+        &client,
+        &format!("{url}/v1/embed"),
+        &json!({"images": images}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("pixels"), "{v}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    c.stop().await;
 }

@@ -23,9 +23,11 @@ pub fn measurement_hex() -> String {
     hex::encode(MEASUREMENT)
 }
 
-/// A manifest with an admin, a data owner who may detokenize, an auditor,
-/// an ML engineer, and two apps: `worker` (gets `model-key`) and `other`
-/// (gets `other-key`).
+/// A manifest with an admin, two data owners (alice owns `model-key` and
+/// `data-key` and may tokenize and detokenize with `model-key`; bob owns
+/// `bob-key`), an auditor, an ML engineer, a worker client (carl: compare
+/// and verify on `worker`), and two apps: `worker` (gets `model-key`,
+/// `data-key`, `out-key`, `gallery-key`) and `other` (gets `other-key`).
 pub fn manifest() -> String {
     format!(
         r#"
@@ -33,15 +35,28 @@ pub fn manifest() -> String {
 roles = ["admin"]
 [users.alice]
 roles = ["data_owner"]
-permissions = ["detokenize"]
+[users.bob]
+roles = ["data_owner"]
 [users.audrey]
 roles = ["auditor"]
 [users.mallory]
 roles = ["ml_engineer"]
+[users.carl]
+roles = ["client"]
+[keys.model-key]
+owners = ["alice"]
+grants = {{ alice = ["tokenize", "detokenize"] }}
+[keys.data-key]
+owners = ["alice"]
+[keys.bob-key]
+owners = ["bob"]
+grants = {{ bob = ["tokenize"] }}
 [apps.worker]
 tee = ["simulated"]
 measurements = ["{m}"]
-keys = ["model-key", "data-key", "out-key"]
+keys = ["model-key", "data-key", "out-key", "gallery-key"]
+[apps.worker.clients]
+carl = ["compare", "verify"]
 [apps.other]
 tee = ["simulated"]
 measurements = ["{m}"]
@@ -84,9 +99,15 @@ pub fn config_for(dir: &std::path::Path, platform: &SimulatedPlatform) -> Config
 
 impl Harness {
     pub fn new() -> Harness {
+        Harness::with_config(|_| {})
+    }
+
+    /// A harness whose configuration `edit` changes first.
+    pub fn with_config(edit: impl FnOnce(&mut Config)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let platform = SimulatedPlatform::generate("paris-1").unwrap();
-        let config = config_for(dir.path(), &platform);
+        let mut config = config_for(dir.path(), &platform);
+        edit(&mut config);
         let report = init(&config).unwrap();
         let state = Coordinator::open(config).unwrap();
         let router = app(state.clone());
@@ -136,6 +157,27 @@ impl Harness {
         (status, v)
     }
 
+    /// Serve the real TLS surface on a loopback port; returns the URL and
+    /// a handle that stops the server when dropped or `stop`ped.
+    pub async fn serve(&self) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(twinseal_coordinator::tls::serve(
+            self.state.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            addr,
+            url: format!("https://{addr}"),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     pub fn admin(&self) -> Auth {
         Auth::Token(self.admin.clone())
     }
@@ -167,6 +209,20 @@ impl Harness {
         (out.remove(0), out.remove(0), out.remove(0))
     }
 
+    /// A new bearer token of manifest user `user`.
+    pub async fn token_of(&self, user: &str) -> Auth {
+        let (s, v) = self
+            .call(
+                Method::POST,
+                &format!("/v1/users/{user}/token"),
+                &self.admin(),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        Auth::Token(v["token"].as_str().unwrap().to_string())
+    }
+
     pub async fn create_key(&self, name: &str) {
         let (s, v) = self
             .call(
@@ -182,7 +238,7 @@ impl Harness {
     /// A fresh key pair and its CSR (PEM) and SPKI.
     pub fn csr() -> (rcgen::KeyPair, String, Vec<u8>) {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let pem = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        let pem = rcgen::CertificateParams::new(vec!["worker.test".to_string()])
             .unwrap()
             .serialize_request(&key)
             .unwrap()
@@ -243,6 +299,8 @@ impl Harness {
 
     /// Every audit event's `type`, in order.
     pub async fn audit_kinds(&self) -> Vec<String> {
+        // Counted failures become summary entries first.
+        self.state.flush_failures().await.unwrap();
         let bundle = self.state.audit_export().unwrap();
         let b: Value = serde_json::from_slice(&bundle).unwrap();
         b["entries"]
@@ -254,7 +312,51 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// The audit events of type `kind`, in order.
+    pub async fn audit_events(&self, kind: &str) -> Vec<Value> {
+        self.state.flush_failures().await.unwrap();
+        let bundle = self.state.audit_export().unwrap();
+        let b: Value = serde_json::from_slice(&bundle).unwrap();
+        b["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].clone())
+            .filter(|e| e["type"] == kind)
+            .collect()
+    }
+}
+
 pub fn pem_to_der(pem: &str) -> Vec<u8> {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     B64.decode(b64).unwrap()
+}
+
+/// A coordinator served on loopback by [`Harness::serve`].
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<twinseal_coordinator::Result<()>>>,
+}
+
+impl Server {
+    /// Stop accepting, let open requests finish, and wait.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
 }

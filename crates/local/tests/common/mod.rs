@@ -41,8 +41,12 @@ roles = ["auditor"]
 {trainer}
 {rogue}
 {server}
+{client}
 [keys.{MODEL_KEY}]
 trained_by = ["{TRAINER}"]
+owners = ["dora"]
+[keys.{DATASET_KEY}]
+owners = ["dora"]
 [datasets.digits]
 location = "datasets/digits"
 key = "{DATASET_KEY}"
@@ -69,6 +73,7 @@ batch_size = 32
         rogue = Local::app_entry(ROGUE, &ROGUE_M, &[DATASET_KEY, MODEL_KEY]),
         trainer = Local::app_entry(TRAINER, &TRAINER_M, &[DATASET_KEY, MODEL_KEY]),
         server = Local::app_entry(APP, &SERVER_M, &[MODEL_KEY]),
+        client = Local::client_entry(&[APP]),
     )
 }
 

@@ -2,6 +2,31 @@
 
 use crate::{Error, Result};
 
+/// The pixels an image will decode to, read from its header alone (PNG
+/// or JPEG; raw grey bytes of `height * width` count as that many), so
+/// that callers can refuse work before decoding anything.
+pub fn image_pixels(bytes: &[u8], height: usize, width: usize, name: &str) -> Result<u64> {
+    if bytes.len() == height * width && image::guess_format(bytes).is_err() {
+        return Ok((height * width) as u64);
+    }
+    let err = |detail: String| Error::Image {
+        path: name.to_string(),
+        detail,
+    };
+    let format = image::guess_format(bytes).map_err(|_| {
+        err("not a PNG or JPEG image (nor raw grey pixels of the model's size)".into())
+    })?;
+    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
+        return Err(err(format!(
+            "unsupported image format {format:?} (PNG or JPEG expected)"
+        )));
+    }
+    let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| err(format!("cannot read the header: {e}")))?;
+    Ok(u64::from(w) * u64::from(h))
+}
+
 /// Decodes a PNG or JPEG (any size, any colour type) to grey pixels in 0..1
 /// resized to `height x width`; or takes `height * width` raw bytes as grey
 /// pixels (0..255) directly. `name` is only used in errors.

