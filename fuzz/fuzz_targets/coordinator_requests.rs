@@ -18,15 +18,22 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<api::CoordinatorEvidenceRequest>(data);
     let _ = serde_json::from_slice::<api::JobProgress>(data);
     let _ = serde_json::from_slice::<api::JobFinish>(data);
+    let _ = serde_json::from_slice::<api::CreateTokenRequest>(data);
+    let _ = serde_json::from_slice::<api::IntrospectRequest>(data);
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(m) = Manifest::parse(text) {
             // A parsed manifest is valid by construction.
             m.validate().expect("a parsed manifest validates");
-            for app in m.apps.values() {
+            let _ = m.check_grants();
+            let _ = m.data_owners_without_grants();
+            for (name, app) in &m.apps {
                 let _ = m.policy_config(app);
+                let _ = m.app_allows_name(name, text);
             }
         }
-        let _ = parse_csr(text);
+        if let Ok(csr) = parse_csr(text) {
+            let _ = csr.names();
+        }
     }
     // CSRs also arrive as PEM around arbitrary DER.
     let pem = format!(
