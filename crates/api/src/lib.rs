@@ -418,6 +418,25 @@ macro_rules! redacted_debug {
     };
 }
 
+/// Wipe the secret fields of a type when it is dropped, so that neither
+/// the server that built an answer nor the client that read it leaves key
+/// material or tokens behind in freed memory.
+macro_rules! wipe_on_drop {
+    ($t:ty { $($secret:ident),* }) => {
+        impl Drop for $t {
+            fn drop(&mut self) {
+                $(zeroize::Zeroize::zeroize(&mut self.$secret);)*
+            }
+        }
+    };
+}
+
+wipe_on_drop!(DataKeyResponse { file_key });
+wipe_on_drop!(UnwrapResponse { file_key });
+wipe_on_drop!(ReleasedVersion { material });
+wipe_on_drop!(TokenResponse { token });
+wipe_on_drop!(IntrospectRequest { token });
+
 redacted_debug!(DataKeyResponse { header, key_id } redacts { file_key });
 redacted_debug!(UnwrapResponse { key_id, context } redacts { file_key });
 redacted_debug!(ReleasedVersion { version, key_id } redacts { material });

@@ -113,7 +113,7 @@ fn every_acknowledged_write_survives_sigkill() {
             .await
             .unwrap();
         let t: api::TokenResponse = admin.post("/v1/users/audrey/token", &()).await.unwrap();
-        let auditor = Client::new(&url, &root, Some(t.token), None).unwrap();
+        let auditor = Client::new(&url, &root, Some(t.token.clone()), None).unwrap();
         let req = api::CreateKeyRequest {
             name: "hot".into(),
             tags: Default::default(),

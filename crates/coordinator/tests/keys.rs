@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::{Auth, Harness};
-use serde_json::json;
+use serde_json::{Value, json};
 use twinseal_envelope::{Context, FileKey};
 
 fn file_key(v: &serde_json::Value) -> FileKey {
@@ -510,4 +510,134 @@ async fn a_manifest_without_grants_is_refused_with_what_to_add() {
             .contains("owners = [\"dora\"]"),
         "{v}"
     );
+}
+
+/// Copy the coordinator state written by the code of schema version 1
+/// (`tests/data/v1-state`, made by twinseal 678b47d: before per-key grants
+/// and token expiry) into a temporary directory, with the modes a real one
+/// has.
+fn v1_state() -> (tempfile::TempDir, Value) {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-state");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("master.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let fixture: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("fixture.json")).unwrap()).unwrap();
+    (dir, fixture)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_from_before_this_change_opens_and_loses_nothing() {
+    let (dir, fixture) = v1_state();
+    let config = twinseal_coordinator::Config::for_data_dir(dir.path());
+    let state = twinseal_coordinator::Coordinator::open(config).unwrap();
+    let h = Harness {
+        router: twinseal_coordinator::app(state.clone()),
+        state,
+        admin: fixture["admin_token"].as_str().unwrap().to_string(),
+        platform: twinseal_attest::SimulatedPlatform::generate("unused").unwrap(),
+        dir,
+    };
+    let token = |k: &str| Auth::Token(fixture[k].as_str().unwrap().to_string());
+    let (dora, audrey) = (token("dora_token"), token("audrey_token"));
+    // Keys, users and their tokens from before are all there.
+    let (s, keys) = h.call(Method::GET, "/v1/keys", &h.admin(), None).await;
+    assert_eq!(s, StatusCode::OK, "{keys}");
+    assert!(keys.to_string().contains("dataset-key"), "{keys}");
+    let (s, _) = h.call(Method::GET, "/v1/manifest", &audrey, None).await;
+    assert_eq!(s, StatusCode::OK, "an old token still authenticates");
+    let (_, list) = h
+        .call(Method::GET, "/v1/users/dora/tokens", &h.admin(), None)
+        .await;
+    assert_eq!(list["tokens"].as_array().unwrap().len(), 1, "{list}");
+    assert!(
+        list["tokens"][0]["expires"].is_null(),
+        "old tokens do not expire: {list}"
+    );
+    // The manifest in force predates grants: it grants dora nothing (not
+    // silently everything), and applying it again says what to add.
+    let sealed = std::fs::read(h.dir.path().join("pairs.sealed")).unwrap();
+    let header = twinseal_envelope::Header::parse(&sealed).unwrap();
+    let unwrap = json!({"header": B64.encode(header.as_bytes())});
+    let (s, _) = h
+        .call(
+            Method::POST,
+            "/v1/keys/dataset-key/unwrap",
+            &dora,
+            Some(unwrap.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, current) = h.call(Method::GET, "/v1/manifest", &audrey, None).await;
+    let old_text = current["manifest"].as_str().unwrap().to_string();
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/v1/manifest",
+            &h.admin(),
+            Some(json!({"manifest": old_text})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("grants = { dora"),
+        "{v}"
+    );
+    // With the lines it names, everything sealed before opens again.
+    let migrated = old_text.replace("permissions = [\"detokenize\"]\n", "")
+        + "[keys.dataset-key]\nowners = [\"dora\"]\ngrants = { dora = [\"tokenize\", \"detokenize\"] }\n";
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/v1/manifest",
+            &h.admin(),
+            Some(json!({"manifest": migrated})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, uk) = h
+        .call(
+            Method::POST,
+            "/v1/keys/dataset-key/unwrap",
+            &dora,
+            Some(unwrap),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{uk}");
+    let ctx = Context::from_pairs([("purpose", "pairs")]).unwrap();
+    let plain =
+        twinseal_envelope::open_bytes_with_file_key(&sealed, &file_key(&uk["file_key"]), &ctx)
+            .unwrap();
+    assert_eq!(plain, b"pairs sealed before the upgrade");
+    let (s, d) = h
+        .call(
+            Method::POST,
+            "/v1/detokenize",
+            &dora,
+            Some(
+                json!({"key": "dataset-key", "alphabet": "digits", "tweak": "pan",
+                "values": [fixture["token_of_4111111111111111"]]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["values"][0], "4111111111111111");
+    // The whole log, old entries and new, verifies under the old key.
+    h.state.flush_failures().await.unwrap();
+    let bundle = twinseal_audit::Bundle::from_json(&h.state.audit_export().unwrap()).unwrap();
+    let key: twinseal_audit::VerifierKey = fixture["audit_verifier_key"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let report = twinseal_audit::verify_bundle(&bundle, &key);
+    assert!(report.is_ok(), "{report:?}");
 }

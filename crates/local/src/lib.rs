@@ -249,20 +249,25 @@ impl Local {
 
     /// A client with a new token of manifest user `user`.
     pub async fn user(&self, user: &str) -> Result<Client> {
-        let t: api::TokenResponse = self
+        let mut t: api::TokenResponse = self
             .admin
             .post(&format!("/v1/users/{user}/token"), &())
             .await?;
-        Ok(Client::new(&self.url, &self.root_pem, Some(t.token), None)?)
+        Ok(Client::new(
+            &self.url,
+            &self.root_pem,
+            Some(std::mem::take(&mut t.token)),
+            None,
+        )?)
     }
 
     /// A new token of manifest user `user` (for tools that take a token).
     pub async fn user_token(&self, user: &str) -> Result<String> {
-        let t: api::TokenResponse = self
+        let mut t: api::TokenResponse = self
             .admin
             .post(&format!("/v1/users/{user}/token"), &())
             .await?;
-        Ok(t.token)
+        Ok(std::mem::take(&mut t.token))
     }
 
     /// The manifest entry of an app that runs on this deployment's

@@ -34,6 +34,12 @@ pub const DEFAULT_CLIENT_BURST: u32 = 400;
 pub const FAILED_PER_SECOND: f64 = 5.0;
 /// Burst of such requests.
 pub const FAILED_BURST: u32 = 20;
+/// Tokens one address may have looked up at the coordinator per second
+/// (cache misses): a client's own token is looked up once per cache
+/// period, so only floods of made-up tokens meet this.
+pub const LOOKUPS_PER_SECOND: f64 = 10.0;
+/// Burst of such look-ups.
+pub const LOOKUP_BURST: u32 = 40;
 
 /// What the caller of a request is allowed.
 #[derive(Clone, Debug)]
@@ -87,6 +93,7 @@ pub struct ClientAuth {
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     per_client: RateLimiter<String>,
     per_address: RateLimiter<Option<IpAddr>>,
+    lookups: RateLimiter<Option<IpAddr>>,
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -112,6 +119,7 @@ impl ClientAuth {
             cache: Mutex::new(HashMap::new()),
             per_client: RateLimiter::new(requests_per_second, burst),
             per_address: RateLimiter::new(FAILED_PER_SECOND, FAILED_BURST),
+            lookups: RateLimiter::new(LOOKUPS_PER_SECOND, LOOKUP_BURST),
         }
     }
 
@@ -165,8 +173,11 @@ impl ClientAuth {
         let answer = match self.cached(&hash) {
             Some(a) => a,
             None => {
-                // Failed tokens are looked up at most at the failure rate
-                // of their address.
+                // Tokens the worker has not seen lately cost a round trip to
+                // the coordinator: bounded per address.
+                if !self.lookups.check(&remote) {
+                    return Err(Error::TooManyRequests);
+                }
                 let answer = state
                     .identity()
                     .client

@@ -143,7 +143,7 @@ keys = ["other-key"]
                 .post(&format!("/v1/users/{user}/token"), &())
                 .await
                 .unwrap();
-            tokens.insert(user, t.token);
+            tokens.insert(user, t.token.clone());
         }
         let dora = Client::new(&url, &root, Some(tokens["dora"].clone()), None).unwrap();
         let dk: api::DataKeyResponse = dora
@@ -155,8 +155,8 @@ keys = ["other-key"]
             )
             .await
             .unwrap();
-        let header = B64.decode(dk.header).unwrap();
-        let file_key = FileKey::from_bytes(B64.decode(dk.file_key).unwrap().try_into().unwrap());
+        let header = B64.decode(&dk.header).unwrap();
+        let file_key = FileKey::from_bytes(B64.decode(&dk.file_key).unwrap().try_into().unwrap());
         let sealed = twinseal_envelope::seal_bytes_with_header(&model, &header, &file_key).unwrap();
         Coord {
             _dir: dir,
