@@ -641,3 +641,22 @@ async fn a_state_from_before_this_change_opens_and_loses_nothing() {
     let report = twinseal_audit::verify_bundle(&bundle, &key);
     assert!(report.is_ok(), "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let config = twinseal_coordinator::Config::for_data_dir(&dir);
+    twinseal_coordinator::init(&config).unwrap();
+    let state = twinseal_coordinator::Coordinator::open(config).unwrap();
+    state.audit_start().await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    for f in ["coordinator.db", "coordinator.db-wal", "master.key"] {
+        let p = dir.join(f);
+        assert!(p.exists(), "{f}");
+        assert_eq!(mode(&p), 0o600, "{f}");
+    }
+    state.shutdown();
+}
