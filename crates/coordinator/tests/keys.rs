@@ -660,3 +660,54 @@ async fn the_state_is_readable_by_its_owner_only() {
     }
     state.shutdown();
 }
+
+/// A `Write` into a shared buffer, for capturing log lines.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn refusals_are_logged_without_the_values_of_the_request() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let h = Harness::new();
+            let (alice, _, _) = h.setup_users().await;
+            // A value of the wrong type: serde's error quotes it.
+            for body in [
+                json!({"key": "model-key", "alphabet": "digits", "values": [987654321012u64]}),
+                json!({"key": "model-key", "alphabet": "digits", "values": ["987654321012"], "tweak": 987654321012u64}),
+            ] {
+                let (s, v) = h.call(Method::POST, "/v1/tokenize", &alice, Some(body)).await;
+                assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+            }
+        })
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("request refused"),
+        "the refusal is logged: {text}"
+    );
+    assert!(
+        !text.contains("987654321012"),
+        "a request value reached the log: {text}"
+    );
+}
