@@ -354,15 +354,7 @@ impl Manifest {
                 }
             }
             for client in app.clients.keys() {
-                match self.users.get(client) {
-                    None => return bad(format!("app {name}: clients name unknown user {client}")),
-                    Some(u) if !u.roles.contains(&Role::Client) => {
-                        return bad(format!(
-                            "app {name}: user {client} is listed as a client but lacks the client role"
-                        ));
-                    }
-                    Some(_) => {}
-                }
+                self.require_role(client, Role::Client, &format!("app {name}: clients"))?;
             }
         }
         for (name, d) in &self.datasets {
@@ -383,15 +375,7 @@ impl Manifest {
                 }
             }
             for user in k.owners.iter().chain(k.grants.keys()) {
-                match self.users.get(user) {
-                    None => return bad(format!("key {name}: grants name unknown user {user}")),
-                    Some(u) if !u.roles.contains(&Role::DataOwner) => {
-                        return bad(format!(
-                            "key {name}: user {user} is granted uses of it but lacks the data_owner role"
-                        ));
-                    }
-                    Some(_) => {}
-                }
+                self.require_role(user, Role::DataOwner, &format!("key {name}: grants"))?;
             }
         }
         for (name, w) in &self.workflows {
@@ -432,6 +416,27 @@ impl Manifest {
         Ok(())
     }
 
+    /// `user` is in the manifest and holds `role` (`place` says where the
+    /// manifest names them, for the error).
+    fn require_role(&self, user: &str, role: Role, place: &str) -> Result<()> {
+        let role_name = match role {
+            Role::Admin => "admin",
+            Role::DataOwner => "data_owner",
+            Role::Auditor => "auditor",
+            Role::MlEngineer => "ml_engineer",
+            Role::Client => "client",
+        };
+        match self.users.get(user) {
+            None => Err(Error::BadRequest(format!(
+                "manifest: {place} name unknown user {user}"
+            ))),
+            Some(u) if !u.roles.contains(&role) => Err(Error::BadRequest(format!(
+                "manifest: {place} name user {user}, who lacks the {role_name} role"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Whether user `user` may use `key` for `what` (per-key grants).
     pub fn user_may(&self, user: &str, key: &str, what: KeyUse) -> bool {
         self.keys.get(key).is_some_and(|k| {
@@ -454,18 +459,13 @@ impl Manifest {
                      and remove the permissions line"
                 )));
             }
-            if u.roles.contains(&Role::DataOwner)
-                && !self
-                    .keys
-                    .values()
-                    .any(|k| k.owners.contains(name) || k.grants.contains_key(name))
-            {
-                return Err(Error::BadRequest(format!(
-                    "manifest: data owner {name} is granted no key: data owners use only the keys \
-                     the manifest grants them; add e.g. [keys.<key>] owners = [\"{name}\"] (seal and open) \
-                     or grants = {{ {name} = [\"seal\"] }} (uses: seal, open, tokenize, detokenize)"
-                )));
-            }
+        }
+        if let Some(name) = self.data_owners_without_grants().first() {
+            return Err(Error::BadRequest(format!(
+                "manifest: data owner {name} is granted no key: data owners use only the keys \
+                 the manifest grants them; add e.g. [keys.<key>] owners = [\"{name}\"] (seal and open) \
+                 or grants = {{ {name} = [\"seal\"] }} (uses: seal, open, tokenize, detokenize)"
+            )));
         }
         Ok(())
     }

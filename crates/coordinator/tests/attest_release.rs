@@ -616,21 +616,8 @@ async fn a_csr_naming_the_coordinator_or_outside_the_apps_names_is_refused() {
     let attest_for = |names: Vec<String>| {
         let h = &h;
         async move {
-            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-            let csr = rcgen::CertificateParams::new(names)
-                .unwrap()
-                .serialize_request(&key)
-                .unwrap()
-                .pem()
-                .unwrap();
-            let spki = twinseal_coordinator::ca::parse_csr(&csr).unwrap().spki_der;
-            let challenge = h.challenge().await;
-            let rd = twinseal_attest::report_data(&hex::decode(&challenge).unwrap(), &spki);
-            let ev = h
-                .platform
-                .attest_with_measurement(&MEASUREMENT, &rd, SystemTime::now())
-                .unwrap();
-            h.attest_raw("worker", &challenge, ev.bytes(), &csr).await
+            let (s, v, _) = h.attest_names("worker", names).await;
+            (s, v)
         }
     };
     for names in [

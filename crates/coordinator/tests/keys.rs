@@ -677,29 +677,33 @@ impl std::io::Write for Captured {
 
 #[test]
 fn refusals_are_logged_without_the_values_of_the_request() {
+    // The process-wide subscriber: a scoped one can miss events whose
+    // callsites other tests of this binary registered first.
     let logs = Captured::default();
     let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .expect("no other test of this binary sets a global subscriber");
+    tracing::callsite::rebuild_interest_cache();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    tracing::subscriber::with_default(subscriber, || {
-        rt.block_on(async {
-            let h = Harness::new();
-            let (alice, _, _) = h.setup_users().await;
-            // A value of the wrong type: serde's error quotes it.
-            for body in [
-                json!({"key": "model-key", "alphabet": "digits", "values": [987654321012u64]}),
-                json!({"key": "model-key", "alphabet": "digits", "values": ["987654321012"], "tweak": 987654321012u64}),
-            ] {
-                let (s, v) = h.call(Method::POST, "/v1/tokenize", &alice, Some(body)).await;
-                assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-            }
-        })
+    rt.block_on(async {
+        let h = Harness::new();
+        let (alice, _, _) = h.setup_users().await;
+        // A value of the wrong type: serde's error quotes it.
+        for body in [
+            json!({"key": "model-key", "alphabet": "digits", "values": [987654321012u64]}),
+            json!({"key": "model-key", "alphabet": "digits", "values": ["987654321012"], "tweak": 987654321012u64}),
+        ] {
+            let (s, v) = h.call(Method::POST, "/v1/tokenize", &alice, Some(body)).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        }
     });
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(

@@ -343,21 +343,9 @@ async fn no_client_accepts_an_app_certificate_as_the_coordinator() {
     // coordinator's API with it, on the address clients reach.
     let h = Harness::with_config(|c| c.server_names = vec!["coordinator.test".into()]);
     h.setup_users().await;
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let csr = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
-    let spki = twinseal_coordinator::ca::parse_csr(&csr).unwrap().spki_der;
-    let challenge = h.challenge().await;
-    let rd = twinseal_attest::report_data(&hex::decode(&challenge).unwrap(), &spki);
-    let ev = h
-        .platform
-        .attest_with_measurement(&MEASUREMENT, &rd, SystemTime::now())
-        .unwrap();
-    let (s, v) = h.attest_raw("worker", &challenge, ev.bytes(), &csr).await;
+    let (s, v, key) = h
+        .attest_names("worker", vec!["127.0.0.1".to_string()])
+        .await;
     assert_eq!(s, axum::http::StatusCode::OK, "{v}");
     let app_cert = common::pem_to_der(v["certificate"].as_str().unwrap());
     let (url, stop) = serve_as(&h, app_cert.clone(), key.serialize_der()).await;

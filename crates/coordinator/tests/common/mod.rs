@@ -273,6 +273,31 @@ impl Harness {
         self.attest_raw(app, &challenge, ev.bytes(), &csr).await
     }
 
+    /// Attest as `app` with a fresh key whose CSR asks for `names`; the
+    /// answer and the key.
+    pub async fn attest_names(
+        &self,
+        app: &str,
+        names: Vec<String>,
+    ) -> (StatusCode, Value, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let spki = twinseal_coordinator::ca::parse_csr(&csr).unwrap().spki_der;
+        let challenge = self.challenge().await;
+        let rd = twinseal_attest::report_data(&hex::decode(&challenge).unwrap(), &spki);
+        let ev = self
+            .platform
+            .attest_with_measurement(&MEASUREMENT, &rd, SystemTime::now())
+            .unwrap();
+        let (s, v) = self.attest_raw(app, &challenge, ev.bytes(), &csr).await;
+        (s, v, key)
+    }
+
     pub async fn attest_raw(
         &self,
         app: &str,
