@@ -193,20 +193,11 @@ impl Harness {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        let mut out = Vec::new();
-        for u in ["alice", "audrey", "mallory"] {
-            let (s, v) = self
-                .call(
-                    Method::POST,
-                    &format!("/v1/users/{u}/token"),
-                    &self.admin(),
-                    None,
-                )
-                .await;
-            assert_eq!(s, StatusCode::CREATED, "{v}");
-            out.push(Auth::Token(v["token"].as_str().unwrap().to_string()));
-        }
-        (out.remove(0), out.remove(0), out.remove(0))
+        (
+            self.token_of("alice").await,
+            self.token_of("audrey").await,
+            self.token_of("mallory").await,
+        )
     }
 
     /// A new bearer token of manifest user `user`.

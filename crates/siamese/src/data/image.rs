@@ -6,46 +6,57 @@ use crate::{Error, Result};
 /// or JPEG; raw grey bytes of `height * width` count as that many), so
 /// that callers can refuse work before decoding anything.
 pub fn image_pixels(bytes: &[u8], height: usize, width: usize, name: &str) -> Result<u64> {
-    if bytes.len() == height * width && image::guess_format(bytes).is_err() {
+    let Some(format) = encoded_format(bytes, height, width, name)? else {
         return Ok((height * width) as u64);
-    }
-    let err = |detail: String| Error::Image {
-        path: name.to_string(),
-        detail,
     };
-    let format = image::guess_format(bytes).map_err(|_| {
-        err("not a PNG or JPEG image (nor raw grey pixels of the model's size)".into())
-    })?;
-    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
-        return Err(err(format!(
-            "unsupported image format {format:?} (PNG or JPEG expected)"
-        )));
-    }
     let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
         .into_dimensions()
-        .map_err(|e| err(format!("cannot read the header: {e}")))?;
+        .map_err(|e| image_error(name, format!("cannot read the header: {e}")))?;
     Ok(u64::from(w) * u64::from(h))
+}
+
+fn image_error(name: &str, detail: String) -> Error {
+    Error::Image {
+        path: name.to_string(),
+        detail,
+    }
+}
+
+/// PNG or JPEG from the header; `None` for raw grey pixels of the model's
+/// size; an error for anything else.
+fn encoded_format(
+    bytes: &[u8],
+    height: usize,
+    width: usize,
+    name: &str,
+) -> Result<Option<image::ImageFormat>> {
+    let guessed = image::guess_format(bytes);
+    if bytes.len() == height * width && guessed.is_err() {
+        return Ok(None);
+    }
+    let format = guessed.map_err(|_| {
+        image_error(
+            name,
+            "not a PNG or JPEG image (nor raw grey pixels of the model's size)".into(),
+        )
+    })?;
+    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
+        return Err(image_error(
+            name,
+            format!("unsupported image format {format:?} (PNG or JPEG expected)"),
+        ));
+    }
+    Ok(Some(format))
 }
 
 /// Decodes a PNG or JPEG (any size, any colour type) to grey pixels in 0..1
 /// resized to `height x width`; or takes `height * width` raw bytes as grey
 /// pixels (0..255) directly. `name` is only used in errors.
 pub fn decode_image(bytes: &[u8], height: usize, width: usize, name: &str) -> Result<Vec<f32>> {
-    let err = |detail: String| Error::Image {
-        path: name.to_string(),
-        detail,
-    };
-    if bytes.len() == height * width && image::guess_format(bytes).is_err() {
+    let err = |detail: String| image_error(name, detail);
+    let Some(format) = encoded_format(bytes, height, width, name)? else {
         return Ok(bytes.iter().map(|&b| b as f32 / 255.0).collect());
-    }
-    let format = image::guess_format(bytes).map_err(|_| {
-        err("not a PNG or JPEG image (nor raw grey pixels of the model's size)".into())
-    })?;
-    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
-        return Err(err(format!(
-            "unsupported image format {format:?} (PNG or JPEG expected)"
-        )));
-    }
+    };
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     // Bound what a hostile header can make us allocate (64 Mpixel grey).
