@@ -313,24 +313,9 @@ impl Harness {
         pem_to_der(v["certificate"].as_str().unwrap())
     }
 
-    /// Every audit event's `type`, in order.
-    pub async fn audit_kinds(&self) -> Vec<String> {
-        // Counted failures become summary entries first.
-        self.state.flush_failures().await.unwrap();
-        let bundle = self.state.audit_export().unwrap();
-        let b: Value = serde_json::from_slice(&bundle).unwrap();
-        b["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["event"]["type"].as_str().unwrap().to_string())
-            .collect()
-    }
-}
-
-impl Harness {
-    /// The audit events of type `kind`, in order.
-    pub async fn audit_events(&self, kind: &str) -> Vec<Value> {
+    /// Every audit event, in order (counted failures are written as
+    /// summary entries first).
+    pub async fn audit_all_events(&self) -> Vec<Value> {
         self.state.flush_failures().await.unwrap();
         let bundle = self.state.audit_export().unwrap();
         let b: Value = serde_json::from_slice(&bundle).unwrap();
@@ -339,8 +324,23 @@ impl Harness {
             .unwrap()
             .iter()
             .map(|e| e["event"].clone())
-            .filter(|e| e["type"] == kind)
             .collect()
+    }
+
+    /// Every audit event's `type`, in order.
+    pub async fn audit_kinds(&self) -> Vec<String> {
+        self.audit_all_events()
+            .await
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The audit events of type `kind`, in order.
+    pub async fn audit_events(&self, kind: &str) -> Vec<Value> {
+        let mut events = self.audit_all_events().await;
+        events.retain(|e| e["type"] == kind);
+        events
     }
 }
 
