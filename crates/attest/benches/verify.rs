@@ -5,7 +5,7 @@
 //! path before the fast one) and the fast path with cold caches.
 //!
 //! Run: `cargo bench -p twinseal-attest --bench verify`
-//! (reads the real samples from ../shared/testdata/attestation; kinds whose
+//! (reads the real samples from testdata/attestation; kinds whose
 //! samples are absent are skipped).
 
 use std::hint::black_box;
@@ -79,8 +79,7 @@ fn ed25519(name: &str) {
 }
 
 fn samples() -> Option<PathBuf> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/attestation");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/attestation");
     dir.join("dcap").is_dir().then_some(dir)
 }
 
@@ -115,7 +114,9 @@ fn main() {
     });
 
     let Some(dir) = samples() else {
-        println!("SKIPPED SGX/TDX/SEV-SNP: samples not found at ../shared/testdata/attestation");
+        println!(
+            "SKIPPED SGX/TDX/SEV-SNP: samples not found at testdata/attestation (restore with `git checkout -- testdata`)"
+        );
         return;
     };
     let read = |p: &str| std::fs::read(dir.join(p)).unwrap();

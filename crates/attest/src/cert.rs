@@ -9,16 +9,22 @@
 //! public key with [`crate::binding::report_data`]; with an empty challenge
 //! a third party can verify the certificate from its contents alone.
 
+#[cfg(feature = "verify")]
 use std::time::SystemTime;
 
+#[cfg(feature = "verify")]
 use rcgen::CustomExtension;
 use x509_parser::prelude::*;
 
+#[cfg(feature = "verify")]
 use crate::binding::report_data;
+#[cfg(feature = "verify")]
 use crate::claims::VerifiedClaims;
+#[cfg(feature = "verify")]
 use crate::dcap::{CollateralSource, DcapCollateral, DcapVerifier};
 use crate::error::{Error, Reason, Result};
 use crate::evidence::Evidence;
+#[cfg(feature = "verify")]
 use crate::{Verifier, Verifiers};
 
 /// OID of the evidence extension (tcg-dice-conceptual-message-wrapper).
@@ -118,6 +124,7 @@ pub fn decode_cmw(b: &[u8]) -> std::result::Result<(&str, &[u8]), String> {
 
 /// The extensions carrying `evidence` and, optionally, DCAP collateral. An
 /// SEV-SNP VCEK carried by the evidence goes into the endorsements.
+#[cfg(feature = "verify")]
 pub fn extensions(
     evidence: &Evidence,
     collateral: Option<&DcapCollateral>,
@@ -155,8 +162,9 @@ pub fn extensions(
 pub struct CertificateEvidence {
     /// The evidence (with the VCEK for SEV-SNP when endorsed).
     pub evidence: Evidence,
-    /// DCAP collateral, if embedded.
-    pub collateral: Option<DcapCollateral>,
+    /// DCAP collateral (JSON), if embedded; parsed when verified
+    /// ([`CertificateEvidence::collateral`]).
+    pub collateral_json: Option<Vec<u8>>,
     /// The certificate's SubjectPublicKeyInfo, DER.
     pub spki_der: Vec<u8>,
 }
@@ -194,11 +202,11 @@ pub fn extract(cert_der: &[u8]) -> Result<CertificateEvidence> {
         }
         None => (None, None),
     };
-    let mut collateral = None;
+    let mut collateral_json = None;
     let evidence = match mt {
         MT_SGX_QUOTE | MT_TDX_QUOTE => {
             if let (Some(MT_DCAP_COLLATERAL), Some(c)) = (endorsement_mt, endorsement) {
-                collateral = Some(DcapCollateral::from_json(c).map_err(|e| bad(e.to_string()))?);
+                collateral_json = Some(c.to_vec());
             } else if endorsement.is_some() {
                 return Err(bad("unexpected endorsement type"));
             }
@@ -224,15 +232,27 @@ pub fn extract(cert_der: &[u8]) -> Result<CertificateEvidence> {
     };
     Ok(CertificateEvidence {
         evidence,
-        collateral,
+        collateral_json,
         spki_der: cert.tbs_certificate.subject_pki.raw.to_vec(),
     })
+}
+
+#[cfg(feature = "verify")]
+impl CertificateEvidence {
+    /// The embedded DCAP collateral, parsed.
+    pub fn collateral(&self) -> Result<Option<DcapCollateral>> {
+        self.collateral_json
+            .as_deref()
+            .map(|c| DcapCollateral::from_json(c).map_err(|e| bad(e.to_string())))
+            .transpose()
+    }
 }
 
 /// Verify the evidence in a certificate: it must bind the certificate's own
 /// public key and `challenge` (empty for a self-contained certificate).
 /// Embedded DCAP collateral is used (it is signed by Intel, so embedding it
 /// is safe); other kinds go to `verifiers` (SEV-SNP with the embedded VCEK).
+#[cfg(feature = "verify")]
 pub fn verify_certificate(
     cert_der: &[u8],
     verifiers: &Verifiers,
@@ -243,7 +263,10 @@ pub fn verify_certificate(
         tracing::warn!(reason = ?e.reason(), "attestation rejected: certificate evidence");
     })?;
     let expected = report_data(challenge, &ce.spki_der);
-    match (&ce.evidence, ce.collateral) {
+    let collateral = ce.collateral().inspect_err(|e| {
+        tracing::warn!(reason = ?e.reason(), "attestation rejected: certificate collateral");
+    })?;
+    match (&ce.evidence, collateral) {
         (Evidence::SgxQuote(_), Some(c)) => {
             DcapVerifier::sgx(CollateralSource::Fixed(c)).verify(&ce.evidence, &expected, at)
         }
@@ -255,6 +278,7 @@ pub fn verify_certificate(
 }
 
 /// A self-signed certificate for `key` carrying `evidence` (RA-TLS style).
+#[cfg(feature = "verify")]
 pub fn self_signed_attested_certificate(
     key: &rcgen::KeyPair,
     subject_alt_names: Vec<String>,

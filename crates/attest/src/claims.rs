@@ -264,7 +264,11 @@ pub struct VerifiedClaims {
 }
 
 /// The fields a verifier fills in; kept crate-private so that nothing outside
-/// can assemble claims.
+/// can assemble claims. (Only verifiers use it: unused in attester-only builds.)
+#[cfg_attr(
+    not(any(feature = "verify", feature = "insecure-simulated-tee")),
+    allow(dead_code)
+)]
 pub(crate) struct ClaimsParts {
     pub tee: TeeKind,
     pub measurements: Measurements,
@@ -277,6 +281,10 @@ pub(crate) struct ClaimsParts {
 }
 
 impl VerifiedClaims {
+    #[cfg_attr(
+        not(any(feature = "verify", feature = "insecure-simulated-tee")),
+        allow(dead_code)
+    )]
     pub(crate) fn from_parts(p: ClaimsParts) -> Self {
         let platform_references = p.platform.references();
         VerifiedClaims {
@@ -338,6 +346,10 @@ impl VerifiedClaims {
     }
 }
 
+#[cfg_attr(
+    not(any(feature = "verify", feature = "insecure-simulated-tee")),
+    allow(dead_code)
+)]
 pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

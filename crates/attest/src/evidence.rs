@@ -2,7 +2,10 @@
 
 use crate::claims::TeeKind;
 use crate::error::{Error, Reason, Result};
-use crate::simulated::SIM_MAGIC;
+
+/// Magic bytes that open simulated-TEE evidence (recognised in every
+/// build, so that a build without the simulated TEE can refuse it by name).
+pub const SIM_MAGIC: &[u8; 8] = b"TWSIMTEE";
 
 /// Size of an SEV-SNP attestation report (ABI spec, table "ATTESTATION_REPORT").
 pub const SNP_REPORT_LEN: usize = 0x4A0;

@@ -19,25 +19,39 @@
 //!
 //! This crate does no network I/O and reads no configuration files;
 //! collateral and roots are passed in.
+//!
+//! Features: the attester half (evidence types, report-data binding,
+//! collectors, certificate extension extraction, the executable's
+//! measurement) is always built; `verify` (default) adds the DCAP and
+//! SEV-SNP verifiers (`dcap-qvl`, `sev`) and certificate issuance helpers;
+//! `insecure-simulated-tee` adds the simulated TEE (platform and verifier),
+//! which production worker builds leave out.
 
 pub mod binding;
 pub mod cert;
 pub mod claims;
 pub mod collect;
+#[cfg(feature = "verify")]
 pub mod dcap;
 mod error;
 pub mod evidence;
+pub mod measure;
+#[cfg(feature = "insecure-simulated-tee")]
 pub mod simulated;
+#[cfg(feature = "verify")]
 pub mod snp;
 
 use std::time::SystemTime;
 
 pub use binding::{Challenge, ChallengeStore, report_data};
 pub use claims::{HexBytes, Measurements, PlatformIdentity, TcbStatus, TeeKind, VerifiedClaims};
+#[cfg(feature = "verify")]
 pub use dcap::{CollateralCache, CollateralSource, DcapCollateral, DcapVerifier, FastPathStats};
 pub use error::{Error, Reason, Result};
 pub use evidence::Evidence;
+#[cfg(feature = "insecure-simulated-tee")]
 pub use simulated::{SimulatedPlatform, SimulatedVerifier};
+#[cfg(feature = "verify")]
 pub use snp::{SnpTcb, SnpVerifier};
 
 /// Turns evidence of one kind into verified claims.
@@ -91,6 +105,7 @@ impl Verifiers {
     /// INSECURE: also accept simulated-TEE evidence from these platforms.
     /// Claims from it are marked simulated; the default policy still
     /// rejects them unless its own dangerous option is set.
+    #[cfg(feature = "insecure-simulated-tee")]
     pub fn insecure_allow_simulated_tee(mut self, v: SimulatedVerifier) -> Self {
         self.verifiers.retain(|x| x.kind() != TeeKind::Simulated);
         self.verifiers.push(Box::new(v));

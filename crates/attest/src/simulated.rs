@@ -27,7 +27,6 @@
 //! `BENCHMARKS.md`), and nothing durable is signed with simulated evidence,
 //! so there is no reason to keep accepting it.
 
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -35,7 +34,6 @@ use aws_lc_rs::signature::{
     ECDSA_P384_SHA384_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
     UnparsedPublicKey,
 };
-use sha2::{Digest, Sha384};
 use zeroize::Zeroizing;
 
 use crate::Verifier;
@@ -47,8 +45,8 @@ use crate::claims::{
 use crate::error::{Error, Result};
 use crate::evidence::Evidence;
 
-/// Magic bytes that open simulated evidence.
-pub const SIM_MAGIC: &[u8; 8] = b"TWSIMTEE";
+pub use crate::evidence::SIM_MAGIC;
+pub use crate::measure::executable_measurement;
 /// Format version.
 pub const SIM_VERSION: u16 = 2;
 /// Total length of simulated evidence.
@@ -60,23 +58,6 @@ const PUBLIC_KEY_LEN: usize = 32;
 /// How far in the future (clock skew) a creation time may lie.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 const K: TeeKind = TeeKind::Simulated;
-
-/// SHA-384 of the running executable, computed once per process.
-pub fn executable_measurement() -> Result<[u8; 48]> {
-    static MEASUREMENT: OnceLock<std::result::Result<[u8; 48], String>> = OnceLock::new();
-    MEASUREMENT
-        .get_or_init(|| {
-            let path = std::env::current_exe().map_err(|e| format!("locate executable: {e}"))?;
-            let mut file = std::fs::File::open(&path)
-                .map_err(|e| format!("open executable {}: {e}", path.display()))?;
-            let mut h = Sha384::new();
-            std::io::copy(&mut file, &mut h)
-                .map_err(|e| format!("read executable {}: {e}", path.display()))?;
-            Ok(h.finalize().into())
-        })
-        .clone()
-        .map_err(Error::Interface)
-}
 
 /// A simulated platform: its signing key, identity and settings. The key is
 /// never printed: `Debug` shows only the platform id and public key.

@@ -1,10 +1,9 @@
-//! `twinseal worker serve` (the attested app) and the client side of the
-//! worker: `twinseal compare --worker`, `twinseal enroll`, `twinseal verify`.
+//! `twinseal worker serve` (the attested app, from the worker's own
+//! command line) and the client side of the worker: `twinseal compare --worker`, `twinseal enroll`, `twinseal verify`.
 //! Clients pin the coordinator's root, refuse simulated-TEE certificates
 //! unless told otherwise, and verify every answer's signed receipt against
 //! the certificate that served it.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -14,246 +13,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use twinseal_api as api;
-use twinseal_attest::SimulatedPlatform;
-use twinseal_attest::collect::{Collector, TeeInterface};
-use twinseal_worker::{EvidenceSource, GalleryOptions, Limits, Worker, WorkerOptions};
 
-/// `twinseal worker ...`.
-#[derive(Debug, clap::Subcommand)]
-pub enum WorkerCommand {
-    /// Attest with the coordinator, obtain the model key, open the sealed
-    /// model in memory and serve compare/embed/enroll/verify over HTTPS with
-    /// the attested certificate, attesting again before it expires.
-    Serve(Box<ServeArgs>),
-    /// Print the measurement the simulated TEE reports for this binary
-    /// (SHA-384 of the executable), for a development manifest. On real
-    /// TEEs the measurement comes from the enclave/TD/guest build instead.
-    Measurement,
-}
-
-/// Where the worker's evidence comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Tee {
-    /// The TEE this machine offers (configfs-tsm or Gramine's /dev/attestation).
-    Auto,
-    /// Intel SGX (through Gramine).
-    Sgx,
-    /// Intel TDX (configfs-tsm).
-    Tdx,
-    /// AMD SEV-SNP (configfs-tsm).
-    Snp,
-    /// INSECURE, development only: the simulated TEE (needs
-    /// --insecure-simulated-platform-key; the coordinator must allow it).
-    Simulated,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// The coordinator's URL.
-    #[arg(long, env = "TWINSEAL_COORDINATOR")]
-    pub coordinator: String,
-    /// The coordinator's root certificate (PEM), pinned.
-    #[arg(long, env = "TWINSEAL_CA", value_name = "ROOT.pem")]
-    pub ca: PathBuf,
-    /// The app name in the coordinator's manifest.
-    #[arg(long)]
-    pub app: String,
-    /// The sealed model file. Without it the worker is a trainer: it
-    /// runs the workflow jobs of its app (needs --jobs) and serves no model.
-    #[arg(long, value_name = "SEALED_MODEL", required_unless_present = "jobs")]
-    pub model: Option<PathBuf>,
-    /// The coordinator key the model is sealed under.
-    #[arg(long, default_value = "model-key")]
-    pub model_key: String,
-    /// Encryption context the model was sealed with (repeatable KEY=VALUE).
-    #[arg(
-        long = "model-context",
-        value_name = "KEY=VALUE",
-        default_value = "purpose=model"
-    )]
-    pub model_context: Vec<String>,
-    /// Address to serve on.
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    pub listen: SocketAddr,
-    /// DNS names or IP addresses clients use to reach this worker (repeatable;
-    /// default: the listen address's IP). Never one of the coordinator's
-    /// own names: the coordinator refuses to certify those for an app.
-    #[arg(long = "name")]
-    pub names: Vec<String>,
-    /// Where the attestation evidence comes from.
-    #[arg(long, value_enum, default_value_t = Tee::Auto)]
-    pub tee: Tee,
-    /// INSECURE: the simulated platform's private key (PKCS#8 DER, as
-    /// written by `twinseal attest simulate`), with `--tee simulated`.
-    #[arg(long, value_name = "FILE")]
-    pub insecure_simulated_platform_key: Option<PathBuf>,
-    /// The simulated platform's id (placement refers to it as `simulated:ID`).
-    #[arg(long, default_value = "simulated-dev")]
-    pub insecure_simulated_platform_id: String,
-    /// The sealed enrolment gallery (created on the first enrolment); enables
-    /// /v1/enroll and /v1/verify.
-    #[arg(long, value_name = "FILE", requires = "gallery_key")]
-    pub gallery: Option<PathBuf>,
-    /// The coordinator key the gallery is sealed under.
-    #[arg(long, value_name = "KEY")]
-    pub gallery_key: Option<String>,
-    /// INSECURE, for a public demo: answer /v1/compare without client
-    /// credentials. embed, verify, identify and enroll still need a client
-    /// token with that permission (`[apps.<app>.clients]` in the manifest).
-    #[arg(long)]
-    pub insecure_public_compare: bool,
-    /// Largest request body, bytes.
-    #[arg(long, default_value_t = twinseal_worker::DEFAULT_MAX_BODY_BYTES)]
-    pub max_body_bytes: usize,
-    /// Also run workflow jobs of this app: claim queued runs from the
-    /// coordinator, read sealed inputs from and write sealed results to
-    /// this object store (a directory or file:// URL).
-    #[arg(long, value_name = "DIR|URL")]
-    pub jobs: Option<String>,
-    /// Seconds between polls for queued workflow runs.
-    #[arg(long, default_value_t = 2, requires = "jobs")]
-    pub poll_secs: u64,
-}
-
-pub fn run(cmd: WorkerCommand) -> Result<()> {
-    match cmd {
-        WorkerCommand::Serve(a) => serve(*a),
-        WorkerCommand::Measurement => {
-            println!(
-                "{}",
-                hex::encode(twinseal_attest::simulated::executable_measurement()?)
-            );
-            Ok(())
-        }
-    }
-}
-
-fn evidence_source(tee: Tee, key: Option<&Path>, platform_id: &str) -> Result<EvidenceSource> {
-    Ok(match tee {
-        Tee::Simulated => {
-            let path = key.context(
-                "--tee simulated needs --insecure-simulated-platform-key (see `twinseal attest simulate`)",
-            )?;
-            let pkcs8 =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            eprintln!(
-                "WARNING: INSECURE simulated TEE: this worker's evidence proves nothing about hardware"
-            );
-            EvidenceSource::InsecureSimulated {
-                platform: SimulatedPlatform::from_pkcs8(&pkcs8, platform_id)?,
-                measurement: twinseal_attest::simulated::executable_measurement()?,
-            }
-        }
-        other => {
-            let c = Collector::system();
-            let found = c
-                .detect()
-                .context("no TEE interface found (configfs-tsm or /dev/attestation); use --tee simulated for development")?;
-            eprintln!("evidence from {found:?}");
-            // TDX and SEV-SNP share configfs-tsm; the coordinator checks the
-            // evidence's kind against the manifest in any case.
-            let matches = matches!(
-                (other, &found),
-                (Tee::Auto, _)
-                    | (Tee::Sgx, TeeInterface::GramineSgx)
-                    | (Tee::Tdx | Tee::Snp, TeeInterface::ConfigFsTsm)
-            );
-            ensure!(
-                matches,
-                "--tee {other:?} asked for, but this machine offers {found:?}"
-            );
-            EvidenceSource::Collector(c)
-        }
-    })
-}
-
-fn serve(a: ServeArgs) -> Result<()> {
-    let root =
-        std::fs::read_to_string(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
-    let sealed = a
-        .model
-        .as_deref()
-        .map(|m| std::fs::read(m).with_context(|| format!("reading {}", m.display())))
-        .transpose()?;
-    let names = if a.names.is_empty() {
-        vec![a.listen.ip().to_string()]
-    } else {
-        a.names.clone()
-    };
-    if a.insecure_public_compare {
-        eprintln!(
-            "WARNING: INSECURE: --insecure-public-compare: /v1/compare answers anyone who reaches this worker"
-        );
-    }
-    let opts = WorkerOptions {
-        coordinator_url: a.coordinator.clone(),
-        coordinator_root_pem: root,
-        app: a.app.clone(),
-        names,
-        model_key: a.model_key.clone(),
-        sealed_model: sealed,
-        model_context: crate::seal::parse_context(&a.model_context)?,
-        evidence: evidence_source(
-            a.tee,
-            a.insecure_simulated_platform_key.as_deref(),
-            &a.insecure_simulated_platform_id,
-        )?,
-        limits: Limits {
-            max_body_bytes: a.max_body_bytes,
-            ..Limits::default()
-        },
-        gallery: a.gallery.clone().map(|path| GalleryOptions {
-            path,
-            key: a.gallery_key.clone().unwrap_or_default(),
-        }),
-        insecure_public_compare: a.insecure_public_compare,
-        renew_before: None,
-    };
-    let store = a
-        .jobs
-        .as_deref()
-        .map(twinseal_worker::jobs::open_store)
-        .transpose()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        let worker = Worker::start(opts).await?;
-        if let Some(store) = store {
-            let w = worker.clone();
-            let poll = std::time::Duration::from_secs(a.poll_secs.max(1));
-            eprintln!(
-                "running workflow jobs of {} (object store {})",
-                a.app,
-                a.jobs.as_deref().unwrap_or_default()
-            );
-            tokio::spawn(async move { w.run_jobs(store, poll, std::future::pending()).await });
-        }
-        let state = worker.state();
-        let info = state.attestation();
-        let listener = tokio::net::TcpListener::bind(a.listen)
-            .await
-            .with_context(|| format!("binding {}", a.listen))?;
-        eprintln!(
-            "worker {} serving https://{} ({}; certificate {} until {}; {})",
-            a.app,
-            a.listen,
-            if info.simulated {
-                "SIMULATED TEE, INSECURE".to_string()
-            } else {
-                info.tee.clone()
-            },
-            info.serial,
-            info.not_after,
-            match state.model() {
-                Some(_) => format!("model sha256 {}", state.model_sha256()),
-                None => "a trainer: no model, workflow jobs only".to_string(),
-            }
-        );
-        worker
-            .serve(listener, twinseal_coordinator::tls::shutdown_signal())
-            .await?;
-        Ok(())
-    })
-}
+/// `twinseal worker ...`: the worker's own command line
+/// ([`twinseal_worker::cli`], the same as the `twinseal-worker` binary's).
+pub use twinseal_worker::cli::{WorkerCommand, run};
 
 /// How a client reaches a worker.
 #[derive(Debug, Clone, clap::Args)]
@@ -322,8 +85,8 @@ impl WorkerClient {
     }
 
     pub fn with_root(url: &str, root_pem: &str, allow_simulated: bool) -> Result<WorkerClient> {
-        let cfg = twinseal_worker::WorkerCertVerifier::from_root_pem(root_pem, allow_simulated)?
-            .client_config()?;
+        let cfg =
+            twinseal_net::tls::PeerVerifier::worker(root_pem, allow_simulated)?.client_config()?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(cfg)
             .tls_info(true)

@@ -30,21 +30,9 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-/// The critical extension marking a certificate issued on simulated-TEE
-/// evidence. Registration-free OIDs live under 2.25 with a UUID as the
-/// arc; rcgen's encoder takes 64-bit arcs only, so this one uses a random
-/// 63-bit arc under 2.25 (collision odds are negligible). It is meant to be
-/// unknown to every generic TLS stack.
-pub const SIMULATED_TEE_OID: &[u64] = &[2, 25, 5410305570973032867];
-/// The same OID as dotted text.
-pub const SIMULATED_TEE_OID_STR: &str = "2.25.5410305570973032867";
-
-/// The critical extension every app certificate carries (see the module
-/// documentation), a registration-free OID under 2.25 like
-/// [`SIMULATED_TEE_OID`].
-pub const APP_CERT_OID: &[u64] = &[2, 25, 7316427781063504121];
-/// The same OID as dotted text.
-pub const APP_CERT_OID_STR: &str = "2.25.7316427781063504121";
+pub use twinseal_net::tls::{
+    APP_CERT_OID, APP_CERT_OID_STR, SIMULATED_TEE_OID, SIMULATED_TEE_OID_STR, is_app_certificate,
+};
 
 /// Largest CSR accepted, bytes.
 pub const MAX_CSR_LEN: usize = 16 * 1024;
@@ -241,27 +229,6 @@ impl ParsedCsr {
             })
             .collect()
     }
-}
-
-/// Whether `der` is an app certificate: it carries [`APP_CERT_OID`], or
-/// (certificates issued before that extension) a `twinseal://app/` URI.
-/// Unparsable bytes count as one (refused wherever the coordinator is
-/// expected).
-pub fn is_app_certificate(der: &[u8]) -> bool {
-    use x509_parser::prelude::FromDer;
-    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(der) else {
-        return true;
-    };
-    let marked = cert
-        .extensions()
-        .iter()
-        .any(|e| e.oid.to_id_string() == APP_CERT_OID_STR);
-    let app_uri = cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
-        san.value.general_names.iter().any(|n| {
-            matches!(n, x509_parser::extensions::GeneralName::URI(u) if u.starts_with("twinseal://app/"))
-        })
-    });
-    marked || app_uri
 }
 
 /// Parse a CSR (PEM) and check its self-signature.

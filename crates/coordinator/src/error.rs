@@ -107,6 +107,26 @@ impl From<crate::guard::CpuPoolError> for Error {
     }
 }
 
+impl From<twinseal_net::Error> for Error {
+    fn from(e: twinseal_net::Error) -> Self {
+        match e {
+            twinseal_net::Error::Remote {
+                status,
+                kind,
+                detail,
+            } => Error::Remote {
+                status,
+                kind,
+                detail,
+            },
+            twinseal_net::Error::Http(d) => Error::Http(d),
+            twinseal_net::Error::Crypto(d) => Error::Crypto(d),
+            twinseal_net::Error::Config(d) => Error::Config(d),
+            twinseal_net::Error::Attest(e) => Error::Attest(e),
+        }
+    }
+}
+
 impl From<twinseal_audit::Error> for Error {
     fn from(e: twinseal_audit::Error) -> Self {
         Error::Audit(e.to_string())

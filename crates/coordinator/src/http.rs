@@ -7,12 +7,10 @@
 //! by the TLS layer as [`PeerCertificate`]) names an app. A request with
 //! neither is anonymous.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -24,17 +22,12 @@ use twinseal_api as api;
 use crate::error::{Error, Result};
 use crate::manifest::Role;
 use crate::service::{Caller, Coordinator};
+use twinseal_net::wipe::SecretJson;
 
 /// The shared state of the router.
 pub type AppState = Arc<Coordinator>;
 
-/// The DER client certificate of a mutual-TLS connection.
-#[derive(Clone, Debug)]
-pub struct PeerCertificate(pub Arc<Vec<u8>>);
-
-/// The remote address of a connection.
-#[derive(Clone, Copy, Debug)]
-pub struct RemoteAddr(pub SocketAddr);
+pub use twinseal_net::serve::{PeerCertificate, RemoteAddr};
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
@@ -62,24 +55,7 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A JSON body whose rejections are stable JSON errors.
-pub struct ApiJson<T>(pub T);
-
-impl<T, S> FromRequest<S> for ApiJson<T>
-where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = Error;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::PayloadTooLarge),
-            Err(r) => Err(Error::BadRequest(r.body_text())),
-        }
-    }
-}
+pub use twinseal_net::json::ApiJson;
 
 /// The router with every `/v1` route, `/metrics`, and the layers for
 /// body size, timeouts, concurrency and tracing.
@@ -291,8 +267,8 @@ async fn data_key(
     caller: Caller,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<api::DataKeyRequest>,
-) -> Result<Json<api::DataKeyResponse>> {
-    Ok(Json(s.data_key(&caller, &name, req).await?))
+) -> Result<SecretJson<api::DataKeyResponse>> {
+    Ok(SecretJson(s.data_key(&caller, &name, req).await?))
 }
 
 async fn unwrap(
@@ -300,16 +276,16 @@ async fn unwrap(
     caller: Caller,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<api::UnwrapRequest>,
-) -> Result<Json<api::UnwrapResponse>> {
-    Ok(Json(s.unwrap(&caller, &name, req).await?))
+) -> Result<SecretJson<api::UnwrapResponse>> {
+    Ok(SecretJson(s.unwrap(&caller, &name, req).await?))
 }
 
 async fn release(
     State(s): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<api::ReleaseResponse>> {
-    Ok(Json(s.release(&caller, &name).await?))
+) -> Result<SecretJson<api::ReleaseResponse>> {
+    Ok(SecretJson(s.release(&caller, &name).await?))
 }
 
 async fn show_manifest(
@@ -342,7 +318,7 @@ async fn create_token(
     caller: Caller,
     Path(name): Path<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<api::TokenResponse>)> {
+) -> Result<(StatusCode, SecretJson<api::TokenResponse>)> {
     caller.require_role(ADMIN)?;
     // The body is optional: no body (or `null`) means the defaults.
     let req: api::CreateTokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -354,7 +330,7 @@ async fn create_token(
     };
     Ok((
         StatusCode::CREATED,
-        Json(s.create_token(&caller, &name, req).await?),
+        SecretJson(s.create_token(&caller, &name, req).await?),
     ))
 }
 
@@ -415,8 +391,8 @@ async fn detokenize(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(req): ApiJson<api::TokenizeRequest>,
-) -> Result<Json<api::TokenizeResponse>> {
-    Ok(Json(s.tokenize(&caller, req, true).await?))
+) -> Result<SecretJson<api::TokenizeResponse>> {
+    Ok(SecretJson(s.tokenize(&caller, req, true).await?))
 }
 
 async fn audit_checkpoint(

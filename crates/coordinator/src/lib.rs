@@ -13,10 +13,10 @@
 //!   every stored key.
 //! - [`ca`]: the root CA and app certificates carrying evidence.
 //! - [`manifest`]: users, apps, keys' placement, datasets, workflows.
-//! - [`client`]: an HTTPS client for the API.
+//! - [`client`]: the HTTPS client for the API (the transport's,
+//!   [`twinseal_net::client`], re-exported).
 
 pub mod ca;
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod guard;
@@ -29,6 +29,8 @@ pub mod store;
 pub mod tls;
 pub mod tokenize;
 pub mod workflow;
+
+pub use twinseal_net::client;
 
 pub use config::Config;
 pub use error::{Error, Result};

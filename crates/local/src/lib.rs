@@ -30,6 +30,9 @@ pub enum Error {
     /// A worker failed.
     #[error(transparent)]
     Worker(#[from] twinseal_worker::Error),
+    /// A coordinator or worker client call failed.
+    #[error(transparent)]
+    Net(#[from] twinseal_net::Error),
     /// Sealing or opening failed.
     #[error(transparent)]
     Envelope(#[from] twinseal_envelope::Error),
@@ -481,8 +484,8 @@ pub fn worker_http_client_with_token(
     allow_simulated: bool,
     token: Option<&str>,
 ) -> Result<reqwest::Client> {
-    let cfg = twinseal_worker::WorkerCertVerifier::from_root_pem(root_pem, allow_simulated)?
-        .client_config()?;
+    let cfg =
+        twinseal_net::tls::PeerVerifier::worker(root_pem, allow_simulated)?.client_config()?;
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))

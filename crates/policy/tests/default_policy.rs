@@ -175,22 +175,19 @@ fn forged_or_conflicting_placement_endorsements_are_refused() {
     assert!(Placements::verify(&both, &keys).is_err());
 }
 
-fn samples() -> Option<PathBuf> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/attestation");
-    if dir.join("dcap").is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("attestation samples (../shared/testdata/attestation) are missing under CI=true");
-    }
-    eprintln!("SKIPPED: attestation samples not found (../shared/testdata/attestation)");
-    None
+fn samples() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/attestation");
+    assert!(
+        dir.join("dcap").is_dir(),
+        "the attestation samples are missing at {}: testdata/ is part of the repository: restore it with `git checkout -- testdata`",
+        dir.display()
+    );
+    dir
 }
 
 #[test]
 fn outdated_tdx_quote_is_rejected_by_the_default_policy() {
-    let Some(dir) = samples() else { return };
+    let dir = samples();
     let quote = std::fs::read(dir.join("dcap/tdx_quote_outdated")).unwrap();
     let c = DcapCollateral::from_json(
         &std::fs::read(dir.join("dcap/tdx_quote_outdated_collateral.json")).unwrap(),

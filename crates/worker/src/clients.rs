@@ -16,8 +16,8 @@ use axum::http::header;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use twinseal_api::{self as api, WorkerPermission};
-use twinseal_coordinator::guard::RateLimiter;
-use twinseal_coordinator::http::RemoteAddr;
+use twinseal_net::guard::RateLimiter;
+use twinseal_net::serve::RemoteAddr;
 
 use crate::error::{Error, Result};
 use crate::worker::AppState;

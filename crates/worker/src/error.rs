@@ -18,7 +18,7 @@ pub enum Error {
     /// Collecting evidence or attesting with the coordinator failed, or the
     /// coordinator refused the evidence (its reasons are in its audit log).
     #[error("attestation with the coordinator failed: {0}")]
-    Attestation(#[source] twinseal_coordinator::Error),
+    Attestation(#[source] twinseal_net::Error),
     /// The coordinator released no key material for the model key.
     #[error("the coordinator released no key {key:?} to this worker: {source}")]
     KeyRelease {
@@ -26,7 +26,7 @@ pub enum Error {
         key: String,
         /// The coordinator's answer.
         #[source]
-        source: twinseal_coordinator::Error,
+        source: twinseal_net::Error,
     },
     /// The sealed model could not be opened with the released keys (wrong
     /// key, wrong context, or tampered bytes), or is not a model file.
@@ -83,9 +83,19 @@ pub enum Error {
     },
 }
 
-impl From<twinseal_coordinator::guard::CpuPoolError> for Error {
-    fn from(e: twinseal_coordinator::guard::CpuPoolError) -> Self {
+impl From<twinseal_net::guard::CpuPoolError> for Error {
+    fn from(e: twinseal_net::guard::CpuPoolError) -> Self {
         Error::Internal(e.to_string())
+    }
+}
+
+impl From<twinseal_net::Error> for Error {
+    fn from(e: twinseal_net::Error) -> Self {
+        match e {
+            twinseal_net::Error::Config(d) => Error::Config(d),
+            twinseal_net::Error::Crypto(d) => Error::Crypto(d),
+            e => Error::Internal(e.to_string()),
+        }
     }
 }
 

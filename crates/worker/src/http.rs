@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,26 +19,8 @@ use crate::error::{Error, Result};
 use crate::gallery::check_identity;
 use crate::receipt::{InputKind, inputs_digest};
 pub use crate::worker::AppState;
-use twinseal_coordinator::guard::Cancel;
-
-/// A JSON body whose rejections are stable JSON errors.
-pub struct ApiJson<T>(pub T);
-
-impl<T, S> FromRequest<S> for ApiJson<T>
-where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = Error;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::PayloadTooLarge),
-            Err(r) => Err(Error::BadRequest(r.body_text())),
-        }
-    }
-}
+use twinseal_net::guard::Cancel;
+pub use twinseal_net::json::ApiJson;
 
 /// The router with every worker route and the layers for body size,
 /// timeouts, concurrency and tracing.

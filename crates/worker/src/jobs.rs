@@ -307,7 +307,7 @@ pub(crate) fn context_of(pairs: &std::collections::BTreeMap<String, String>) -> 
 
 /// Progress reports to the coordinator, at most one a second.
 pub(crate) struct Reporter {
-    client: twinseal_coordinator::client::Client,
+    client: twinseal_net::client::Client,
     run: u64,
     last: Option<Instant>,
 }

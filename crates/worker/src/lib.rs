@@ -14,14 +14,16 @@
 //!   coordinator key.
 //! - [`Worker::serve`] attests again before the certificate expires and
 //!   stops serving if it cannot.
-//! - [`tls`]: HTTPS with the worker's certificate ([`serve`]), and
-//!   [`WorkerCertVerifier`], the client's check of a worker certificate
-//!   against the coordinator's root.
+//! - [`tls`]: HTTPS with the worker's certificate ([`serve`]); clients
+//!   check a worker's certificate with
+//!   [`twinseal_net::tls::PeerVerifier::worker`].
 //! - [`jobs`]: workflow jobs: a sealed dataset of pairs read from the
 //!   object store, scored, and written back sealed, with a receipt.
 //! - [`receipt`]: every answer carries a receipt signed with the
 //!   certificate's key; [`verify_receipt`] checks one with the certificate.
 
+#[cfg(feature = "bin")]
+pub mod cli;
 pub mod clients;
 pub mod error;
 pub mod gallery;
@@ -35,7 +37,7 @@ mod worker;
 pub use error::{Error, Result};
 pub use http::app;
 pub use receipt::{ReceiptSigner, verify_receipt};
-pub use tls::{WorkerCertVerifier, serve};
+pub use tls::serve;
 pub use worker::{
     AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_IMAGES,
     DEFAULT_MAX_PAIRS, DEFAULT_REQUEST_TIMEOUT_SECS, EvidenceSource, GalleryOptions, Limits,

@@ -2,7 +2,7 @@
 //! open the sealed model in memory.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -10,9 +10,11 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use twinseal_api as api;
-use twinseal_attest::{SimulatedPlatform, collect::Collector};
-use twinseal_coordinator::client::Client;
+#[cfg(feature = "insecure-simulated-tee")]
+use twinseal_attest::SimulatedPlatform;
+use twinseal_attest::collect::Collector;
 use twinseal_envelope::{Context, Kek, KeyId, SecretKey};
+use twinseal_net::client::Client;
 use twinseal_siamese::PairModel;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -39,6 +41,8 @@ pub const DEFAULT_MAX_PIXELS_PER_REQUEST: u64 = 32 << 20;
 pub enum EvidenceSource {
     /// The simulated TEE (INSECURE: no hardware guarantee; the coordinator
     /// accepts it only when configured to, and marks the certificate).
+    /// Only in builds with the `insecure-simulated-tee` feature.
+    #[cfg(feature = "insecure-simulated-tee")]
     InsecureSimulated {
         /// The simulated platform (its key must be trusted by the coordinator).
         platform: SimulatedPlatform,
@@ -52,6 +56,7 @@ pub enum EvidenceSource {
 impl std::fmt::Debug for EvidenceSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            #[cfg(feature = "insecure-simulated-tee")]
             EvidenceSource::InsecureSimulated { measurement, .. } => f
                 .debug_struct("InsecureSimulated")
                 .field("measurement", &hex::encode(measurement))
@@ -78,7 +83,7 @@ pub struct Limits {
     /// (checked from their headers before anything is decoded).
     pub max_pixels_per_request: u64,
     /// The accept loop's connection caps and timeouts.
-    pub connections: twinseal_coordinator::tls::ConnLimits,
+    pub connections: twinseal_net::serve::ConnLimits,
     /// Requests per second, sustained, one client may send.
     pub client_requests_per_second: f64,
     /// Requests one client may send at once before the rate applies.
@@ -216,6 +221,7 @@ impl Attester {
     /// Make a key in memory, collect evidence bound to the coordinator's
     /// challenge and that key, and obtain a certificate and an mTLS client.
     async fn attest(&self) -> Result<Attested> {
+        #[cfg(feature = "insecure-simulated-tee")]
         if matches!(self.evidence, EvidenceSource::InsecureSimulated { .. }) {
             tracing::warn!("INSECURE: attesting with the simulated TEE (no hardware guarantee)");
         }
@@ -226,10 +232,15 @@ impl Attester {
             .anon
             .attest(&self.app, &self.names, |rd| {
                 let ev = match evidence {
+                    #[cfg(feature = "insecure-simulated-tee")]
                     EvidenceSource::InsecureSimulated {
                         platform,
                         measurement,
-                    } => platform.attest_with_measurement(measurement, rd, SystemTime::now())?,
+                    } => platform.attest_with_measurement(
+                        measurement,
+                        rd,
+                        std::time::SystemTime::now(),
+                    )?,
                     EvidenceSource::Collector(c) => c.collect(rd)?,
                 };
                 evidence_bytes = ev.bytes().to_vec();
@@ -292,7 +303,7 @@ pub struct WorkerState {
     pub(crate) model: Option<Box<dyn PairModel>>,
     /// One permit per core for model work on the blocking pool, held
     /// until the work ends.
-    pub(crate) compute: twinseal_coordinator::guard::CpuPool,
+    pub(crate) compute: twinseal_net::guard::CpuPool,
     pub(crate) limits: Limits,
     pub(crate) gallery: Option<Gallery>,
     pub(crate) clients: crate::clients::ClientAuth,
@@ -504,7 +515,7 @@ impl Worker {
         Ok(Worker {
             state: Arc::new(WorkerState {
                 model,
-                compute: twinseal_coordinator::guard::CpuPool::per_cpu(),
+                compute: twinseal_net::guard::CpuPool::per_cpu(),
                 clients: crate::clients::ClientAuth::new(
                     opts.limits.client_requests_per_second,
                     opts.limits.client_burst,

@@ -16,9 +16,7 @@ use twinseal_coordinator::{Config, Coordinator, init};
 use twinseal_envelope::{Context, FileKey};
 use twinseal_siamese::{HeadKind, ModelConfig, Siamese};
 use twinseal_worker::receipt::{InputKind, inputs_digest};
-use twinseal_worker::{
-    Error, EvidenceSource, Limits, Worker, WorkerCertVerifier, WorkerOptions, verify_receipt,
-};
+use twinseal_worker::{Error, EvidenceSource, Limits, Worker, WorkerOptions, verify_receipt};
 
 const MEASUREMENT: [u8; 48] = [0x11; 48];
 const APP: &str = "siamese-worker";
@@ -221,7 +219,7 @@ fn https(root: &str, allow_simulated: bool) -> reqwest::Client {
 
 /// A client of workers certified by `root` sending `token` on every request.
 fn https_with(root: &str, allow_simulated: bool, token: Option<&str>) -> reqwest::Client {
-    let cfg = WorkerCertVerifier::from_root_pem(root, allow_simulated)
+    let cfg = twinseal_net::tls::PeerVerifier::worker(root, allow_simulated)
         .unwrap()
         .client_config()
         .unwrap();

@@ -1,0 +1,12 @@
+//! The integration tests of this crate, in one test binary (one link
+//! instead of one per file).
+
+mod common;
+
+mod attest_release;
+mod authz;
+mod keys;
+mod master_file;
+mod master_pkcs11;
+mod tls;
+mod workflows;
