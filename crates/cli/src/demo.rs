@@ -436,7 +436,7 @@ impl DemoClient {
             a: raw_wire(ds.test.image(p.a as usize)),
             b: raw_wire(ds.test.image(p.b as usize)),
         };
-        self.0.post_verified("/v1/compare", &req).await
+        Ok(self.0.post_verified("/v1/compare", &req).await?)
     }
 
     /// Correct verdicts over `pairs`, in batches, two requests in flight.

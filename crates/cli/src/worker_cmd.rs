@@ -6,12 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use twinseal_api as api;
 
 /// `twinseal worker ...`: the worker's own command line
@@ -52,235 +49,35 @@ impl WorkerClientArgs {
     }
 }
 
-/// A connection to one worker: TLS pinned to the coordinator's root, with
-/// the client's bearer token (if any) on every request.
-pub struct WorkerClient {
-    http: reqwest::Client,
-    url: String,
-    token: Option<zeroize::Zeroizing<String>>,
-}
+/// The worker client (the transport's: [`twinseal_net::worker_client`]).
+pub use twinseal_net::worker_client::{HasReceipt, SignedInputs, WorkerClient, check_receipt};
 
-impl WorkerClient {
-    pub fn new(args: &WorkerClientArgs) -> Result<WorkerClient> {
-        let url = args
-            .worker
-            .clone()
-            .context("no worker: give --worker URL or set TWINSEAL_WORKER")?;
-        let ca = args
-            .ca
-            .as_deref()
-            .context("no root certificate: give --ca ROOT.pem or set TWINSEAL_CA")?;
-        let root =
-            std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
-        if args.allow_simulated {
-            eprintln!("WARNING: INSECURE: accepting a simulated-TEE worker (--allow-simulated)");
-        }
-        Ok(Self::with_root(&url, &root, args.allow_simulated)?.with_token(args.token()?))
+/// A worker client from the command line's options.
+pub fn worker_client(args: &WorkerClientArgs) -> Result<WorkerClient> {
+    let url = args
+        .worker
+        .clone()
+        .context("no worker: give --worker URL or set TWINSEAL_WORKER")?;
+    let ca = args
+        .ca
+        .as_deref()
+        .context("no root certificate: give --ca ROOT.pem or set TWINSEAL_CA")?;
+    let root = std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+    if args.allow_simulated {
+        eprintln!("WARNING: INSECURE: accepting a simulated-TEE worker (--allow-simulated)");
     }
-
-    /// Send `token` as the bearer token of every request.
-    pub fn with_token(mut self, token: Option<zeroize::Zeroizing<String>>) -> WorkerClient {
-        self.token = token;
-        self
-    }
-
-    pub fn with_root(url: &str, root_pem: &str, allow_simulated: bool) -> Result<WorkerClient> {
-        let cfg =
-            twinseal_net::tls::PeerVerifier::worker(root_pem, allow_simulated)?.client_config()?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(cfg)
-            .tls_info(true)
-            .build()?;
-        Ok(WorkerClient {
-            http,
-            url: url.trim_end_matches('/').to_string(),
-            token: None,
-        })
-    }
-
-    /// POST `body` to `path` with the client's token; the answer and the
-    /// DER certificate of the worker that served it.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<(T, Vec<u8>)> {
-        let mut req = self.http.post(format!("{}{path}", self.url)).json(body);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t.as_str());
-        }
-        let resp = req.send().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the worker at {} over TLS pinned to the coordinator's root: {}",
-                self.url,
-                error_chain(&e)
-            )
-        })?;
-        let cert = resp
-            .extensions()
-            .get::<reqwest::tls::TlsInfo>()
-            .and_then(|i| i.peer_certificate())
-            .map(<[u8]>::to_vec)
-            .context("the worker presented no certificate")?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        if !status.is_success() {
-            let detail = serde_json::from_slice::<api::ErrorBody>(&bytes)
-                .map(|e| format!("{}: {}", e.kind, e.detail))
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("the worker answered {status}: {detail}");
-        }
-        Ok((serde_json::from_slice(&bytes)?, cert))
-    }
-
-    /// [`WorkerClient::post`], then the receipt checked against the
-    /// certificate that served it, and bound to this exchange: its
-    /// operation is the path's, its inputs digest is that of the images
-    /// sent, and its signed output is the answer received.
-    pub async fn post_verified<B, T>(&self, path: &str, body: &B) -> Result<T>
-    where
-        B: Serialize + SignedInputs,
-        T: DeserializeOwned + HasReceipt,
-    {
-        let (r, cert): (T, _) = self.post(path, body).await?;
-        check_receipt(r.receipt(), &cert)?;
-        let receipt = r.receipt();
-        let operation = match path {
-            "/v1/compare" => "compare",
-            "/v1/compare/batch" => "compare_batch",
-            "/v1/embed" => "embed",
-            "/v1/enroll" => "enroll",
-            "/v1/verify" => "verify",
-            other => bail!("no receipt is defined for {other}"),
-        };
-        ensure!(
-            receipt.operation == operation,
-            "the receipt is for {:?}, not {operation:?}",
-            receipt.operation
-        );
-        ensure!(
-            receipt.inputs_sha256 == inputs_sha256(&body.images())?,
-            "the receipt names other inputs than the ones sent"
-        );
-        ensure!(
-            r.output_matches()?,
-            "the receipt's signed output differs from the answer received"
-        );
-        Ok(r)
-    }
+    Ok(WorkerClient::with_root(&url, &root, args.allow_simulated)?.with_token(args.token()?))
 }
-
-/// The receipt inputs digest of `images` as the worker computes it (the
-/// decoded bytes, with their kind).
-fn inputs_sha256(images: &[&api::ImageWire]) -> Result<String> {
-    let decoded = images
-        .iter()
-        .map(|w| {
-            let (kind, b64) = match w {
-                api::ImageWire::Png(s) | api::ImageWire::Jpeg(s) => {
-                    (twinseal_worker::receipt::InputKind::Encoded, s)
-                }
-                api::ImageWire::Raw(s) => (twinseal_worker::receipt::InputKind::Raw, s),
-            };
-            Ok((
-                kind,
-                B64.decode(b64).context("an image sent is not base64")?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(twinseal_worker::receipt::inputs_digest(
-        decoded.iter().map(|(k, b)| (*k, b.as_slice())),
-    ))
-}
-
-/// Requests whose receipts name their images.
-pub trait SignedInputs {
-    /// The images, in the order the receipt digests them.
-    fn images(&self) -> Vec<&api::ImageWire>;
-}
-
-impl SignedInputs for api::CompareRequest {
-    fn images(&self) -> Vec<&api::ImageWire> {
-        vec![&self.a, &self.b]
-    }
-}
-
-impl SignedInputs for api::CompareBatchRequest {
-    fn images(&self) -> Vec<&api::ImageWire> {
-        self.pairs.iter().flat_map(|p| [&p.a, &p.b]).collect()
-    }
-}
-
-impl SignedInputs for api::EnrollRequest {
-    fn images(&self) -> Vec<&api::ImageWire> {
-        self.images.iter().collect()
-    }
-}
-
-impl SignedInputs for api::VerifyRequest {
-    fn images(&self) -> Vec<&api::ImageWire> {
-        vec![&self.probe]
-    }
-}
-
-/// Answers that carry a receipt.
-pub trait HasReceipt {
-    fn receipt(&self) -> &api::Receipt;
-    /// Whether the receipt's signed output is the answer's result (both
-    /// read as the result type, so that numbers compare as the worker
-    /// computed them).
-    fn output_matches(&self) -> Result<bool>;
-}
-
-macro_rules! has_receipt {
-    ($($t:ty => $r:ty),*) => {$(
-        impl HasReceipt for $t {
-            fn receipt(&self) -> &api::Receipt {
-                &self.receipt
-            }
-            fn output_matches(&self) -> Result<bool> {
-                let signed: $r = serde_json::from_str(&self.receipt.output)
-                    .context("the receipt's output is not the operation's result")?;
-                Ok(serde_json::to_string(&signed)? == serde_json::to_string(&self.result)?)
-            }
-        }
-    )*};
-}
-has_receipt!(
-    api::CompareResponse => api::CompareResult,
-    api::CompareBatchResponse => api::CompareBatchResult,
-    api::EmbedResponse => api::EmbedResult,
-    api::EnrollResponse => api::EnrollResult,
-    api::VerifyResponse => api::VerifyResult
-);
 
 /// Runs one client call to completion on a small runtime of its own.
-fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
+fn block_on<T, E>(f: impl std::future::Future<Output = std::result::Result<T, E>>) -> Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(f)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
-
-/// Checks a receipt against the certificate that served it.
-pub fn check_receipt(receipt: &api::Receipt, cert_der: &[u8]) -> Result<()> {
-    ensure!(
-        receipt.certificate_sha256 == hex::encode(Sha256::digest(cert_der)),
-        "the receipt names another certificate than the one that served it"
-    );
-    twinseal_worker::verify_receipt(receipt, cert_der).context("the receipt does not verify")?;
-    Ok(())
+        .block_on(f)?)
 }
 
 /// An image file as the worker takes it: PNG/JPEG as sent; anything else
@@ -298,7 +95,7 @@ pub fn image_wire(path: &Path) -> Result<api::ImageWire> {
 
 /// `twinseal compare --worker URL A B`.
 pub fn compare_remote(args: &WorkerClientArgs, a: &Path, b: &Path, json: bool) -> Result<()> {
-    let client = WorkerClient::new(args)?;
+    let client = worker_client(args)?;
     let req = api::CompareRequest {
         a: image_wire(a)?,
         b: image_wire(b)?,
@@ -347,7 +144,7 @@ pub struct EnrollArgs {
 }
 
 pub fn run_enroll(a: EnrollArgs) -> Result<()> {
-    let client = WorkerClient::new(&a.worker)?;
+    let client = worker_client(&a.worker)?;
     let req = api::EnrollRequest {
         identity: a.identity,
         images: a
@@ -388,7 +185,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run_verify(a: VerifyArgs) -> Result<()> {
-    let client = WorkerClient::new(&a.worker)?;
+    let client = worker_client(&a.worker)?;
     let req = api::VerifyRequest {
         probe: image_wire(&a.probe)?,
         identity: a.identity,

@@ -123,6 +123,7 @@ impl From<twinseal_net::Error> for Error {
             twinseal_net::Error::Crypto(d) => Error::Crypto(d),
             twinseal_net::Error::Config(d) => Error::Config(d),
             twinseal_net::Error::Attest(e) => Error::Attest(e),
+            e @ twinseal_net::Error::ReceiptRejected(_) => Error::Crypto(e.to_string()),
         }
     }
 }

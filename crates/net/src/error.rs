@@ -27,6 +27,9 @@ pub enum Error {
     /// A configuration value (a root file, a pin) is invalid.
     #[error("config: {0}")]
     Config(String),
+    /// A worker's receipt does not verify, or is not bound to the exchange.
+    #[error("receipt rejected: {0}")]
+    ReceiptRejected(&'static str),
     /// Producing evidence failed (the attesting side).
     #[error(transparent)]
     Attest(#[from] twinseal_attest::Error),

@@ -11,14 +11,20 @@
 //! - [`guard`]: the keyed rate limiter and the CPU pool with cancellation.
 //! - [`client`]: the coordinator client: pinned root and key, mutual TLS,
 //!   the attestation handshake, the coordinator's own evidence.
+//! - [`receipt`]: the signed-receipt format and its check.
+//! - [`worker_client`]: the worker client: certificate checked as a
+//!   worker's, bearer token, every receipt checked and bound to the
+//!   exchange.
 //! - [`error`]: the client-side error type.
 
 pub mod client;
 pub mod error;
 pub mod guard;
 pub mod json;
+pub mod receipt;
 pub mod serve;
 pub mod tls;
 pub mod wipe;
+pub mod worker_client;
 
 pub use error::{Error, Result};

@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Largest request body, bytes.
     #[arg(long, default_value_t = crate::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Requests per second each client may send, sustained; its burst is
+    /// twice that.
+    #[arg(long, default_value_t = crate::clients::DEFAULT_CLIENT_REQUESTS_PER_SECOND)]
+    pub client_requests_per_second: f64,
     /// Also run workflow jobs of this app: claim queued runs from the
     /// coordinator, read sealed inputs from and write sealed results to
     /// this object store (a directory or file:// URL).
@@ -186,6 +190,10 @@ fn evidence_source(tee: Tee, key: Option<&Path>, platform_id: &str) -> Result<Ev
 
 /// `serve`: attest, open the model, serve until Ctrl-C or SIGTERM.
 pub fn serve(a: ServeArgs) -> Result<()> {
+    ensure!(
+        a.client_requests_per_second.is_finite() && a.client_requests_per_second > 0.0,
+        "--client-requests-per-second must be a positive number"
+    );
     let root =
         std::fs::read_to_string(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
     let sealed = a
@@ -218,6 +226,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         )?,
         limits: Limits {
             max_body_bytes: a.max_body_bytes,
+            client_requests_per_second: a.client_requests_per_second,
+            client_burst: (2.0 * a.client_requests_per_second).clamp(1.0, u32::MAX as f64) as u32,
             ..Limits::default()
         },
         gallery: a.gallery.clone().map(|path| GalleryOptions {

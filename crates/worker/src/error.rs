@@ -94,6 +94,7 @@ impl From<twinseal_net::Error> for Error {
         match e {
             twinseal_net::Error::Config(d) => Error::Config(d),
             twinseal_net::Error::Crypto(d) => Error::Crypto(d),
+            twinseal_net::Error::ReceiptRejected(d) => Error::ReceiptRejected(d),
             e => Error::Internal(e.to_string()),
         }
     }

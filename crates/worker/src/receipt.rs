@@ -47,55 +47,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use twinseal_api::Receipt;
-use x509_parser::prelude::FromDer;
 
 use crate::error::{Error, Result};
 
-/// The receipt format this crate writes and verifies.
-pub const RECEIPT_FORMAT: &str = "twinseal-receipt/1";
-
-const INPUTS_DOMAIN: &[u8] = b"twinseal-receipt-inputs/1\0";
-
-/// How an input image was sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InputKind {
-    /// An encoded PNG or JPEG, as sent.
-    Encoded,
-    /// Raw grey pixels.
-    Raw,
-}
-
-/// SHA-256 of the canonical encoding of `images` (see the module docs), hex.
-pub fn inputs_digest<'a>(images: impl ExactSizeIterator<Item = (InputKind, &'a [u8])>) -> String {
-    let mut h = Sha256::new();
-    h.update(INPUTS_DOMAIN);
-    h.update((images.len() as u32).to_be_bytes());
-    for (kind, bytes) in images {
-        h.update([match kind {
-            InputKind::Encoded => b'e',
-            InputKind::Raw => b'r',
-        }]);
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(bytes);
-    }
-    hex::encode(h.finalize())
-}
-
-/// The exact bytes a receipt's signature covers (see the module docs).
-pub fn signed_bytes(r: &Receipt) -> Vec<u8> {
-    let output = hex::encode(Sha256::digest(r.output.as_bytes()));
-    format!(
-        "{RECEIPT_FORMAT}\noperation={}\ntime={}\ninputs_sha256={}\nmodel_sha256={}\n\
-         evidence_sha256={}\ncertificate_sha256={}\noutput_sha256={output}\n",
-        r.operation,
-        r.time,
-        r.inputs_sha256,
-        r.model_sha256,
-        r.evidence_sha256,
-        r.certificate_sha256,
-    )
-    .into_bytes()
-}
+use twinseal_net::receipt::cert_public_key;
+pub use twinseal_net::receipt::{
+    InputKind, RECEIPT_FORMAT, check_fields, inputs_digest, signed_bytes, verify_receipt,
+};
 
 /// Signs receipts with the worker's certificate key; knows the digests of
 /// the model, the evidence and the certificate.
@@ -180,79 +138,6 @@ impl ReceiptSigner {
         r.signature = B64.encode(sig.as_ref());
         Ok(r)
     }
-}
-
-fn cert_public_key(cert_der: &[u8]) -> Result<Vec<u8>> {
-    let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
-        .map_err(|_| Error::Crypto("unparsable certificate".into()))?;
-    if !rest.is_empty() {
-        return Err(Error::Crypto("trailing bytes after the certificate".into()));
-    }
-    Ok(cert.public_key().subject_public_key.data.to_vec())
-}
-
-fn is_hex_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// The field rules that keep the signed bytes unambiguous.
-fn check_fields(r: &Receipt) -> Result<()> {
-    let reject = Error::ReceiptRejected;
-    if r.format != RECEIPT_FORMAT {
-        return Err(reject("unknown receipt format"));
-    }
-    if r.operation.is_empty()
-        || !r
-            .operation
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b == b'_')
-    {
-        return Err(reject("malformed operation"));
-    }
-    if time::OffsetDateTime::parse(&r.time, &Rfc3339).is_err() {
-        return Err(reject("malformed time"));
-    }
-    for d in [
-        &r.inputs_sha256,
-        &r.model_sha256,
-        &r.evidence_sha256,
-        &r.certificate_sha256,
-    ] {
-        if !is_hex_digest(d) {
-            return Err(reject("malformed digest"));
-        }
-    }
-    Ok(())
-}
-
-/// Verify `receipt` with the worker's certificate (DER): the certificate is
-/// the one named in the receipt, it carries the evidence whose digest the
-/// receipt states, and its key signed the receipt's canonical bytes.
-///
-/// This checks the receipt against the certificate only; whether the
-/// certificate itself is trustworthy (issued by the coordinator's root,
-/// not simulated, not expired at the receipt's time) is the caller's
-/// check, e.g. with [`crate::WorkerCertVerifier`].
-pub fn verify_receipt(receipt: &Receipt, cert_der: &[u8]) -> Result<()> {
-    let reject = Error::ReceiptRejected;
-    check_fields(receipt)?;
-    if hex::encode(Sha256::digest(cert_der)) != receipt.certificate_sha256 {
-        return Err(reject("the receipt names another certificate"));
-    }
-    let carried = twinseal_attest::cert::extract(cert_der)
-        .map_err(|_| reject("the certificate carries no evidence"))?;
-    if hex::encode(Sha256::digest(carried.evidence.bytes())) != receipt.evidence_sha256 {
-        return Err(reject(
-            "the evidence digest differs from the certificate's evidence",
-        ));
-    }
-    let key = cert_public_key(cert_der).map_err(|_| reject("unparsable certificate"))?;
-    let sig = B64
-        .decode(&receipt.signature)
-        .map_err(|_| reject("the signature is not base64"))?;
-    signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, key)
-        .verify(&signed_bytes(receipt), &sig)
-        .map_err(|_| reject("bad signature"))
 }
 
 #[cfg(test)]

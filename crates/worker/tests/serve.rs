@@ -64,6 +64,11 @@ impl Coord {
 
     /// Like [`Coord::start`], with the configuration changed by `edit`.
     async fn start_with(edit: impl FnOnce(&mut Config)) -> Coord {
+        Coord::start_measured(edit, MEASUREMENT).await
+    }
+
+    /// Like [`Coord::start_with`], the manifest allowing `measurement`.
+    async fn start_measured(edit: impl FnOnce(&mut Config), measurement: [u8; 48]) -> Coord {
         let dir = tempfile::tempdir().unwrap();
         let platform = SimulatedPlatform::generate("paris-1").unwrap();
         let mut config = Config {
@@ -108,7 +113,7 @@ tee = ["simulated"]
 measurements = ["{m}"]
 keys = ["other-key"]
 "#,
-            m = hex::encode(MEASUREMENT)
+            m = hex::encode(measurement)
         );
         let _: api::ManifestInfo = admin
             .put("/v1/manifest", &api::ManifestApplyRequest { manifest })
@@ -232,6 +237,7 @@ fn https_with(root: &str, allow_simulated: bool, token: Option<&str>) -> reqwest
     }
     reqwest::Client::builder()
         .use_preconfigured_tls(cfg)
+        .tls_info(true)
         .default_headers(headers)
         .build()
         .unwrap()
@@ -1083,5 +1089,106 @@ async fn decompression_bombs_are_refused_from_their_headers_before_decoding() {
     assert!(v["detail"].as_str().unwrap().contains("pixels"), "{v}");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+    c.stop().await;
+}
+
+/// `twinseal-worker serve`, the measured binary on its own, runs the same
+/// deployment as `twinseal worker serve`: it attests with the measurement
+/// `twinseal-worker measurement` prints, opens the sealed model, answers
+/// only client tokens, and stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twinseal_worker_binary_serves_a_deployment_and_stops_on_sigterm() {
+    use sha2::Sha384;
+    use std::process::{Command, Stdio};
+    let exe = env!("CARGO_BIN_EXE_twinseal-worker");
+    let measurement: [u8; 48] = Sha384::digest(std::fs::read(exe).unwrap()).into();
+    let printed = Command::new(exe).arg("measurement").output().unwrap();
+    assert!(printed.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim(),
+        hex::encode(measurement)
+    );
+
+    let c = Coord::start_measured(|_| {}, measurement).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, model, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("model.sealed"),
+        dir.path().join("platform.key"),
+    );
+    std::fs::write(&ca, &c.root).unwrap();
+    std::fs::write(&model, &c.sealed).unwrap();
+    std::fs::write(&key, c.platform.pkcs8().as_slice()).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut worker = Command::new(exe)
+        .args([
+            "serve",
+            "--coordinator",
+            &c.url,
+            "--app",
+            APP,
+            "--tee",
+            "simulated",
+        ])
+        .arg("--ca")
+        .arg(&ca)
+        .arg("--model")
+        .arg(&model)
+        .arg("--insecure-simulated-platform-key")
+        .arg(&key)
+        .args(["--insecure-simulated-platform-id", "paris-1"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let body = json!({"a": {"raw": B64.encode(digit(3))}, "b": {"raw": B64.encode(digit(8))}});
+    let mut answered = None;
+    for _ in 0..300 {
+        if let Some(status) = worker.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("twinseal-worker exited with {status}: {err}");
+        }
+        if let Ok(r) = c
+            .client()
+            .post(format!("{url}/v1/compare"))
+            .json(&body)
+            .send()
+            .await
+        {
+            answered = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = answered.expect("twinseal-worker answered within 30 s");
+    assert_eq!(r.status(), 200);
+    let cert = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .expect("the worker's certificate");
+    let answer: api::CompareResponse = r.json().await.unwrap();
+    verify_receipt(&answer.receipt, &cert).unwrap();
+    assert_eq!(answer.receipt.operation, "compare");
+    // Without a client token it answers no one.
+    let (status, _) = post(&https(&c.root, true), &format!("{url}/v1/compare"), &body).await;
+    assert_eq!(status, 401);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || worker.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "twinseal-worker stopped with {status}");
     c.stop().await;
 }
