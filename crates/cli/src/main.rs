@@ -139,7 +139,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     twinseal_siamese::prefer_single_threaded_candle();
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    twinseal_worker::cli::init_tracing(cli.verbose);
     let result: anyhow::Result<()> = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Data(c) => data::run(c),
@@ -173,19 +173,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TWINSEAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -67,19 +67,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A remote coordinator answered with an error.
-    #[error("{status} {kind}: {detail}")]
-    Remote {
-        /// HTTP status.
-        status: u16,
-        /// The error class.
-        kind: String,
-        /// The detail.
-        detail: String,
-    },
-    /// The HTTP client failed (connection, TLS, decoding).
-    #[error("http: {0}")]
-    Http(String),
+    /// A client call (the transport's client) failed, or a remote
+    /// coordinator answered with an error.
+    #[error(transparent)]
+    Client(#[from] twinseal_net::Error),
     /// The request body is larger than the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -104,27 +95,6 @@ impl From<rusqlite::Error> for Error {
 impl From<crate::guard::CpuPoolError> for Error {
     fn from(e: crate::guard::CpuPoolError) -> Self {
         Error::Crypto(e.to_string())
-    }
-}
-
-impl From<twinseal_net::Error> for Error {
-    fn from(e: twinseal_net::Error) -> Self {
-        match e {
-            twinseal_net::Error::Remote {
-                status,
-                kind,
-                detail,
-            } => Error::Remote {
-                status,
-                kind,
-                detail,
-            },
-            twinseal_net::Error::Http(d) => Error::Http(d),
-            twinseal_net::Error::Crypto(d) => Error::Crypto(d),
-            twinseal_net::Error::Config(d) => Error::Config(d),
-            twinseal_net::Error::Attest(e) => Error::Attest(e),
-            e @ twinseal_net::Error::ReceiptRejected(_) => Error::Crypto(e.to_string()),
-        }
     }
 }
 

@@ -75,6 +75,16 @@ async fn read_wiping(mut resp: reqwest::Response) -> Result<WipingBuf> {
     Ok(buf)
 }
 
+/// The DER certificate the server of `resp` presented (the client must be
+/// built with `tls_info(true)`); `who` names it in the error.
+pub(crate) fn peer_certificate(resp: &reqwest::Response, who: &str) -> Result<Vec<u8>> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| Error::Http(format!("{who} presented no certificate")))
+}
+
 /// The SubjectPublicKeyInfo (DER) of a certificate request: what the
 /// evidence's report data binds.
 fn csr_spki(der: &[u8]) -> Result<Vec<u8>> {
@@ -353,12 +363,7 @@ pub async fn fetch_own_evidence(base_url: &str, nonce: &[u8; 32]) -> Result<Unve
         .send()
         .await
         .map_err(|e| Error::Http(format!("{e:#}")))?;
-    let server_cert_der = resp
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|i| i.peer_certificate())
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| Error::Http("the server presented no certificate".into()))?;
+    let server_cert_der = peer_certificate(&resp, "the server")?;
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(http)?;
     if !status.is_success() {

@@ -89,20 +89,33 @@ fn has_extension(cert: &x509_parser::certificate::X509Certificate<'_>, oid: &str
         .any(|e| e.oid.to_id_string() == oid)
 }
 
-/// Whether `der` is an app certificate: it carries [`APP_CERT_OID`], or
-/// (certificates issued before that extension) a `twinseal://app/` URI.
-/// Unparsable bytes count as one (refused wherever the coordinator is
-/// expected).
-pub fn is_app_certificate(der: &[u8]) -> bool {
-    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(der) else {
-        return true;
-    };
+/// A peer's certificate, DER with nothing after it.
+fn parse_peer(
+    der: &[u8],
+) -> std::result::Result<x509_parser::certificate::X509Certificate<'_>, rustls::Error> {
+    let bad = || rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding);
+    match x509_parser::certificate::X509Certificate::from_der(der) {
+        Ok((&[], cert)) => Ok(cert),
+        _ => Err(bad()),
+    }
+}
+
+/// [`is_app_certificate`] of a parsed certificate.
+fn is_app(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
     let app_uri = cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
         san.value.general_names.iter().any(|n| {
             matches!(n, x509_parser::extensions::GeneralName::URI(u) if u.starts_with("twinseal://app/"))
         })
     });
-    has_extension(&cert, APP_CERT_OID_STR) || app_uri
+    has_extension(cert, APP_CERT_OID_STR) || app_uri
+}
+
+/// Whether `der` is an app certificate: it carries [`APP_CERT_OID`], or
+/// (certificates issued before that extension) a `twinseal://app/` URI.
+/// Unparsable bytes count as one (refused wherever the coordinator is
+/// expected).
+pub fn is_app_certificate(der: &[u8]) -> bool {
+    x509_parser::certificate::X509Certificate::from_der(der).map_or(true, |(_, cert)| is_app(&cert))
 }
 
 /// Whether `der` was issued on simulated-TEE evidence (carries
@@ -230,14 +243,18 @@ impl PeerVerifier {
     /// Whether `der` is signed by the root, valid at `now` (Unix seconds)
     /// and not a CA: what every kind of peer must be.
     pub fn check_issued(&self, der: &[u8], now: i64) -> std::result::Result<(), rustls::Error> {
+        self.check_parsed(&parse_peer(der)?, now)
+    }
+
+    /// [`Self::check_issued`] on a certificate parsed once by the caller.
+    fn check_parsed(
+        &self,
+        cert: &x509_parser::certificate::X509Certificate<'_>,
+        now: i64,
+    ) -> std::result::Result<(), rustls::Error> {
         let bad = rustls::Error::InvalidCertificate;
         let (_, root) = x509_parser::certificate::X509Certificate::from_der(&self.root_der)
             .map_err(|_| bad(rustls::CertificateError::UnknownIssuer))?;
-        let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(der)
-            .map_err(|_| bad(rustls::CertificateError::BadEncoding))?;
-        if !rest.is_empty() {
-            return Err(bad(rustls::CertificateError::BadEncoding));
-        }
         if cert.issuer().as_raw() != root.subject().as_raw()
             || cert.verify_signature(Some(root.public_key())).is_err()
         {
@@ -262,11 +279,9 @@ impl PeerVerifier {
         server: &ServerName<'_>,
         now: i64,
     ) -> std::result::Result<(), rustls::Error> {
-        self.check_issued(der, now)?;
-        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        let app = is_app_certificate(der);
+        let cert = parse_peer(der)?;
+        self.check_parsed(&cert, now)?;
+        let app = is_app(&cert);
         match &self.expect {
             Expect::Clients => {
                 return Err(rustls::Error::General(

@@ -87,12 +87,7 @@ impl WorkerClient {
                 error_chain(&e)
             ))
         })?;
-        let cert = resp
-            .extensions()
-            .get::<reqwest::tls::TlsInfo>()
-            .and_then(|i| i.peer_certificate())
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| Error::Http("the worker presented no certificate".into()))?;
+        let cert = crate::client::peer_certificate(&resp, "the worker")?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| Error::Http(e.to_string()))?;
         if !status.is_success() {

@@ -11,6 +11,23 @@ use twinseal_envelope::Context;
 
 use crate::{EvidenceSource, GalleryOptions, Limits, Worker, WorkerOptions};
 
+/// Log to stderr: `TWINSEAL_LOG` if set, else warnings, and more with
+/// each `-v` (info, debug, trace). The `twinseal` binary logs the same way.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TWINSEAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Parse repeated `KEY=VALUE` encryption-context pairs.
 pub fn parse_context(pairs: &[String]) -> Result<Context> {
     let mut context = Context::new();

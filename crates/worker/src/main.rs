@@ -21,18 +21,7 @@ struct Cli {
 fn main() -> ExitCode {
     twinseal_siamese::prefer_single_threaded_candle();
     let cli = Cli::parse();
-    let default = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TWINSEAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    twinseal_worker::cli::init_tracing(cli.verbose);
     match twinseal_worker::cli::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
