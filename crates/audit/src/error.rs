@@ -12,7 +12,7 @@ pub enum Error {
     /// The database refused a statement (including "no such table" when
     /// [`crate::AuditLog::init`] was not called).
     #[error("audit database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(#[from] twinseal_sql::Error),
     /// The stored log contradicts itself (an entry that does not parse, a
     /// frontier of the wrong length, a missing tree row).
     #[error("corrupt audit log: {0}")]

@@ -5,9 +5,10 @@
 //! - [`Event`]: what the coordinator records (attestations, certificates,
 //!   key lifecycle and releases, data keys, manifests, credentials,
 //!   tokenization). Identifiers and reasons only, never key material.
-//! - [`AuditLog`]: the log in the coordinator's SQLite database. Every write
-//!   takes the caller's [`rusqlite::Transaction`], so an entry commits or
-//!   rolls back with the state change it records. An append costs O(log n):
+//! - [`AuditLog`]: the log in the coordinator's database (SQLite or
+//!   PostgreSQL, through `twinseal_sql::Db`). Every write takes the
+//!   caller's open transaction, so an entry commits or rolls back with the
+//!   state change it records. An append costs O(log n):
 //!   the tree is kept as its frontier (the roots of its perfect subtrees).
 //! - [`Entry`]: index, time (RFC 3339 UTC), `prev` (the leaf hash of the
 //!   entry before, a hash chain that lets the verifier name the entry that

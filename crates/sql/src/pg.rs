@@ -1,0 +1,513 @@
+//! The PostgreSQL backend: tokio-postgres, prepared statements cached per
+//! connection, TLS to the database with rustls (aws-lc-rs) when a CA file
+//! is named.
+//!
+//! Each connection's I/O runs on one small runtime of this module's own
+//! (one thread for every connection of the process); a call waits for
+//! its answer with `futures_executor::block_on`, which needs no runtime,
+//! so a [`PgConn`] works from any thread, a Tokio worker included, the
+//! same way a SQLite connection does. The wait blocks the calling thread
+//! for one round trip to the database.
+//!
+//! The password never appears in the URL: it comes from the caller (the
+//! coordinator reads it from an environment variable or a file).
+//! Without a CA file the connection is plain text, which is accepted only
+//! to a loopback address or a Unix socket.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_executor::block_on;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::{Db, Dialect, Error, ErrorKind, Param, Result, Row, Value};
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgOptions {
+    /// `postgres://user@host:port/dbname` (no password), or the key-value
+    /// form (`host=... user=... dbname=...`).
+    pub url: String,
+    /// The password, if the server asks for one.
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the server's certificate: TLS is
+    /// then required and verified.
+    pub ca_file: Option<PathBuf>,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// The server cancels any statement running longer than this.
+    pub statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl PgOptions {
+    /// Options for `url` with the default timeouts (5 s to connect, 30 s
+    /// per statement) and no password or CA.
+    pub fn new(url: &str) -> PgOptions {
+        PgOptions {
+            url: url.to_owned(),
+            password: None,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Parse and check the URL without connecting.
+    pub fn config(&self) -> Result<tokio_postgres::Config> {
+        let mut c = tokio_postgres::Config::from_str(&self.url)
+            .map_err(|e| Error::Config(format!("the database URL does not parse: {e}")))?;
+        if c.get_password().is_some() {
+            return Err(Error::Config(
+                "the database URL holds a password: give it in an environment variable or a \
+                 file instead"
+                    .into(),
+            ));
+        }
+        if c.get_hosts().is_empty() {
+            return Err(Error::Config("the database URL names no host".into()));
+        }
+        if self.ca_file.is_none() {
+            if c.get_ssl_mode() == SslMode::Require {
+                return Err(Error::Config(
+                    "sslmode=require needs a CA file to verify the database's certificate".into(),
+                ));
+            }
+            for h in c.get_hosts() {
+                if let Host::Tcp(name) = h
+                    && !is_loopback(name)
+                {
+                    return Err(Error::Config(format!(
+                        "the database at {name} is not on this machine: name the CA of its \
+                         certificate so the connection uses verified TLS"
+                    )));
+                }
+            }
+            c.ssl_mode(SslMode::Disable);
+        } else {
+            c.ssl_mode(SslMode::Require);
+        }
+        if let Some(p) = &self.password {
+            c.password(p.as_bytes());
+        }
+        c.connect_timeout(self.connect_timeout);
+        c.keepalives(true);
+        c.keepalives_idle(Duration::from_secs(30));
+        c.application_name("twinseal");
+        c.options(format!(
+            "-c statement_timeout={}",
+            self.statement_timeout.as_millis()
+        ));
+        Ok(c)
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn tls(ca_file: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| Error::Config(format!("reading {}: {e}", ca_file.display())))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| Error::Config(format!("{}: {e}", ca_file.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| Error::Config(format!("{}: {e}", ca_file.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Config(format!(
+            "{} holds no certificate",
+            ca_file.display()
+        )));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Config(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// The runtime that drives every connection's I/O.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("twinseal-pg")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("starting the database runtime: {e}")))?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+/// A PostgreSQL connection.
+pub struct PgConn {
+    client: Client,
+    statements: RefCell<HashMap<String, Statement>>,
+    in_tx: Cell<bool>,
+}
+
+impl std::fmt::Debug for PgConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgConn")
+    }
+}
+
+impl PgConn {
+    /// Connect (from any thread).
+    pub fn connect(options: &PgOptions) -> Result<PgConn> {
+        let config = options.config()?;
+        let tls = options.ca_file.as_deref().map(tls).transpose()?;
+        let rt = runtime()?;
+        let task = rt.spawn(async move {
+            let client = match tls {
+                Some(tls) => {
+                    let (client, conn) = config.connect(tls).await?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::warn!(error = %e, "database connection closed");
+                        }
+                    });
+                    client
+                }
+                None => {
+                    let (client, conn) = config.connect(NoTls).await?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::warn!(error = %e, "database connection closed");
+                        }
+                    });
+                    client
+                }
+            };
+            Ok::<_, tokio_postgres::Error>(client)
+        });
+        let client = block_on(task)
+            .map_err(|e| Error::Config(format!("the database runtime failed: {e}")))?
+            .map_err(|e| {
+                let mut err = convert(e);
+                if let Error::Postgres { message, kind } = &mut err
+                    && *kind == ErrorKind::Other
+                {
+                    // A refused login is a configuration error, not an outage
+                    // to wait out.
+                    *message = format!("connecting: {message}");
+                }
+                err
+            })?;
+        Ok(PgConn {
+            client,
+            statements: RefCell::new(HashMap::new()),
+            in_tx: Cell::new(false),
+        })
+    }
+
+    /// Whether the connection is broken (reconnect before using it).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn statement(&self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let s = block_on(self.client.prepare(sql)).map_err(convert)?;
+        self.statements
+            .borrow_mut()
+            .insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+}
+
+/// Classify a client error.
+fn convert(e: tokio_postgres::Error) -> Error {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let kind = if *code == SqlState::UNIQUE_VIOLATION {
+            ErrorKind::UniqueViolation
+        } else if *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::LOCK_NOT_AVAILABLE
+        {
+            ErrorKind::Contention
+        } else if *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::TOO_MANY_CONNECTIONS
+            || code.code().starts_with("08")
+        {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Other
+        };
+        return Error::Postgres {
+            message: format!("{} ({})", db.message(), code.code()),
+            kind,
+        };
+    }
+    let kind = if e.is_closed() || std::error::Error::source(&e).is_some() {
+        // Closed connections and I/O failures (refused, reset, timed out).
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Other
+    };
+    Error::Postgres {
+        message: e.to_string(),
+        kind,
+    }
+}
+
+#[derive(Debug)]
+struct Bind<'a>(&'a Param<'a>);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match *self.0 {
+            Param::Null => Ok(IsNull::Yes),
+            Param::Int(v) => match *ty {
+                Type::INT8 => v.to_sql(ty, out),
+                Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(v)?.to_sql(ty, out),
+                Type::BOOL => (v != 0).to_sql(ty, out),
+                _ => Err(format!("an integer for a {ty} parameter").into()),
+            },
+            Param::Text(s) => s.to_sql(ty, out),
+            Param::Blob(b) => b.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for Value {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(match *ty {
+            Type::INT8 => Value::Int(i64::from_sql(ty, raw)?),
+            Type::INT4 => Value::Int(i64::from(i32::from_sql(ty, raw)?)),
+            Type::INT2 => Value::Int(i64::from(i16::from_sql(ty, raw)?)),
+            Type::BOOL => Value::Int(i64::from(bool::from_sql(ty, raw)?)),
+            Type::BYTEA => Value::Blob(Vec::<u8>::from_sql(ty, raw)?),
+            _ => Value::Text(String::from_sql(ty, raw)?),
+        })
+    }
+
+    fn from_sql_null(
+        _: &Type,
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Value::Null)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(
+            *ty,
+            Type::INT8
+                | Type::INT4
+                | Type::INT2
+                | Type::BOOL
+                | Type::BYTEA
+                | Type::TEXT
+                | Type::VARCHAR
+                | Type::BPCHAR
+                | Type::NAME
+        )
+    }
+}
+
+fn binds<'a>(params: &'a [Param<'a>]) -> Vec<Bind<'a>> {
+    params.iter().map(Bind).collect()
+}
+
+impl Db for PgConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        let st = self.statement(sql)?;
+        let b = binds(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = b.iter().map(|b| b as _).collect();
+        block_on(self.client.execute(&st, &refs)).map_err(convert)
+    }
+
+    fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        let st = self.statement(sql)?;
+        let b = binds(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = b.iter().map(|b| b as _).collect();
+        let rows = block_on(self.client.query(&st, &refs)).map_err(convert)?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| {
+                        r.try_get::<_, Value>(i).map_err(|e| Error::Postgres {
+                            message: format!("column {i}: {e}"),
+                            kind: ErrorKind::Other,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Row::new)
+            })
+            .collect()
+    }
+
+    fn batch(&self, sql: &str) -> Result<()> {
+        let r = block_on(self.client.batch_execute(sql)).map_err(convert);
+        let upper = sql.trim_start().to_ascii_uppercase();
+        if upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") && !upper.contains(" TO ") {
+            self.in_tx.set(false);
+        }
+        r
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.in_tx.get()
+    }
+
+    fn begin(&self) -> Result<()> {
+        self.batch("BEGIN")?;
+        self.in_tx.set(true);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TempPostgres;
+    use crate::{params, savepoint};
+
+    fn db() -> PgConn {
+        let pg = TempPostgres::shared();
+        PgConn::connect(&PgOptions::new(&pg.database())).unwrap()
+    }
+
+    #[test]
+    fn values_round_trip_with_the_same_sql_as_sqlite() {
+        let db = db();
+        db.batch("CREATE TABLE t (a BIGINT, b TEXT, c BYTEA, d TEXT, e INTEGER)")
+            .unwrap();
+        let none: Option<&str> = None;
+        db.execute(
+            "INSERT INTO t (c, b, a, d, e) VALUES ($3, $2, $1, $4, $5)",
+            params![7_i64, "seven", &b"\x00\x07"[..], none, 3_i64],
+        )
+        .unwrap();
+        let r = db
+            .query_one(
+                "SELECT a, b, c, d, e, 1, true FROM t WHERE b = $1",
+                params!["seven"],
+            )
+            .unwrap();
+        assert_eq!(r.int(0).unwrap(), 7);
+        assert_eq!(r.text(1).unwrap(), "seven");
+        assert_eq!(r.blob(2).unwrap(), b"\x00\x07");
+        assert_eq!(r.opt_text(3).unwrap(), None);
+        assert_eq!(r.int(4).unwrap(), 3);
+        assert_eq!(r.int(5).unwrap(), 1);
+        assert_eq!(r.int(6).unwrap(), 1);
+        assert!(matches!(
+            db.query_one("SELECT a FROM t WHERE a = 8", params![]),
+            Err(Error::NoRow)
+        ));
+    }
+
+    #[test]
+    fn a_failed_savepoint_rolls_back_only_its_writes() {
+        let db = db();
+        db.batch("CREATE TABLE t (a BIGINT PRIMARY KEY)").unwrap();
+        db.begin().unwrap();
+        assert!(db.in_transaction());
+        savepoint(&db, |d| d.execute("INSERT INTO t VALUES (1)", params![])).unwrap();
+        let e = savepoint(&db, |d| {
+            d.execute("INSERT INTO t VALUES (2)", params![])?;
+            d.execute("INSERT INTO t VALUES (1)", params![])
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UniqueViolation);
+        db.commit().unwrap();
+        assert!(!db.in_transaction());
+        let rows = db.query("SELECT a FROM t ORDER BY a", params![]).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].int(0).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_password_in_the_url_and_plain_text_to_a_remote_host_are_refused() {
+        let e = PgOptions::new("postgres://u:secret@127.0.0.1/db")
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds a password"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        let e = PgOptions::new("postgres://u@db.example/db")
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not on this machine"), "{e}");
+        assert!(PgOptions::new("postgres://u@localhost/db").config().is_ok());
+        let e = PgOptions::new("mysql://x")
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not parse"), "{e}");
+    }
+
+    #[test]
+    fn an_unreachable_server_is_unavailable_and_a_restart_is_survived_by_reconnecting() {
+        let pg = TempPostgres::start().unwrap();
+        let url = pg.database();
+        let db = PgConn::connect(&PgOptions::new(&url)).unwrap();
+        db.batch("CREATE TABLE t (a BIGINT)").unwrap();
+        pg.stop();
+        let e = db
+            .execute("INSERT INTO t VALUES (1)", params![])
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(db.is_closed());
+        let mut o = PgOptions::new(&url);
+        o.connect_timeout = Duration::from_secs(1);
+        let e = PgConn::connect(&o).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        pg.restart().unwrap();
+        let db = PgConn::connect(&o).unwrap();
+        db.execute("INSERT INTO t VALUES (1)", params![]).unwrap();
+    }
+}
