@@ -33,9 +33,13 @@ pub const CONFIG_FILE: &str = "coordinator.toml";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where the state lives (database, CA, keys).
+    /// Where the state lives (the SQLite database unless `[store]` names
+    /// PostgreSQL; the master key file; `ca.pem`, `audit.pub`).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The database: SQLite in `data_dir` (default) or PostgreSQL.
+    #[serde(default, skip_serializing_if = "StoreConfig::is_sqlite")]
+    pub store: StoreConfig,
     /// Address to serve HTTPS on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -111,6 +115,36 @@ pub struct Config {
     /// root).
     #[serde(default)]
     pub self_evidence: SelfEvidence,
+}
+
+/// The database. Without `url`, the state is a SQLite file in the data
+/// directory (one coordinator). With a PostgreSQL `url`, any number of
+/// coordinator replicas serve the same database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user@host:port/dbname`. Never with a password: name
+    /// `password_env` or `password_file` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The environment variable holding the database password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// A file holding the database password (a mounted Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA of the database server's certificate: the
+    /// connection then requires TLS and verifies the server. Without it,
+    /// only a database on this machine (loopback, Unix socket) is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl StoreConfig {
+    /// Whether this is the embedded default (SQLite in the data directory).
+    pub fn is_sqlite(&self) -> bool {
+        self.url.is_none()
+    }
 }
 
 /// The coordinator's own attestation evidence.
@@ -206,6 +240,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: default_data_dir(),
+            store: StoreConfig::default(),
             listen: default_listen(),
             server_names: default_server_names(),
             master_key: default_master_key(),
@@ -256,6 +291,14 @@ impl Config {
         {
             c.dcap_collateral = Some(base.join(p));
         }
+        for p in [&mut c.store.password_file, &mut c.store.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         if let SelfEvidence::InsecureSimulated { platform_key, .. } = &mut c.self_evidence
             && platform_key.is_relative()
         {
@@ -275,6 +318,15 @@ impl Config {
         let bad = |m: &str| Err(Error::Config(m.to_string()));
         if self.server_names.is_empty() {
             return bad("server_names must name at least one DNS name or IP address");
+        }
+        match &self.store.url {
+            Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
+                return bad("[store] url must be a postgres:// URL (leave it out for SQLite)");
+            }
+            None if self.store != StoreConfig::default() => {
+                return bad("[store] names a password or CA but no url");
+            }
+            _ => {}
         }
         if !(10..=7 * 24 * 3600).contains(&self.cert_lifetime_secs) {
             return bad("cert_lifetime_secs must be between 10 and 604800");

@@ -49,6 +49,10 @@ pub enum Error {
     /// The store failed.
     #[error("store: {0}")]
     Store(String),
+    /// The database cannot be reached (or is restarting): the request was
+    /// not carried out; retry later (503).
+    #[error("database unavailable: {0}")]
+    StoreUnavailable(String),
     /// The audit log failed (every state change is refused then).
     #[error("audit: {0}")]
     Audit(String),
@@ -86,9 +90,12 @@ pub enum Error {
     TooManyRequests,
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Store(e.to_string())
+impl From<twinseal_sql::Error> for Error {
+    fn from(e: twinseal_sql::Error) -> Self {
+        match e.kind() {
+            twinseal_sql::ErrorKind::Unavailable => Error::StoreUnavailable(e.to_string()),
+            _ => Error::Store(e.to_string()),
+        }
     }
 }
 
@@ -100,7 +107,10 @@ impl From<crate::guard::CpuPoolError> for Error {
 
 impl From<twinseal_audit::Error> for Error {
     fn from(e: twinseal_audit::Error) -> Self {
-        Error::Audit(e.to_string())
+        match e {
+            twinseal_audit::Error::Database(e) => e.into(),
+            e => Error::Audit(e.to_string()),
+        }
     }
 }
 
@@ -152,6 +162,11 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE,
                 error_type::UNAVAILABLE,
                 "shutting down".to_string(),
+            ),
+            Error::StoreUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_type::UNAVAILABLE,
+                "the database is unavailable: nothing was done; retry later".to_string(),
             ),
             _ => (
                 StatusCode::INTERNAL_SERVER_ERROR,

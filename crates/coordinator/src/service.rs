@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use rusqlite::{Connection, OptionalExtension, params};
 use twinseal_api as api;
 use twinseal_attest::{
     Challenge, ChallengeStore, CollateralSource, DcapCollateral, DcapVerifier, Evidence,
@@ -24,6 +23,7 @@ use twinseal_attest::{
 use twinseal_audit::{AuditLog, CheckpointSigner, Event, VerifierKey};
 use twinseal_envelope::{Context, Header, Kek, KeyId, SecretKey};
 use twinseal_policy::{Placements, Policy, Request as PolicyRequest};
+use twinseal_sql::Db;
 use zeroize::Zeroizing;
 
 use crate::ca::{AppCertRequest, Ca};
@@ -33,7 +33,7 @@ use crate::guard::{CpuPool, Failure, FailureSummaries, RateLimiter};
 use crate::manifest::{KeyUse, Manifest, Permission, Role, valid_name};
 use crate::master::MasterKey;
 use crate::metrics::Metrics;
-use crate::store::{self, Store};
+use crate::store::{self, Store, Target, state};
 
 /// Prefix of the envelope key ids of coordinator keys: `kms/<name>/v<n>`.
 pub const KEY_ID_PREFIX: &str = "kms/";
@@ -250,44 +250,44 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Delete the tokens of users who are not in `manifest` (left from
 /// before a manifest's removal of a user deleted them), audited, so that a
 /// user added again under the same name never inherits them.
-fn revoke_orphan_tokens(
-    conn: &mut Connection,
-    manifest: &Manifest,
-    signer: &CheckpointSigner,
-) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let orphans: Vec<(Vec<u8>, String, String)> = {
-        let mut st = tx.prepare("SELECT hash, user, id FROM tokens")?;
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<std::result::Result<Vec<_>, _>>()?
+fn revoke_orphan_tokens(db: &dyn Db, manifest: &Manifest, signer: &CheckpointSigner) -> Result<()> {
+    db.begin()?;
+    let result = (|| {
+        let orphans: Vec<state::TokenRow> = state::tokens(db)?
             .into_iter()
-            .filter(|(_, u, _): &(Vec<u8>, String, String)| !manifest.users.contains_key(u))
-            .collect()
-    };
-    let now = SystemTime::now();
-    for (hash, user, id) in &orphans {
-        tx.execute("DELETE FROM tokens WHERE hash = ?1", [hash])?;
-        AuditLog::append(
-            &tx,
-            now,
-            &Event::CredentialRevoked {
-                actor: "coordinator".into(),
-                name: user.clone(),
-                token: Some(id.clone()),
-                reason: Some("the user is no longer in the manifest".into()),
-            },
-        )?;
+            .filter(|t| !manifest.users.contains_key(&t.user))
+            .collect();
+        let now = SystemTime::now();
+        for t in &orphans {
+            state::delete_token(db, &t.hash)?;
+            AuditLog::append(
+                db,
+                now,
+                &Event::CredentialRevoked {
+                    actor: "coordinator".into(),
+                    name: t.user.clone(),
+                    token: Some(t.id.clone()),
+                    reason: Some("the user is no longer in the manifest".into()),
+                },
+            )?;
+        }
+        if !orphans.is_empty() {
+            tracing::warn!(
+                count = orphans.len(),
+                "deleted bearer tokens of users no longer in the manifest"
+            );
+            // Signed before anything can export it, like every store batch.
+            AuditLog::checkpoint(db, signer, now)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(db.commit()?),
+        Err(e) => {
+            let _ = db.rollback();
+            Err(e)
+        }
     }
-    if !orphans.is_empty() {
-        tracing::warn!(
-            count = orphans.len(),
-            "deleted bearer tokens of users no longer in the manifest"
-        );
-        // Signed before anything can export it, like every store batch.
-        AuditLog::checkpoint(&tx, signer, now)?;
-    }
-    tx.commit()?;
-    Ok(())
 }
 
 /// A secret AES-256 key held in memory.
@@ -441,15 +441,31 @@ pub const INITIAL_MANIFEST: &str =
 /// server certificate, audit signing key, the first manifest and the
 /// first admin token. Refuses to touch an existing database.
 pub fn init(config: &Config) -> Result<InitReport> {
+    config.validate()?;
     let dir = &config.data_dir;
     create_private_dir(dir)?;
-    let db_path = dir.join(store::DB_FILE);
-    if db_path.exists() {
-        return Err(Error::Conflict(format!(
-            "{} already exists: the coordinator is initialized",
-            db_path.display()
-        )));
-    }
+    let target = Target::from_config(config)?;
+    let conn = match &target {
+        Target::Sqlite(db_path) => {
+            if db_path.exists() {
+                return Err(Error::Conflict(format!(
+                    "{} already exists: the coordinator is initialized",
+                    db_path.display()
+                )));
+            }
+            None
+        }
+        Target::Postgres(_) => {
+            let conn = target.connect(false)?;
+            if store::schema::is_initialized(&*conn)? {
+                return Err(Error::Conflict(format!(
+                    "the {} already holds a coordinator's state: the coordinator is initialized",
+                    target.describe()
+                )));
+            }
+            Some(conn)
+        }
+    };
     let master = config.master_key.init(dir)?;
     let now = SystemTime::now();
     let (ca, ca_key) = Ca::generate(now)?;
@@ -459,42 +475,45 @@ pub fn init(config: &Config) -> Result<InitReport> {
     let vkey = signer.verifier_key();
     let (token, token_hash) = new_token()?;
 
-    create_private_file(&db_path)?;
-    let mut conn = store::open_connection(&db_path, true)?;
-    let tx = conn.transaction()?;
-    store::create_schema(&tx)?;
-    store::meta_put(&tx, "master_key_id", master.id().as_bytes())?;
-    store::meta_put(&tx, "ca_cert", ca.cert_der())?;
-    store::meta_put(&tx, "ca_key", &master.wrap(&ca_key, b"twinseal/v1 ca key")?)?;
-    store::meta_put(&tx, "server_cert", &server.cert_der)?;
+    let conn = match (conn, &target) {
+        (Some(c), _) => c,
+        (None, Target::Sqlite(db_path)) => {
+            create_private_file(db_path)?;
+            target.connect(true)?
+        }
+        (None, Target::Postgres(_)) => unreachable!("connected above"),
+    };
+    let tx = &*conn;
+    tx.begin()?;
+    store::schema::create(tx)?;
+    store::meta_put(tx, "master_key_id", master.id().as_bytes())?;
+    store::meta_put(tx, "ca_cert", ca.cert_der())?;
+    store::meta_put(tx, "ca_key", &master.wrap(&ca_key, b"twinseal/v1 ca key")?)?;
+    store::meta_put(tx, "server_cert", &server.cert_der)?;
     store::meta_put(
-        &tx,
+        tx,
         "server_key",
         &master.wrap(&server.key_pkcs8, b"twinseal/v1 server key")?,
     )?;
-    store::meta_put(&tx, "audit_origin", origin.as_bytes())?;
+    store::meta_put(tx, "audit_origin", origin.as_bytes())?;
     store::meta_put(
-        &tx,
+        tx,
         "audit_signer",
         &master.wrap(&signer_pkcs8, b"twinseal/v1 audit signer")?,
     )?;
-    store::meta_put(&tx, "audit_verifier_key", vkey.to_string().as_bytes())?;
+    store::meta_put(tx, "audit_verifier_key", vkey.to_string().as_bytes())?;
     let digest = hex::encode(sha256(INITIAL_MANIFEST.as_bytes()));
-    tx.execute(
-        "INSERT INTO manifests (version, text, digest, applied_at, applied_by) VALUES (1, ?1, ?2, ?3, 'init')",
-        params![INITIAL_MANIFEST, digest, rfc3339(now)],
-    )?;
-    tx.execute(
-        "INSERT INTO tokens (hash, user, created, id, expires) VALUES (?1, 'admin', ?2, ?3, ?4)",
-        params![
-            &token_hash[..],
-            rfc3339(now),
-            token_id(&token_hash),
-            unix(now + DEFAULT_TOKEN_LIFETIME)
-        ],
+    state::insert_manifest(tx, INITIAL_MANIFEST, &digest, &rfc3339(now), "init")?;
+    state::insert_token(
+        tx,
+        &token_hash[..],
+        "admin",
+        &rfc3339(now),
+        &token_id(&token_hash),
+        Some(unix(now + DEFAULT_TOKEN_LIFETIME)),
     )?;
     AuditLog::append(
-        &tx,
+        tx,
         now,
         &Event::ManifestApplied {
             actor: "init".into(),
@@ -503,7 +522,7 @@ pub fn init(config: &Config) -> Result<InitReport> {
         },
     )?;
     AuditLog::append(
-        &tx,
+        tx,
         now,
         &Event::CredentialCreated {
             actor: "init".into(),
@@ -513,8 +532,9 @@ pub fn init(config: &Config) -> Result<InitReport> {
             expires: Some(rfc3339(now + DEFAULT_TOKEN_LIFETIME)),
         },
     )?;
-    AuditLog::checkpoint(&tx, &signer, now)?;
+    AuditLog::checkpoint(tx, &signer, now)?;
     tx.commit()?;
+    drop(conn);
     // Auditors verify exports with this key; it is public.
     std::fs::write(dir.join("audit.pub"), format!("{vkey}\n"))
         .map_err(|e| Error::io("writing audit.pub", e))?;
@@ -533,8 +553,10 @@ impl Coordinator {
     pub fn open(config: Config) -> Result<Arc<Coordinator>> {
         config.validate()?;
         let dir = config.data_dir.clone();
-        let db_path = dir.join(store::DB_FILE);
-        if !db_path.exists() {
+        let target = Target::from_config(&config)?;
+        if let Target::Sqlite(db_path) = &target
+            && !db_path.exists()
+        {
             return Err(Error::Config(format!(
                 "{} does not exist: run `twinseal coordinator init --data-dir {}` first",
                 db_path.display(),
@@ -542,10 +564,10 @@ impl Coordinator {
             )));
         }
         let master = config.master_key.open(&dir)?;
-        let mut conn = store::open_connection(&db_path, false)?;
-        store::migrate(&mut conn)?;
+        let conn = target.connect(false)?;
+        store::schema::migrate(&*conn)?;
         let get = |k: &str| -> Result<Vec<u8>> {
-            store::meta_get(&conn, k)?.ok_or_else(|| Error::Store(format!("missing {k}")))
+            store::meta_get(&*conn, k)?.ok_or_else(|| Error::Store(format!("missing {k}")))
         };
         let stored_id = String::from_utf8(get("master_key_id")?).unwrap_or_default();
         if stored_id != master.id() {
@@ -602,12 +624,9 @@ impl Coordinator {
             .collect::<Result<Vec<_>>>()?;
 
         // In-memory state from the store.
-        let (mversion, mtext, mdigest): (i64, String, String) = conn.query_row(
-            "SELECT version, text, digest FROM manifests ORDER BY version DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        let manifest = Manifest::parse(&mtext)?;
+        let latest = state::latest_manifest(&*conn)?;
+        let (mversion, mdigest) = (latest.version, latest.digest);
+        let manifest = Manifest::parse(&latest.text)?;
         let ungranted = manifest.data_owners_without_grants();
         if !ungranted.is_empty() {
             tracing::warn!(
@@ -618,31 +637,24 @@ impl Coordinator {
             );
         }
         let active = build_active(mversion as u64, mdigest, manifest, &placement_keys)?;
-        let keys = load_keys(&conn)?;
-        revoke_orphan_tokens(&mut conn, &active.manifest, &signer)?;
+        let keys = load_keys(&*conn)?;
+        revoke_orphan_tokens(&*conn, &active.manifest, &signer)?;
         let mut tokens = HashMap::new();
-        {
-            let mut st = conn.prepare("SELECT hash, user, id, expires FROM tokens")?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
+        for t in state::tokens(&*conn)? {
+            if let Ok(h) = <[u8; 32]>::try_from(t.hash.as_slice()) {
+                tokens.insert(
+                    h,
                     TokenRecord {
-                        user: r.get(1)?,
-                        id: r.get(2)?,
-                        expires: r.get(3)?,
+                        user: t.user,
+                        id: t.id,
+                        expires: t.expires,
                     },
-                ))
-            })?;
-            for row in rows {
-                let (h, t) = row?;
-                if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
-                    tokens.insert(h, t);
-                }
+                );
             }
         }
         drop(conn);
         let self_evidence = SelfEvidenceSource::open(&config.self_evidence)?;
-        let store = Store::open(&dir, signer)?;
+        let store = Store::open(target, signer)?;
         let config_tokenize_rate = config.tokenize_values_per_second;
         let config_anonymous = (config.anonymous_requests_per_second, config.anonymous_burst);
         let c = Arc::new(Coordinator {
@@ -847,16 +859,17 @@ impl Coordinator {
     /// Load a certificate issued before a restart and re-verify the
     /// evidence it carries (with the challenge it was issued on).
     fn load_app(&self, serial: &str) -> Result<Arc<AppRecord>> {
-        type Row = (String, i64, bool, bool, String, Vec<u8>, Vec<u8>);
-        let row: Option<Row> = self.store.read(|c| {
-            Ok(c.query_row(
-                "SELECT app, not_after, simulated, revoked, evidence_digest, challenge, der FROM certificates WHERE serial = ?1",
-                [serial],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
-            ).optional()?)
-        })?;
-        let (app, not_after, simulated, revoked, evidence_digest, challenge, der) =
-            row.ok_or_else(|| Error::NotFound("not issued by this coordinator".into()))?;
+        let row = self.store.read(|c| state::certificate(c, serial))?;
+        let state::CertRow {
+            app,
+            not_after,
+            simulated,
+            revoked,
+            evidence_digest,
+            challenge,
+            der,
+            ..
+        } = row.ok_or_else(|| Error::NotFound("not issued by this coordinator".into()))?;
         let claims = twinseal_attest::cert::verify_certificate(
             &der,
             &self.verifiers,
@@ -1105,9 +1118,19 @@ impl Coordinator {
                         evidence_digest: digest.clone(),
                     },
                 )?;
-                c.execute(
-                    "INSERT INTO certificates (serial, app, not_after, simulated, evidence_digest, challenge, der, issued) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![serial, app, unix(not_after), simulated, digest, challenge_bytes, der, unix(now)],
+                state::insert_certificate(
+                    c,
+                    &state::CertRow {
+                        serial,
+                        app,
+                        not_after: unix(not_after),
+                        simulated,
+                        revoked: false,
+                        evidence_digest: digest,
+                        challenge: challenge_bytes,
+                        der,
+                    },
+                    unix(now),
                 )?;
                 Ok(())
             })
@@ -1159,15 +1182,7 @@ impl Coordinator {
         {
             return Ok(m.clone());
         }
-        let wrapped: Option<Vec<u8>> = self.store.read(|c| {
-            Ok(c.query_row(
-                "SELECT wrapped FROM key_versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
-                |r| r.get::<_, Option<Vec<u8>>>(0),
-            )
-            .optional()?
-            .flatten())
-        })?;
+        let wrapped = self.store.read(|c| state::wrapped_key(c, name, version))?;
         let wrapped = wrapped
             .ok_or_else(|| Error::KeyUnavailable(format!("{name} v{version} has no material")))?;
         let plain = self.master.unwrap(&wrapped, &key_aad(name, version))?;
@@ -1236,22 +1251,22 @@ impl Coordinator {
             .map_err(|e| Error::BadRequest(e.to_string()))?;
         self.store
             .write(move |c| {
-                let exists: bool = c
-                    .query_row("SELECT 1 FROM keys WHERE name = ?1", [&name], |_| Ok(true))
-                    .optional()?
-                    .unwrap_or(false);
-                if exists {
-                    return Err(Error::Conflict(format!("key {name} exists (names are never reused)")));
+                if state::key_state(c, &name)?.is_some() {
+                    return Err(Error::Conflict(format!(
+                        "key {name} exists (names are never reused)"
+                    )));
                 }
-                c.execute(
-                    "INSERT INTO keys (name, state, current_version, tags, required_context, created) VALUES (?1, 'enabled', 1, ?2, ?3, ?4)",
-                    params![name, tags_json, ctx_json, now],
+                state::insert_key(c, &name, &tags_json, &ctx_json, &now, &wrapped)?;
+                AuditLog::append(
+                    c,
+                    SystemTime::now(),
+                    &Event::KeyCreated {
+                        actor,
+                        key: name.clone(),
+                        version: 1,
+                        tags,
+                    },
                 )?;
-                c.execute(
-                    "INSERT INTO key_versions (name, version, wrapped, created) VALUES (?1, 1, ?2, ?3)",
-                    params![name, wrapped, now],
-                )?;
-                AuditLog::append(c, SystemTime::now(), &Event::KeyCreated { actor, key: name.clone(), version: 1, tags })?;
                 Ok(())
             })
             .await?;
@@ -1288,22 +1303,21 @@ impl Coordinator {
         let wrapped = self.new_wrapped(name, version)?;
         self.store
             .write(move |c| {
-                let current: u32 = c.query_row(
-                    "SELECT current_version FROM keys WHERE name = ?1 AND state != 'destroyed'",
-                    [&n],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .ok_or_else(|| Error::KeyUnavailable(format!("key {n} is destroyed")))?;
+                let current = state::current_version_if_live(c, &n)?
+                    .ok_or_else(|| Error::KeyUnavailable(format!("key {n} is destroyed")))?;
                 if current + 1 != version {
                     return Err(Error::Conflict(format!("key {n} was rotated concurrently")));
                 }
-                c.execute(
-                    "INSERT INTO key_versions (name, version, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
-                    params![n, version, wrapped, rfc3339(SystemTime::now())],
+                state::add_key_version(c, &n, version, &wrapped, &rfc3339(SystemTime::now()))?;
+                AuditLog::append(
+                    c,
+                    SystemTime::now(),
+                    &Event::KeyRotated {
+                        actor,
+                        key: n.clone(),
+                        version,
+                    },
                 )?;
-                c.execute("UPDATE keys SET current_version = ?2 WHERE name = ?1", params![n, version])?;
-                AuditLog::append(c, SystemTime::now(), &Event::KeyRotated { actor, key: n.clone(), version })?;
                 Ok(())
             })
             .await?;
@@ -1322,18 +1336,13 @@ impl Coordinator {
         let n = name.to_string();
         self.store
             .write(move |c| {
-                let state: String = c
-                    .query_row("SELECT state FROM keys WHERE name = ?1", [&n], |r| r.get(0))
-                    .optional()?
-                    .ok_or_else(|| Error::NotFound(format!("key {n}")))?;
-                if state == "destroyed" {
+                let current =
+                    state::key_state(c, &n)?.ok_or_else(|| Error::NotFound(format!("key {n}")))?;
+                if current == "destroyed" {
                     return Err(Error::KeyUnavailable(format!("key {n} is destroyed")));
                 }
                 let new = if enabled { "enabled" } else { "disabled" };
-                c.execute(
-                    "UPDATE keys SET state = ?2 WHERE name = ?1",
-                    params![n, new],
-                )?;
+                state::set_key_state(c, &n, new)?;
                 let ev = if enabled {
                     Event::KeyEnabled {
                         actor,
@@ -1361,30 +1370,32 @@ impl Coordinator {
         let n = name.to_string();
         self.store
             .write(move |c| {
-                let state: String = c
-                    .query_row("SELECT state FROM keys WHERE name = ?1", [&n], |r| r.get(0))
-                    .optional()?
-                    .ok_or_else(|| Error::NotFound(format!("key {n}")))?;
-                if state == "destroyed" {
-                    return Err(Error::KeyUnavailable(format!("key {n} is already destroyed")));
+                let current =
+                    state::key_state(c, &n)?.ok_or_else(|| Error::NotFound(format!("key {n}")))?;
+                if current == "destroyed" {
+                    return Err(Error::KeyUnavailable(format!(
+                        "key {n} is already destroyed"
+                    )));
                 }
-                let versions: Vec<u32> = {
-                    let mut st = c.prepare("SELECT version FROM key_versions WHERE name = ?1 AND wrapped IS NOT NULL ORDER BY version")?;
-                    st.query_map([&n], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
-                };
-                c.execute("UPDATE key_versions SET wrapped = NULL WHERE name = ?1", [&n])?;
-                c.execute("UPDATE keys SET state = 'destroyed' WHERE name = ?1", [&n])?;
-                AuditLog::append(c, SystemTime::now(), &Event::KeyDestroyed { actor, key: n.clone(), versions })?;
+                let versions: Vec<u32> = state::live_versions(c, &n)?.into_keys().collect();
+                state::destroy_key(c, &n)?;
+                AuditLog::append(
+                    c,
+                    SystemTime::now(),
+                    &Event::KeyDestroyed {
+                        actor,
+                        key: n.clone(),
+                        versions,
+                    },
+                )?;
                 Ok(())
             })
             .await?;
         self.forget_material(name);
         self.reload_key(name)?;
-        // Move the overwritten pages out of the WAL too.
-        self.store.read(|c| {
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
-        })?;
+        // Move the overwritten pages out of the WAL too (SQLite); vacuum
+        // the dead row versions (PostgreSQL).
+        self.store.read(state::purge_deleted)?;
         self.key_info(name)
     }
 
@@ -1599,11 +1610,7 @@ impl Coordinator {
         let key = key.to_string();
         self.store
             .write(move |c| {
-                let state: Option<String> = c
-                    .query_row("SELECT state FROM keys WHERE name = ?1", [&key], |r| {
-                        r.get(0)
-                    })
-                    .optional()?;
+                let state = state::key_state(c, &key)?;
                 if state.as_deref() != Some("enabled") {
                     return Err(Error::KeyUnavailable(format!("key {key} is not enabled")));
                 }
@@ -1773,19 +1780,8 @@ impl Coordinator {
                     )?;
                     return Ok(Err(reasons));
                 }
-                let state: Option<String> = c
-                    .query_row("SELECT state FROM keys WHERE name = ?1", [&key], |r| {
-                        r.get(0)
-                    })
-                    .optional()?;
-                let revoked: bool = c
-                    .query_row(
-                        "SELECT revoked FROM certificates WHERE serial = ?1",
-                        [&serial],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .unwrap_or(true);
+                let state = state::key_state(c, &key)?;
+                let revoked = state::certificate_revoked(c, &serial)?.unwrap_or(true);
                 let mut late = Vec::new();
                 if state.as_deref() != Some("enabled") {
                     late.push(format!("key {key} is not enabled"));
@@ -1866,14 +1862,18 @@ impl Coordinator {
         let version = self
             .store
             .write(move |c| {
-                let v: i64 = c.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM manifests", [], |r| r.get(0))?;
-                c.execute(
-                    "INSERT INTO manifests (version, text, digest, applied_at, applied_by) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![v, t, d, rfc3339(now), a],
+                let v = state::insert_manifest(c, &t, &d, &rfc3339(now), &a)?;
+                AuditLog::append(
+                    c,
+                    now,
+                    &Event::ManifestApplied {
+                        actor: a.clone(),
+                        version: v as u64,
+                        digest: d,
+                    },
                 )?;
-                AuditLog::append(c, now, &Event::ManifestApplied { actor: a.clone(), version: v as u64, digest: d })?;
                 for (hash, user, id) in gone {
-                    c.execute("DELETE FROM tokens WHERE hash = ?1", [&hash[..]])?;
+                    state::delete_token(c, &hash[..])?;
                     AuditLog::append(
                         c,
                         now,
@@ -1933,44 +1933,34 @@ impl Coordinator {
     /// A stored manifest version (`None`: the current one).
     pub fn manifest_version(&self, version: Option<u64>) -> Result<api::ManifestInfo> {
         let v = version.unwrap_or(self.manifest().version) as i64;
-        self.store.read(|c| {
-            c.query_row(
-                "SELECT version, text, digest, applied_at, applied_by FROM manifests WHERE version = ?1",
-                [v],
-                |r| {
-                    Ok(api::ManifestInfo {
-                        version: r.get::<_, i64>(0)? as u64,
-                        manifest: Some(r.get(1)?),
-                        digest: r.get(2)?,
-                        applied_at: r.get(3)?,
-                        applied_by: r.get(4)?,
-                    })
-                },
-            )
-            .optional()?
-            .ok_or_else(|| Error::NotFound(format!("manifest version {v}")))
+        let m = self
+            .store
+            .read(|c| state::manifest(c, v))?
+            .ok_or_else(|| Error::NotFound(format!("manifest version {v}")))?;
+        Ok(api::ManifestInfo {
+            version: m.version as u64,
+            manifest: Some(m.text),
+            digest: m.digest,
+            applied_at: m.applied_at,
+            applied_by: m.applied_by,
         })
     }
 
     /// Every manifest version (without texts).
     pub fn manifest_versions(&self) -> Result<api::ManifestVersions> {
-        self.store.read(|c| {
-            let mut st = c.prepare(
-                "SELECT version, digest, applied_at, applied_by FROM manifests ORDER BY version",
-            )?;
-            let versions = st
-                .query_map([], |r| {
-                    Ok(api::ManifestInfo {
-                        version: r.get::<_, i64>(0)? as u64,
-                        digest: r.get(1)?,
-                        applied_at: r.get(2)?,
-                        applied_by: r.get(3)?,
-                        manifest: None,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(api::ManifestVersions { versions })
-        })
+        let versions = self
+            .store
+            .read(state::manifests)?
+            .into_iter()
+            .map(|m| api::ManifestInfo {
+                version: m.version as u64,
+                digest: m.digest,
+                applied_at: m.applied_at,
+                applied_by: m.applied_by,
+                manifest: None,
+            })
+            .collect();
+        Ok(api::ManifestVersions { versions })
     }
 
     /// A new bearer token for a manifest user (admin).
@@ -2019,10 +2009,7 @@ impl Coordinator {
         let ev_expires = expires_text.clone();
         self.store
             .write(move |c| {
-                c.execute(
-                    "INSERT INTO tokens (hash, user, created, id, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![&hash[..], name, rfc3339(now), id, expires],
-                )?;
+                state::insert_token(c, &hash[..], &name, &rfc3339(now), &id, expires)?;
                 AuditLog::append(
                     c,
                     now,
@@ -2119,21 +2106,12 @@ impl Coordinator {
 
     /// A user's tokens (ids and dates, never the tokens).
     pub fn list_tokens(&self, user: &str) -> Result<api::TokenList> {
-        let rows = self.store.read(|c| {
-            let mut st = c.prepare(
-                "SELECT id, created, expires FROM tokens WHERE user = ?1 ORDER BY created, id",
-            )?;
-            let rows = st
-                .query_map([user], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                    ))
-                })?
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })?;
+        let rows: Vec<(String, String, Option<i64>)> = self
+            .store
+            .read(|c| state::user_tokens(c, user))?
+            .into_iter()
+            .map(|t| (t.id, t.created, t.expires))
+            .collect();
         let now = unix(SystemTime::now());
         Ok(api::TokenList {
             user: user.to_string(),
@@ -2188,7 +2166,7 @@ impl Coordinator {
         let (actor, name, tid) = (caller.actor(), user.to_string(), id.to_string());
         self.store
             .write(move |c| {
-                c.execute("DELETE FROM tokens WHERE hash = ?1", [&hash[..]])?;
+                state::delete_token(c, &hash[..])?;
                 AuditLog::append(
                     c,
                     SystemTime::now(),
@@ -2268,24 +2246,22 @@ impl Coordinator {
 
     /// Issued certificates, newest first.
     pub fn list_certificates(&self) -> Result<api::CertificateList> {
-        self.store.read(|c| {
-            let mut st = c.prepare(
-                "SELECT serial, app, not_after, simulated, revoked, evidence_digest FROM certificates ORDER BY issued DESC, serial",
-            )?;
-            let certificates = st
-                .query_map([], |r| {
-                    Ok(api::CertificateInfo {
-                        serial: r.get(0)?,
-                        app: r.get(1)?,
-                        not_after: rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(r.get::<_, i64>(2)?.max(0) as u64)),
-                        simulated: r.get(3)?,
-                        revoked: r.get(4)?,
-                        evidence_digest: r.get(5)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(api::CertificateList { certificates })
-        })
+        let certificates = self
+            .store
+            .read(state::certificates)?
+            .into_iter()
+            .map(|r| api::CertificateInfo {
+                serial: r.serial,
+                app: r.app,
+                not_after: rfc3339(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(r.not_after.max(0) as u64),
+                ),
+                simulated: r.simulated,
+                revoked: r.revoked,
+                evidence_digest: r.evidence_digest,
+            })
+            .collect();
+        Ok(api::CertificateList { certificates })
     }
 
     /// Revoke an app certificate (admin): its next request fails.
@@ -2293,18 +2269,8 @@ impl Coordinator {
         let (actor, s) = (caller.actor(), serial.to_string());
         self.store
             .write(move |c| {
-                let app: String = c
-                    .query_row(
-                        "SELECT app FROM certificates WHERE serial = ?1",
-                        [&s],
-                        |r| r.get(0),
-                    )
-                    .optional()?
+                let app = state::revoke_certificate(c, &s)?
                     .ok_or_else(|| Error::NotFound(format!("certificate {s}")))?;
-                c.execute(
-                    "UPDATE certificates SET revoked = 1 WHERE serial = ?1",
-                    [&s],
-                )?;
                 AuditLog::append(
                     c,
                     SystemTime::now(),
@@ -2442,7 +2408,7 @@ impl Coordinator {
 
     /// The full audit bundle (entries, checkpoints, evidence), JSON.
     pub fn audit_export(&self) -> Result<Vec<u8>> {
-        let bundle = self.store.read(|c| Ok(AuditLog::export(c)?))?;
+        let bundle = self.store.read_snapshot(|c| Ok(AuditLog::export(c)?))?;
         Ok(bundle.to_json())
     }
 }
@@ -2495,43 +2461,25 @@ fn build_active(
     })
 }
 
-fn load_key(c: &Connection, name: &str) -> Result<Option<KeyMeta>> {
-    let row: Option<(String, u32, String, String, String)> = c
-        .query_row(
-            "SELECT state, current_version, tags, required_context, created FROM keys WHERE name = ?1",
-            [name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .optional()?;
-    let Some((state, current_version, tags, ctx, created)) = row else {
+fn load_key(c: &dyn Db, name: &str) -> Result<Option<KeyMeta>> {
+    let Some(row) = state::key(c, name)? else {
         return Ok(None);
     };
-    let mut st = c.prepare(
-        "SELECT version, created FROM key_versions WHERE name = ?1 AND wrapped IS NOT NULL ORDER BY version",
-    )?;
-    let versions = st
-        .query_map([name], |r| {
-            Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
-        })?
-        .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+    let versions = state::live_versions(c, name)?;
     Ok(Some(KeyMeta {
-        state: parse_state(&state)?,
-        current_version,
+        state: parse_state(&row.state)?,
+        current_version: row.current_version,
         versions,
-        tags: serde_json::from_str(&tags).map_err(|e| Error::Store(e.to_string()))?,
-        required_context: serde_json::from_str(&ctx).map_err(|e| Error::Store(e.to_string()))?,
-        created,
+        tags: serde_json::from_str(&row.tags).map_err(|e| Error::Store(e.to_string()))?,
+        required_context: serde_json::from_str(&row.required_context)
+            .map_err(|e| Error::Store(e.to_string()))?,
+        created: row.created,
     }))
 }
 
-fn load_keys(c: &Connection) -> Result<HashMap<String, KeyMeta>> {
-    let names: Vec<String> = {
-        let mut st = c.prepare("SELECT name FROM keys")?;
-        st.query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
-    };
+fn load_keys(c: &dyn Db) -> Result<HashMap<String, KeyMeta>> {
     let mut out = HashMap::new();
-    for n in names {
+    for n in state::key_names(c)? {
         if let Some(m) = load_key(c, &n)? {
             out.insert(n, m);
         }

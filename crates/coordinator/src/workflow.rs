@@ -16,13 +16,14 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use twinseal_api as api;
 use twinseal_audit::{AuditLog, Event};
+use twinseal_sql::Db;
 
 use crate::error::{Error, Result};
 use crate::manifest::Role;
 use crate::service::{Caller, Coordinator, rfc3339};
+use crate::store::{runs, state};
 
 /// Seconds without progress after which a claimed run is failed.
 pub const JOB_LEASE_SECS: i64 = 600;
@@ -49,71 +50,48 @@ fn parse_state(s: &str) -> Result<api::RunState> {
     })
 }
 
-const COLUMNS: &str = "id, workflow, kind, app, state, started_by, created, updated, serial, done, total, output, output_sha256, error, receipt, spec";
-
 /// A run row.
 struct Row {
     info: api::RunInfo,
     spec: api::Job,
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(api::RunInfo, String, Option<String>, String)> {
+fn finish_row(r: runs::RunRow) -> Result<Row> {
     let info = api::RunInfo {
-        id: r.get::<_, i64>(0)? as u64,
-        workflow: r.get(1)?,
-        kind: r.get(2)?,
-        app: r.get(3)?,
-        state: api::RunState::Queued,
-        started_by: r.get(5)?,
-        created: r.get(6)?,
-        updated: r.get(7)?,
-        serial: r.get(8)?,
-        done: r.get::<_, i64>(9)? as u64,
-        total: r.get::<_, i64>(10)? as u64,
-        output: r.get(11)?,
-        output_sha256: r.get(12)?,
-        error: r.get(13)?,
-        receipt: None,
+        id: r.id as u64,
+        workflow: r.workflow,
+        kind: r.kind,
+        app: r.app,
+        state: parse_state(&r.state)?,
+        started_by: r.started_by,
+        created: r.created,
+        updated: r.updated,
+        serial: r.serial,
+        done: r.done as u64,
+        total: r.total as u64,
+        output: r.output,
+        output_sha256: r.output_sha256,
+        error: r.error,
+        receipt: r
+            .receipt
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| Error::Store(format!("stored receipt: {e}")))?,
         certificate: None,
         training: None,
         training_record: None,
     };
-    Ok((info, r.get(4)?, r.get(14)?, r.get(15)?))
-}
-
-fn finish_row(
-    (mut info, state, receipt, spec): (api::RunInfo, String, Option<String>, String),
-) -> Result<Row> {
-    info.state = parse_state(&state)?;
-    info.receipt = receipt
-        .map(|r| serde_json::from_str(&r))
-        .transpose()
-        .map_err(|e| Error::Store(format!("stored receipt: {e}")))?;
     let spec: api::Job =
-        serde_json::from_str(&spec).map_err(|e| Error::Store(format!("stored job: {e}")))?;
+        serde_json::from_str(&r.spec).map_err(|e| Error::Store(format!("stored job: {e}")))?;
     Ok(Row { info, spec })
 }
 
-fn load(c: &Connection, id: u64) -> Result<Option<Row>> {
-    c.query_row(
-        &format!("SELECT {COLUMNS} FROM workflow_runs WHERE id = ?1"),
-        [id as i64],
-        row,
-    )
-    .optional()?
-    .map(finish_row)
-    .transpose()
+fn load(c: &dyn Db, id: u64) -> Result<Option<Row>> {
+    runs::get(c, id as i64)?.map(finish_row).transpose()
 }
 
-fn certificate_pem(c: &Connection, serial: &str) -> Result<Option<String>> {
-    let der: Option<Vec<u8>> = c
-        .query_row(
-            "SELECT der FROM certificates WHERE serial = ?1",
-            [serial],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(der.map(|d| crate::ca::pem_cert(&d)))
+fn certificate_pem(c: &dyn Db, serial: &str) -> Result<Option<String>> {
+    Ok(state::certificate_der(c, serial)?.map(|d| crate::ca::pem_cert(&d)))
 }
 
 impl Coordinator {
@@ -138,11 +116,7 @@ impl Coordinator {
             .store()
             .write(move |c| {
                 let now = SystemTime::now();
-                let next: i64 = c.query_row(
-                    "SELECT COALESCE(MAX(id), 0) + 1 FROM workflow_runs",
-                    [],
-                    |r| r.get(0),
-                )?;
+                let next = runs::next_id(c)?;
                 let context = |purpose: &str| -> std::collections::BTreeMap<String, String> {
                     [
                         ("purpose".to_string(), purpose.to_string()),
@@ -181,12 +155,19 @@ impl Coordinator {
                         context: context("metrics"),
                     }),
                 };
-                let spec =
-                    serde_json::to_string(&spec).map_err(|e| Error::Store(e.to_string()))?;
-                c.execute(
-                    "INSERT INTO workflow_runs (id, workflow, kind, app, spec, state, started_by, created, updated, updated_unix)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?7, ?8)",
-                    params![next, workflow, w.kind, w.app, spec, actor, rfc3339(now), unix_now()],
+                let spec = serde_json::to_string(&spec).map_err(|e| Error::Store(e.to_string()))?;
+                runs::insert(
+                    c,
+                    &runs::NewRun {
+                        id: next,
+                        workflow: &workflow,
+                        kind: &w.kind,
+                        app: &w.app,
+                        spec: &spec,
+                        started_by: &actor,
+                        now: &rfc3339(now),
+                        now_unix: unix_now(),
+                    },
                 )?;
                 AuditLog::append(
                     c,
@@ -208,12 +189,7 @@ impl Coordinator {
     pub fn list_runs(&self, caller: &Caller) -> Result<api::RunList> {
         caller.require_role(READERS)?;
         self.store().read(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM workflow_runs ORDER BY id DESC LIMIT 1000"
-            ))?;
-            let rows = st
-                .query_map([], row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = runs::newest(c, 1000)?;
             let runs = rows
                 .into_iter()
                 .map(|r| {
@@ -277,18 +253,10 @@ impl Coordinator {
             .write(move |c| {
                 let now = SystemTime::now();
                 expire_stale(c, now)?;
-                let id: Option<i64> = c
-                    .query_row(
-                        "SELECT id FROM workflow_runs WHERE state = 'queued' AND app = ?1 ORDER BY id LIMIT 1",
-                        [&name],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let Some(id) = id else { return Ok(None) };
-                c.execute(
-                    "UPDATE workflow_runs SET state = 'running', serial = ?2, updated = ?3, updated_unix = ?4 WHERE id = ?1",
-                    params![id, serial, rfc3339(now), unix_now()],
-                )?;
+                let Some(id) = runs::oldest_queued(c, &name)? else {
+                    return Ok(None);
+                };
+                runs::claim(c, id, &serial, &rfc3339(now), unix_now())?;
                 let r = load(c, id as u64)?.ok_or_else(|| Error::Store("run vanished".into()))?;
                 AuditLog::append(
                     c,
@@ -319,29 +287,22 @@ impl Coordinator {
         let app = self.running_app(caller, id)?;
         self.store()
             .write(move |c| {
-                let n = c.execute(
-                    "UPDATE workflow_runs SET done = ?2, total = ?3, updated = ?4, updated_unix = ?5
-                     WHERE id = ?1 AND state = 'running' AND app = ?6",
-                    params![
-                        id as i64,
-                        p.done as i64,
-                        p.total as i64,
-                        rfc3339(SystemTime::now()),
-                        unix_now(),
-                        app
-                    ],
+                let running = runs::progress(
+                    c,
+                    id as i64,
+                    &app,
+                    p.done as i64,
+                    p.total as i64,
+                    &rfc3339(SystemTime::now()),
+                    unix_now(),
                 )?;
-                if n == 0 {
+                if !running {
                     return Err(Error::Conflict(format!("run {id} is not running")));
                 }
                 if let Some(t) = &p.training {
                     let t =
                         serde_json::to_string(t).map_err(|e| Error::BadRequest(e.to_string()))?;
-                    c.execute(
-                        "INSERT INTO run_training (run, progress) VALUES (?1, ?2)
-                         ON CONFLICT(run) DO UPDATE SET progress = excluded.progress",
-                        params![id as i64, t],
-                    )?;
+                    runs::set_training_progress(c, id as i64, &t)?;
                 }
                 Ok(())
             })
@@ -453,21 +414,20 @@ impl Coordinator {
                     _ => None,
                 };
                 let output = succeeded.then(|| r.spec.output.location.clone());
-                c.execute(
-                    "UPDATE workflow_runs SET state = ?2, done = ?3, output = ?4, output_sha256 = ?5,
-                     error = ?6, receipt = ?7, serial = ?8, updated = ?9, updated_unix = ?10 WHERE id = ?1",
-                    params![
-                        id as i64,
-                        if succeeded { "succeeded" } else { "failed" },
-                        f.done as i64,
-                        output,
-                        f.output_sha256,
-                        error,
-                        receipt,
-                        serial,
-                        rfc3339(now),
-                        unix_now()
-                    ],
+                runs::finish(
+                    c,
+                    &runs::Finish {
+                        id: id as i64,
+                        state: if succeeded { "succeeded" } else { "failed" },
+                        done: f.done as i64,
+                        output: output.as_deref(),
+                        output_sha256: f.output_sha256.as_deref(),
+                        error: error.as_deref(),
+                        receipt: receipt.as_deref(),
+                        serial: &serial,
+                        now: &rfc3339(now),
+                        now_unix: unix_now(),
+                    },
                 )?;
                 AuditLog::append(
                     c,
@@ -506,14 +466,7 @@ impl Coordinator {
                 ));
             }
         };
-        let owner = self.store().read(|c| {
-            Ok(c.query_row(
-                "SELECT app FROM workflow_runs WHERE id = ?1",
-                [id as i64],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?)
-        })?;
+        let owner = self.store().read(|c| runs::app_of(c, id as i64))?;
         match owner {
             None => Err(Error::NotFound(format!("run {id}"))),
             Some(o) if o != app => Err(Error::Forbidden(format!(
@@ -525,26 +478,11 @@ impl Coordinator {
 }
 
 /// Fail running runs whose worker has not reported for the lease.
-fn expire_stale(c: &Connection, now: SystemTime) -> Result<()> {
+fn expire_stale(c: &dyn Db, now: SystemTime) -> Result<()> {
     let cutoff = unix_now() - JOB_LEASE_SECS;
-    let mut st = c.prepare(
-        "SELECT id, workflow, done FROM workflow_runs WHERE state = 'running' AND updated_unix < ?1",
-    )?;
-    let stale = st
-        .query_map([cutoff], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (id, workflow, done) in stale {
+    for (id, workflow, done) in runs::stale(c, cutoff)? {
         let error = format!("the worker stopped reporting for {JOB_LEASE_SECS} s");
-        c.execute(
-            "UPDATE workflow_runs SET state = 'failed', error = ?2, updated = ?3, updated_unix = ?4 WHERE id = ?1",
-            params![id, error, rfc3339(now), unix_now()],
-        )?;
+        runs::fail(c, id, &error, &rfc3339(now), unix_now())?;
         AuditLog::append(
             c,
             now,
@@ -566,17 +504,10 @@ fn expire_stale(c: &Connection, now: SystemTime) -> Result<()> {
 
 /// The training progress and record of run `id`.
 fn training_of(
-    c: &Connection,
+    c: &dyn Db,
     id: u64,
 ) -> Result<(Option<api::TrainingProgress>, Option<api::TrainingRecord>)> {
-    let row: Option<(Option<String>, Option<String>)> = c
-        .query_row(
-            "SELECT progress, record FROM run_training WHERE run = ?1",
-            [id as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((progress, record)) = row else {
+    let Some((progress, record)) = runs::training(c, id as i64)? else {
         return Ok((None, None));
     };
     let progress = progress
@@ -591,13 +522,14 @@ fn training_of(
 }
 
 /// Stores a training record and audits it (in the caller's transaction).
-fn record_training(c: &Connection, now: SystemTime, t: &api::TrainingRecord) -> Result<()> {
+fn record_training(c: &dyn Db, now: SystemTime, t: &api::TrainingRecord) -> Result<()> {
     let json = serde_json::to_string(t).map_err(|e| Error::Store(e.to_string()))?;
-    c.execute(
-        "INSERT INTO run_training (run, record, app, model_header_sha256) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(run) DO UPDATE SET record = excluded.record, app = excluded.app,
-         model_header_sha256 = excluded.model_header_sha256",
-        params![t.run as i64, json, t.app, t.result.model_header_sha256],
+    runs::set_training_record(
+        c,
+        t.run as i64,
+        &json,
+        &t.app,
+        &t.result.model_header_sha256,
     )?;
     AuditLog::append(
         c,
@@ -630,11 +562,6 @@ fn record_training(c: &Connection, now: SystemTime, t: &api::TrainingRecord) -> 
 
 /// The trainer app whose recorded training produced the sealed model with
 /// this header digest, if any.
-pub(crate) fn trainer_of_model(c: &Connection, header_sha256: &str) -> Result<Option<String>> {
-    Ok(c.query_row(
-        "SELECT app FROM run_training WHERE model_header_sha256 = ?1 AND record IS NOT NULL",
-        [header_sha256],
-        |r| r.get(0),
-    )
-    .optional()?)
+pub(crate) fn trainer_of_model(c: &dyn Db, header_sha256: &str) -> Result<Option<String>> {
+    runs::trainer_of_model(c, header_sha256)
 }

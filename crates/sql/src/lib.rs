@@ -324,6 +324,11 @@ pub trait Db {
     fn batch(&self, sql: &str) -> Result<()>;
     /// Whether a transaction is open.
     fn in_transaction(&self) -> bool;
+    /// Whether the connection is broken and must be replaced (a
+    /// PostgreSQL connection the server closed).
+    fn is_broken(&self) -> bool {
+        false
+    }
     /// Begin a transaction that writes (SQLite: `BEGIN IMMEDIATE`, which
     /// takes the write lock at once).
     fn begin(&self) -> Result<()>;

@@ -401,6 +401,10 @@ impl Db for PgConn {
         self.in_tx.get()
     }
 
+    fn is_broken(&self) -> bool {
+        self.client.is_closed()
+    }
+
     fn begin(&self) -> Result<()> {
         self.batch("BEGIN")?;
         self.in_tx.set(true);

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::SystemTime;
 
-use crate::common::{Auth, Harness, MEASUREMENT};
+use crate::common::{Auth, Harness, MEASUREMENT, test_store};
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 use twinseal_attest::SimulatedPlatform;
@@ -193,7 +193,10 @@ async fn rejected_attestations_are_audited_and_issue_nothing() {
 async fn simulated_evidence_is_rejected_unless_enabled() {
     let dir = tempfile::tempdir().unwrap();
     let platform = SimulatedPlatform::generate("paris-1").unwrap();
-    let config = twinseal_coordinator::Config::for_data_dir(dir.path());
+    let config = twinseal_coordinator::Config {
+        store: test_store(),
+        ..twinseal_coordinator::Config::for_data_dir(dir.path())
+    };
     let report = twinseal_coordinator::init(&config).unwrap();
     let state = twinseal_coordinator::Coordinator::open(config).unwrap();
     let h = Harness {

@@ -124,7 +124,10 @@ async fn runs_are_claimed_in_order_and_their_outcomes_checked() {
     h.state
         .store()
         .write(|c| {
-            c.execute("UPDATE workflow_runs SET updated_unix = 0 WHERE id = 2", [])?;
+            c.execute(
+                "UPDATE workflow_runs SET updated_unix = 0 WHERE id = 2",
+                &[],
+            )?;
             Ok(())
         })
         .await

@@ -13,8 +13,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use twinseal_attest::SimulatedPlatform;
+use twinseal_coordinator::config::StoreConfig;
 use twinseal_coordinator::http::PeerCertificate;
 use twinseal_coordinator::{Config, Coordinator, app, init};
+use twinseal_sql::testing::TempPostgres;
 
 /// The measurement the test apps claim.
 pub const MEASUREMENT: [u8; 48] = [0x11; 48];
@@ -89,10 +91,26 @@ pub struct Harness {
     pub platform: SimulatedPlatform,
 }
 
+/// Which store the tests run on: SQLite in the data directory (default),
+/// or with `TWINSEAL_TEST_STORE=postgres` a fresh database on a
+/// throwaway PostgreSQL server that this test process starts (and stops
+/// when it ends). `scripts/test` runs this binary both ways.
+pub fn test_store() -> StoreConfig {
+    match std::env::var("TWINSEAL_TEST_STORE").as_deref() {
+        Ok("postgres") => StoreConfig {
+            url: Some(TempPostgres::shared().database()),
+            ..StoreConfig::default()
+        },
+        Ok("sqlite") | Err(_) => StoreConfig::default(),
+        Ok(other) => panic!("TWINSEAL_TEST_STORE={other}: use sqlite or postgres"),
+    }
+}
+
 pub fn config_for(dir: &std::path::Path, platform: &SimulatedPlatform) -> Config {
     Config {
         insecure_allow_simulated_tee: true,
         simulated_platform_keys: vec![hex::encode(platform.public_key())],
+        store: test_store(),
         ..Config::for_data_dir(dir)
     }
 }

@@ -1,0 +1,362 @@
+//! The durable store, behind one seam with two engines:
+//!
+//! - SQLite (the embedded default: one file in the data directory, bundled
+//!   SQLite, WAL journal, `synchronous = FULL`, `secure_delete = ON`);
+//! - PostgreSQL (`[store] url = "postgres://..."`: any number of
+//!   coordinator replicas on one database).
+//!
+//! Every SQL statement lives in this module ([`state`], [`runs`],
+//! [`schema`]) and in the audit log, written once for both engines
+//! through `twinseal_sql::Db`.
+//!
+//! Every state change runs as a job on the writer thread, inside a
+//! savepoint of the current batch transaction, together with its audit
+//! entries (`twinseal-audit` appends in the same transaction). After the
+//! batch, the writer signs one audit checkpoint, commits (one fsync for the
+//! whole batch) and only then answers each job. So an answer — a released
+//! key, an issued certificate — is never sent before its audit entry is
+//! durable, and a job whose audit append fails is rolled back and refused.
+//!
+//! Several replicas on one PostgreSQL database: each batch begins by
+//! locking the audit log's head row (`SELECT ... FOR UPDATE`), so batches
+//! from all replicas commit one after another, each costing its replica
+//! one lock wait and one commit, and the log stays one totally ordered
+//! log. A batch's decisive checks (a key still enabled, a certificate not
+//! revoked, a run still queued) read what other replicas committed before
+//! it, because they run after the lock. A broken connection is replaced
+//! before the next batch or read; requests meanwhile fail with
+//! [`Error::StoreUnavailable`] (503).
+
+pub mod runs;
+pub mod schema;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use twinseal_audit::{AuditLog, CheckpointSigner};
+use twinseal_sql::{Db, Dialect, ErrorKind, params};
+use zeroize::Zeroizing;
+
+use crate::config::{Config, StoreConfig};
+use crate::error::{Error, Result};
+
+pub use schema::{SCHEMA_VERSION, meta_get, meta_put};
+
+/// The database file name inside the data directory (SQLite).
+pub const DB_FILE: &str = "coordinator.db";
+/// Most jobs committed together.
+pub const MAX_BATCH: usize = 512;
+
+/// A connection of either engine.
+pub type Conn = Box<dyn Db + Send>;
+
+/// Where the state lives.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(twinseal_sql::pg::PgOptions),
+}
+
+impl Target {
+    /// The target a configuration names (reads the database password from
+    /// its environment variable or file).
+    pub fn from_config(config: &Config) -> Result<Target> {
+        Self::resolve(&config.store, &config.data_dir)
+    }
+
+    fn resolve(store: &StoreConfig, data_dir: &Path) -> Result<Target> {
+        let Some(url) = &store.url else {
+            return Ok(Target::Sqlite(data_dir.join(DB_FILE)));
+        };
+        let mut o = twinseal_sql::pg::PgOptions::new(url);
+        o.ca_file = store.ca_file.clone();
+        o.password = match (&store.password_env, &store.password_file) {
+            (Some(var), None) => Some(std::env::var(var).map_err(|_| {
+                Error::Config(format!(
+                    "[store] password_env: the environment variable {var} is not set"
+                ))
+            })?),
+            (None, Some(file)) => {
+                let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
+                    Error::io(
+                        format!("reading the database password {}", file.display()),
+                        e,
+                    )
+                })?);
+                Some(text.trim_end_matches(['\n', '\r']).to_string())
+            }
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "[store] names both password_env and password_file: name one".into(),
+                ));
+            }
+        };
+        // Checks the URL (no password in it, TLS to remote hosts).
+        o.config()?;
+        Ok(Target::Postgres(o))
+    }
+
+    /// What the target is, for messages (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Sqlite(p) => format!("SQLite database {}", p.display()),
+            Target::Postgres(o) => format!("PostgreSQL database {}", o.url),
+        }
+    }
+
+    /// Connect (SQLite: open the file, creating it if `create`).
+    pub fn connect(&self, create: bool) -> Result<Conn> {
+        match self {
+            Target::Sqlite(p) => {
+                if !create && !p.exists() {
+                    return Err(Error::Config(format!(
+                        "{} does not exist: run `twinseal coordinator init` first",
+                        p.display()
+                    )));
+                }
+                Ok(Box::new(twinseal_sql::sqlite::SqliteConn::open(p, create)?))
+            }
+            Target::Postgres(o) => {
+                let c = twinseal_sql::pg::PgConn::connect(o).map_err(|e| match e.kind() {
+                    ErrorKind::Unavailable => Error::StoreUnavailable(format!(
+                        "cannot reach the PostgreSQL database {}: {e}",
+                        o.url
+                    )),
+                    _ => Error::Config(format!("PostgreSQL database {}: {e}", o.url)),
+                })?;
+                Ok(Box::new(c))
+            }
+        }
+    }
+}
+
+type Completion = Box<dyn FnOnce(Result<(), (ErrorKind, String)>) + Send>;
+/// A write: run in a savepoint of the batch (`Some`), or refused without
+/// running (`None`: no connection); its completion answers the caller.
+type Job = Box<dyn FnOnce(Option<&dyn Db>) -> Completion + Send>;
+
+/// The store: a writer thread and a reader connection.
+pub struct Store {
+    target: Target,
+    jobs: Mutex<Option<tokio::sync::mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    reader: Mutex<Option<Conn>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.target.describe())
+    }
+}
+
+impl Store {
+    /// Open an initialized database and start the writer thread, which
+    /// signs a checkpoint with `signer` after every batch that appended
+    /// audit entries.
+    pub fn open(target: Target, signer: CheckpointSigner) -> Result<Store> {
+        let writer_conn = target.connect(false)?;
+        schema::check_version(&*writer_conn)?;
+        let reader = target.connect(false)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Job>(4 * MAX_BATCH);
+        let t = target.clone();
+        let handle = std::thread::Builder::new()
+            .name("twinseal-store-writer".into())
+            .spawn(move || writer_loop(t, writer_conn, rx, signer))
+            .map_err(|e| Error::io("starting the store writer", e))?;
+        Ok(Store {
+            target,
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            reader: Mutex::new(Some(reader)),
+        })
+    }
+
+    /// The engine.
+    pub fn dialect(&self) -> Dialect {
+        match self.target {
+            Target::Sqlite(_) => Dialect::Sqlite,
+            Target::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Run `f` on the writer thread inside a savepoint of the next batch;
+    /// resolves once the batch is durably committed. If `f` fails, its
+    /// writes are rolled back and the other jobs of the batch still commit.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Db) -> Result<T> + Send + 'static,
+    {
+        let (done, wait) = tokio::sync::oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |db: Option<&dyn Db>| {
+            let result = db.map(|db| twinseal_sql::savepoint(db, f));
+            Box::new(move |committed: Result<(), (ErrorKind, String)>| {
+                let out = match (committed, result) {
+                    (Ok(()), Some(result)) => result,
+                    (Ok(()), None) => Err(Error::Store("the write did not run".into())),
+                    (Err((ErrorKind::Unavailable, e)), _) => Err(Error::StoreUnavailable(e)),
+                    (Err((_, e)), _) => Err(Error::Store(format!("commit failed: {e}"))),
+                };
+                let _ = done.send(out);
+            })
+        });
+        let sender = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::ShuttingDown)?;
+        // A full queue makes this task wait: back-pressure, not loss.
+        sender.send(job).await.map_err(|_| Error::ShuttingDown)?;
+        wait.await
+            .map_err(|_| Error::Store("the store could not run the write".into()))?
+    }
+
+    /// Run a read on the reader connection (sees committed state only).
+    /// Blocks the calling thread for the read (one round trip on
+    /// PostgreSQL); reconnects first if the connection broke.
+    pub fn read<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T>) -> Result<T> {
+        let mut guard = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_none_or(|c| c.is_broken()) {
+            *guard = None;
+            *guard = Some(self.target.connect(false)?);
+        }
+        let conn = guard.as_ref().ok_or(Error::ShuttingDown)?;
+        let out = f(&**conn);
+        if matches!(out, Err(Error::StoreUnavailable(_))) {
+            *guard = None;
+        }
+        out
+    }
+
+    /// Run reads in one read-only transaction: a consistent snapshot.
+    pub fn read_snapshot<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T>) -> Result<T> {
+        self.read(|db| {
+            db.batch(match db.dialect() {
+                Dialect::Sqlite => "BEGIN DEFERRED",
+                Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            })?;
+            let out = f(db);
+            let end = db.rollback();
+            let v = out?;
+            end?;
+            Ok(v)
+        })
+    }
+
+    /// Stop accepting jobs, let the writer drain and commit, and wait for it.
+    pub fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Begin a batch: the write lock (SQLite) or the audit head's row lock
+/// (PostgreSQL, which orders the batches of every replica); returns the
+/// log's size.
+fn begin_batch(db: &dyn Db) -> Result<u64> {
+    db.begin()?;
+    let sql = match db.dialect() {
+        Dialect::Sqlite => "SELECT size FROM audit_tree WHERE id = 1",
+        Dialect::Postgres => "SELECT size FROM audit_tree WHERE id = 1 FOR UPDATE",
+    };
+    let size = db.query_one(sql, params![])?.int(0)?;
+    u64::try_from(size).map_err(|_| Error::Store("negative audit log size".into()))
+}
+
+fn kind_of(e: &Error) -> ErrorKind {
+    match e {
+        Error::StoreUnavailable(_) => ErrorKind::Unavailable,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// Answer jobs that did not run (nothing was written).
+fn refuse(jobs: Vec<Job>, e: &Error) {
+    let failure = (kind_of(e), e.to_string());
+    for job in jobs {
+        job(None)(Err(failure.clone()));
+    }
+}
+
+fn writer_loop(
+    target: Target,
+    conn: Conn,
+    mut rx: tokio::sync::mpsc::Receiver<Job>,
+    signer: CheckpointSigner,
+) {
+    let mut conn = Some(conn);
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        if conn.as_ref().is_none_or(|c| c.is_broken()) {
+            conn = None;
+            match target.connect(false) {
+                Ok(c) => {
+                    tracing::info!("store: reconnected to the database");
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store: the database is unreachable; refusing the batch");
+                    refuse(jobs, &e);
+                    continue;
+                }
+            }
+        }
+        let Some(db) = conn.as_deref() else { continue };
+        let size = match begin_batch(db) {
+            Ok(size) => size,
+            Err(e) => {
+                tracing::error!(error = %e, "store: cannot begin a transaction");
+                let _ = db.rollback();
+                if matches!(e, Error::StoreUnavailable(_)) {
+                    conn = None;
+                }
+                refuse(jobs, &e);
+                continue;
+            }
+        };
+        let completions: Vec<Completion> = jobs.into_iter().map(|job| job(Some(db))).collect();
+        let outcome = (|| -> Result<()> {
+            if AuditLog::size(db)? > size {
+                AuditLog::checkpoint(db, &signer, SystemTime::now())?;
+            }
+            db.commit()?;
+            Ok(())
+        })();
+        let result = match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "store: batch commit failed; every job in it is refused");
+                if db.in_transaction() {
+                    let _ = db.rollback();
+                }
+                Err((kind_of(&e), e.to_string()))
+            }
+        };
+        if matches!(result, Err((ErrorKind::Unavailable, _))) {
+            conn = None;
+        }
+        for c in completions {
+            c(result.clone());
+        }
+    }
+}
