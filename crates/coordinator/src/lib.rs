@@ -17,6 +17,7 @@
 //!   [`twinseal_net::client`], re-exported).
 
 pub mod ca;
+pub mod challenge;
 pub mod config;
 pub mod error;
 pub mod guard;

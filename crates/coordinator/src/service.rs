@@ -17,8 +17,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use twinseal_api as api;
 use twinseal_attest::{
-    Challenge, ChallengeStore, CollateralSource, DcapCollateral, DcapVerifier, Evidence,
-    SimulatedVerifier, SnpVerifier, VerifiedClaims, Verifiers,
+    Challenge, CollateralSource, DcapCollateral, DcapVerifier, Evidence, SimulatedVerifier,
+    SnpVerifier, VerifiedClaims, Verifiers,
 };
 use twinseal_audit::{AuditLog, CheckpointSigner, Event, VerifierKey};
 use twinseal_envelope::{Context, Header, Kek, KeyId, SecretKey};
@@ -27,6 +27,7 @@ use twinseal_sql::Db;
 use zeroize::Zeroizing;
 
 use crate::ca::{AppCertRequest, Ca};
+use crate::challenge::{ChallengeKey, Spent};
 use crate::config::{Config, SelfEvidence};
 use crate::error::{Error, Result};
 use crate::guard::{CpuPool, Failure, FailureSummaries, RateLimiter};
@@ -258,6 +259,9 @@ fn revoke_orphan_tokens(db: &dyn Db, manifest: &Manifest, signer: &CheckpointSig
             .filter(|t| !manifest.users.contains_key(&t.user))
             .collect();
         let now = SystemTime::now();
+        if !orphans.is_empty() {
+            state::notify(db, "tokens")?;
+        }
         for t in &orphans {
             state::delete_token(db, &t.hash)?;
             AuditLog::append(
@@ -300,7 +304,8 @@ pub struct Coordinator {
     master: Box<dyn MasterKey>,
     ca: Ca,
     verifiers: Verifiers,
-    challenges: ChallengeStore,
+    challenge_key: ChallengeKey,
+    spent: Spent,
     placement_keys: Vec<Vec<u8>>,
     manifest: RwLock<Arc<ActiveManifest>>,
     keys: RwLock<HashMap<String, KeyMeta>>,
@@ -502,6 +507,7 @@ pub fn init(config: &Config) -> Result<InitReport> {
         &master.wrap(&signer_pkcs8, b"twinseal/v1 audit signer")?,
     )?;
     store::meta_put(tx, "audit_verifier_key", vkey.to_string().as_bytes())?;
+    store::meta_put(tx, "challenge_key", &new_challenge_key(&*master)?)?;
     let digest = hex::encode(sha256(INITIAL_MANIFEST.as_bytes()));
     state::insert_manifest(tx, INITIAL_MANIFEST, &digest, &rfc3339(now), "init")?;
     state::insert_token(
@@ -585,6 +591,31 @@ impl Coordinator {
         let signer_pkcs8 = master.unwrap(&get("audit_signer")?, b"twinseal/v1 audit signer")?;
         let signer = CheckpointSigner::from_pkcs8(&origin, &signer_pkcs8)?;
         let verifier_key = signer.verifier_key();
+        // States from before schema version 3 get their challenge key now
+        // (the first replica to start stores it; the others read it).
+        let wrapped_challenge_key = match store::meta_get(&*conn, "challenge_key")? {
+            Some(k) => k,
+            None => {
+                conn.begin()?;
+                let k = store::schema::meta_put_if_absent(
+                    &*conn,
+                    "challenge_key",
+                    &new_challenge_key(&*master)?,
+                );
+                match k {
+                    Ok(k) => {
+                        conn.commit()?;
+                        k
+                    }
+                    Err(e) => {
+                        let _ = conn.rollback();
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let challenge_key =
+            ChallengeKey::new(&master.unwrap(&wrapped_challenge_key, CHALLENGE_KEY_AAD)?);
 
         let mut verifiers = Verifiers::new();
         match SnpVerifier::new() {
@@ -654,11 +685,13 @@ impl Coordinator {
         }
         drop(conn);
         let self_evidence = SelfEvidenceSource::open(&config.self_evidence)?;
+        let listen_target = target.clone();
         let store = Store::open(target, signer)?;
         let config_tokenize_rate = config.tokenize_values_per_second;
         let config_anonymous = (config.anonymous_requests_per_second, config.anonymous_burst);
         let c = Arc::new(Coordinator {
-            challenges: ChallengeStore::new(Duration::from_secs(config.challenge_ttl_secs)),
+            challenge_key,
+            spent: Spent::default(),
             config,
             store,
             master,
@@ -682,7 +715,105 @@ impl Coordinator {
             cpu: CpuPool::per_cpu(),
             metrics: Metrics::new(),
         });
+        if let Target::Postgres(options) = &listen_target {
+            start_replica_listener(options, Arc::downgrade(&c))?;
+        }
         Ok(c)
+    }
+
+    /// Apply a change another replica committed (see
+    /// [`start_replica_listener`]).
+    fn on_replica_notice(&self, notice: twinseal_sql::pg::Notice) {
+        use twinseal_sql::pg::Notice;
+        let result = match &notice {
+            Notice::Payload(p) => match p.split_once(':') {
+                Some(("keys", name)) => {
+                    self.forget_material(name);
+                    self.reload_key(name)
+                }
+                Some(("certs", serial)) => self.reload_revocations(Some(serial)),
+                _ if p == "manifest" => self.reload_manifest(),
+                _ if p == "tokens" => self.reload_tokens(),
+                _ => Ok(()),
+            },
+            Notice::Resync => self.resync(),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, ?notice, "replica: reloading state another replica changed failed");
+        }
+    }
+
+    /// Reload everything cached from the store (after the listening
+    /// connection was down, when notifications may have been missed).
+    fn resync(&self) -> Result<()> {
+        self.reload_manifest()?;
+        self.reload_tokens()?;
+        let keys = self.store.read(load_keys)?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        self.material
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.reload_revocations(None)
+    }
+
+    /// Take the latest stored manifest if it is newer than the one in force.
+    fn reload_manifest(&self) -> Result<()> {
+        let latest = self.store.read(state::latest_manifest)?;
+        let version = latest.version as u64;
+        if version <= self.manifest().version {
+            return Ok(());
+        }
+        let manifest = Manifest::parse(&latest.text)?;
+        let active = build_active(version, latest.digest, manifest, &self.placement_keys)?;
+        let mut current = self.manifest.write().unwrap_or_else(|e| e.into_inner());
+        if current.version < version {
+            tracing::info!(
+                version,
+                "replica: a manifest applied on another replica is in force"
+            );
+            *current = Arc::new(active);
+        }
+        Ok(())
+    }
+
+    /// Reload every bearer token (hashes only).
+    fn reload_tokens(&self) -> Result<()> {
+        let rows = self.store.read(state::tokens)?;
+        let mut tokens = HashMap::new();
+        for t in rows {
+            if let Ok(h) = <[u8; 32]>::try_from(t.hash.as_slice()) {
+                tokens.insert(
+                    h,
+                    TokenRecord {
+                        user: t.user,
+                        id: t.id,
+                        expires: t.expires,
+                    },
+                );
+            }
+        }
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        Ok(())
+    }
+
+    /// Mark cached certificates revoked that the store says are (one
+    /// serial, or all).
+    fn reload_revocations(&self, serial: Option<&str>) -> Result<()> {
+        let revoked: Vec<String> = match serial {
+            Some(s) => match self.store.read(|c| state::certificate_revoked(c, s))? {
+                Some(true) => vec![s.to_string()],
+                _ => Vec::new(),
+            },
+            None => self.store.read(state::revoked_serials)?,
+        };
+        let certs = self.certs.read().unwrap_or_else(|e| e.into_inner());
+        for s in revoked {
+            if let Some(r) = certs.get(&s) {
+                r.revoked.store(true, Ordering::Release);
+            }
+        }
+        Ok(())
     }
 
     /// Record the start in the audit log (call once the server listens).
@@ -898,7 +1029,7 @@ impl Coordinator {
 
     /// A one-time challenge.
     pub fn challenge(&self) -> api::ChallengeResponse {
-        let c = self.challenges.issue(SystemTime::now());
+        let c = self.challenge_key.issue(SystemTime::now());
         api::ChallengeResponse {
             challenge: c.to_hex(),
             ttl_secs: self.config.challenge_ttl_secs,
@@ -988,12 +1119,28 @@ impl Coordinator {
         }
         let now = SystemTime::now();
         let app = req.app.clone();
-        let reject = |reasons: Vec<String>, ev: Vec<u8>| async move {
+        let redeem = {
+            let challenge = challenge.as_bytes().to_vec();
+            let now_unix = unix(now);
+            move |c: &dyn Db, expires: u64| {
+                // About one attestation in sixteen also drops expired records.
+                state::redeem_challenge(
+                    c,
+                    &challenge,
+                    i64::try_from(expires).unwrap_or(i64::MAX),
+                    now_unix,
+                    challenge[8] & 0x0f == 0,
+                )
+            }
+        };
+        let redeem2 = redeem.clone();
+        let reject = |reasons: Vec<String>, ev: Vec<u8>, expires: u64| async move {
             tracing::warn!(app = %app, reasons = ?reasons, "attestation rejected");
             let ev_reasons = reasons.clone();
             let app2 = app.clone();
             self.store
                 .write(move |c| {
+                    redeem2(c, expires)?;
                     let digest = AuditLog::append_evidence(c, &ev)?;
                     AuditLog::append(
                         c,
@@ -1009,13 +1156,17 @@ impl Coordinator {
                 .await?;
             Err::<api::AttestResponse, Error>(Error::AttestationRejected(reasons))
         };
-        let claims = match self.verifiers.verify_bound(
-            &self.challenges,
-            &challenge,
-            &csr.spki_der,
-            &evidence,
-            now,
-        ) {
+        let ttl = Duration::from_secs(self.config.challenge_ttl_secs);
+        let challenge_expires = match self.challenge_key.check(&challenge, now, ttl) {
+            Ok(e) => e,
+            Err(reason) => return Err(unverified(reason)),
+        };
+        // Spent here even if verification then fails: not retried here.
+        if !self.spent.spend(&challenge, challenge_expires, now) {
+            return Err(unverified("challenge unknown or already used".into()));
+        }
+        let expected = twinseal_attest::binding::report_data(challenge.as_bytes(), &csr.spki_der);
+        let claims = match self.verifiers.verify(&evidence, &expected, now) {
             Ok(c) => c,
             Err(e) => {
                 let reason = e
@@ -1056,7 +1207,7 @@ impl Coordinator {
             _ => reasons.push(format!("app {} is not in the manifest", req.app)),
         }
         if !reasons.is_empty() {
-            return reject(reasons, evidence.bytes().to_vec()).await;
+            return reject(reasons, evidence.bytes().to_vec(), challenge_expires).await;
         }
         let simulated = claims.is_simulated();
         let cert = self.ca.issue_app(
@@ -1094,6 +1245,7 @@ impl Coordinator {
         let challenge_bytes = challenge.as_bytes().to_vec();
         self.store
             .write(move |c| {
+                redeem(c, challenge_expires)?;
                 let digest = AuditLog::append_evidence(c, &ev)?;
                 AuditLog::append(
                     c,
@@ -1257,6 +1409,7 @@ impl Coordinator {
                     )));
                 }
                 state::insert_key(c, &name, &tags_json, &ctx_json, &now, &wrapped)?;
+                state::notify(c, &format!("keys:{name}"))?;
                 AuditLog::append(
                     c,
                     SystemTime::now(),
@@ -1309,6 +1462,7 @@ impl Coordinator {
                     return Err(Error::Conflict(format!("key {n} was rotated concurrently")));
                 }
                 state::add_key_version(c, &n, version, &wrapped, &rfc3339(SystemTime::now()))?;
+                state::notify(c, &format!("keys:{n}"))?;
                 AuditLog::append(
                     c,
                     SystemTime::now(),
@@ -1343,6 +1497,7 @@ impl Coordinator {
                 }
                 let new = if enabled { "enabled" } else { "disabled" };
                 state::set_key_state(c, &n, new)?;
+                state::notify(c, &format!("keys:{n}"))?;
                 let ev = if enabled {
                     Event::KeyEnabled {
                         actor,
@@ -1379,6 +1534,7 @@ impl Coordinator {
                 }
                 let versions: Vec<u32> = state::live_versions(c, &n)?.into_keys().collect();
                 state::destroy_key(c, &n)?;
+                state::notify(c, &format!("keys:{n}"))?;
                 AuditLog::append(
                     c,
                     SystemTime::now(),
@@ -1863,6 +2019,10 @@ impl Coordinator {
             .store
             .write(move |c| {
                 let v = state::insert_manifest(c, &t, &d, &rfc3339(now), &a)?;
+                state::notify(c, "manifest")?;
+                if !gone.is_empty() {
+                    state::notify(c, "tokens")?;
+                }
                 AuditLog::append(
                     c,
                     now,
@@ -2010,6 +2170,7 @@ impl Coordinator {
         self.store
             .write(move |c| {
                 state::insert_token(c, &hash[..], &name, &rfc3339(now), &id, expires)?;
+                state::notify(c, "tokens")?;
                 AuditLog::append(
                     c,
                     now,
@@ -2167,6 +2328,7 @@ impl Coordinator {
         self.store
             .write(move |c| {
                 state::delete_token(c, &hash[..])?;
+                state::notify(c, "tokens")?;
                 AuditLog::append(
                     c,
                     SystemTime::now(),
@@ -2271,6 +2433,7 @@ impl Coordinator {
             .write(move |c| {
                 let app = state::revoke_certificate(c, &s)?
                     .ok_or_else(|| Error::NotFound(format!("certificate {s}")))?;
+                state::notify(c, &format!("certs:{s}"))?;
                 AuditLog::append(
                     c,
                     SystemTime::now(),
@@ -2411,6 +2574,45 @@ impl Coordinator {
         let bundle = self.store.read_snapshot(|c| Ok(AuditLog::export(c)?))?;
         Ok(bundle.to_json())
     }
+}
+
+/// Replicas on one PostgreSQL database: a thread that listens for the
+/// changes other replicas commit (manifest, keys, tokens, revocations;
+/// `store::state::notify`) and reloads them, so that what this replica
+/// caches follows within moments. The decisive checks of a key release
+/// (key enabled, certificate unrevoked) do not wait for it: they read the
+/// store in the transaction that audits the release. The thread ends
+/// within a second of the coordinator being dropped.
+fn start_replica_listener(
+    options: &twinseal_sql::pg::PgOptions,
+    coordinator: std::sync::Weak<Coordinator>,
+) -> Result<()> {
+    let listener = twinseal_sql::pg::Listener::start(options, state::CHANNEL)?;
+    std::thread::Builder::new()
+        .name("twinseal-replica-listener".into())
+        .spawn(move || {
+            loop {
+                let notice = listener.next(Duration::from_secs(1));
+                let Some(c) = coordinator.upgrade() else {
+                    return;
+                };
+                if let Some(n) = notice {
+                    c.on_replica_notice(n);
+                }
+            }
+        })
+        .map_err(|e| Error::io("starting the replica listener", e))?;
+    Ok(())
+}
+
+/// Associated data of the wrapped challenge key.
+const CHALLENGE_KEY_AAD: &[u8] = b"twinseal/v1 challenge key";
+
+/// A random challenge key, wrapped by the master key.
+fn new_challenge_key(master: &dyn MasterKey) -> Result<Vec<u8>> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(&mut k[..]).map_err(|_| Error::Crypto("no randomness".into()))?;
+    Ok(master.wrap(&k[..], CHALLENGE_KEY_AAD)?)
 }
 
 fn decode_evidence(w: &api::EvidenceWire) -> Result<Evidence> {

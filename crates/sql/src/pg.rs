@@ -412,6 +412,128 @@ impl Db for PgConn {
     }
 }
 
+/// What a [`Listener`] hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A `NOTIFY` on the channel, with its payload.
+    Payload(String),
+    /// The listening connection was (re)established: notifications sent
+    /// while it was down are lost, so listeners reload what they cache.
+    Resync,
+}
+
+/// A connection that `LISTEN`s on one channel and hands every
+/// notification to the caller, reconnecting (every half second) when the
+/// connection breaks. Dropping it stops it within a second.
+pub struct Listener {
+    notices: std::sync::mpsc::Receiver<Notice>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Listener")
+    }
+}
+
+impl Listener {
+    /// Start listening on `channel` (an SQL identifier of letters, digits
+    /// and underscores).
+    pub fn start(options: &PgOptions, channel: &str) -> Result<Listener> {
+        if channel.is_empty()
+            || !channel
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::Config(format!("invalid channel name {channel:?}")));
+        }
+        let config = options.config()?;
+        let tls = options.ca_file.as_deref().map(tls).transpose()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let listen = format!("LISTEN {channel}");
+        runtime()?.spawn(async move {
+            use std::sync::atomic::Ordering;
+            while !stopped.load(Ordering::Relaxed) {
+                let connected = match &tls {
+                    Some(tls) => config.connect(tls.clone()).await.map(|(c, conn)| {
+                        (c, Box::pin(conn) as std::pin::Pin<Box<dyn PollMessages>>)
+                    }),
+                    None => config
+                        .connect(NoTls)
+                        .await
+                        .map(|(c, conn)| (c, Box::pin(conn) as std::pin::Pin<Box<dyn PollMessages>>)),
+                };
+                if let Ok((client, mut conn)) = connected {
+                    let mut listening = Box::pin(client.batch_execute(&listen));
+                    let mut listened = false;
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        tokio::select! {
+                            r = &mut listening, if !listened => {
+                                listened = true;
+                                if r.is_err() || tx.send(Notice::Resync).is_err() {
+                                    break;
+                                }
+                            }
+                            m = std::future::poll_fn(|cx| conn.as_mut().poll_messages(cx)) => match m {
+                                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                    if tx.send(Notice::Payload(n.payload().to_string())).is_err() {
+                                        return;
+                                    }
+                                }
+                                Some(Ok(_)) => {}
+                                Some(Err(_)) | None => break,
+                            },
+                            _ = tick.tick() => {
+                                if stopped.load(Ordering::Relaxed) {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Ok(Listener { notices: rx, stop })
+    }
+
+    /// The next notice, waiting at most `timeout` (none: nothing came, or
+    /// the listener stopped).
+    pub fn next(&self, timeout: Duration) -> Option<Notice> {
+        self.notices.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A connection's message pump, whatever its TLS.
+trait PollMessages: Send {
+    fn poll_messages(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>>>;
+}
+
+impl<S, T> PollMessages for tokio_postgres::Connection<S, T>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    fn poll_messages(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>>> {
+        self.get_mut().poll_message(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,6 +614,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not parse"), "{e}");
+    }
+
+    #[test]
+    fn a_listener_hears_notifications_sent_in_committed_transactions_only() {
+        let url = TempPostgres::shared().database();
+        let listener = Listener::start(&PgOptions::new(&url), "twinseal").unwrap();
+        assert_eq!(listener.next(Duration::from_secs(10)), Some(Notice::Resync));
+        let db = PgConn::connect(&PgOptions::new(&url)).unwrap();
+        db.begin().unwrap();
+        db.execute("SELECT pg_notify('twinseal', 'rolled back')", params![])
+            .unwrap();
+        db.rollback().unwrap();
+        db.begin().unwrap();
+        db.execute("SELECT pg_notify('twinseal', $1)", params!["keys:k1"])
+            .unwrap();
+        db.commit().unwrap();
+        assert_eq!(
+            listener.next(Duration::from_secs(10)),
+            Some(Notice::Payload("keys:k1".into()))
+        );
+        assert_eq!(listener.next(Duration::from_millis(200)), None);
+        assert!(Listener::start(&PgOptions::new(&url), "x; DROP").is_err());
     }
 
     #[test]

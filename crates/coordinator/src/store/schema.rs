@@ -1,9 +1,13 @@
 //! The schema, its versions and the `meta` table, for both engines.
 //!
 //! The tables are the same on both; only the column types are spelled
-//! each engine's way (`BIGINT` and `BYTEA` on PostgreSQL). SQLite
-//! databases from schema version 1 are migrated on open; PostgreSQL
-//! databases start at version 2.
+//! each engine's way (`BIGINT` and `BYTEA` on PostgreSQL). Databases of
+//! older versions are migrated on open (SQLite from 1, PostgreSQL from 2),
+//! in one transaction that only adds.
+//!
+//! Versions: 1, the first; 2, token ids and expiry; 3, redeemed
+//! attestation challenges (so that a challenge issued by one replica is
+//! redeemed once across all of them).
 
 use twinseal_audit::AuditLog;
 use twinseal_sql::{Db, Dialect, params};
@@ -12,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// Current schema version. Older versions are migrated on open
 /// ([`migrate`]); newer ones are refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SQLITE: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -167,6 +171,31 @@ CREATE TABLE IF NOT EXISTS run_training (
 );
 "#;
 
+/// Version 3: challenges redeemed by an attestation, kept until they
+/// expire (a replay within the lifetime hits the primary key).
+const SQLITE_CHALLENGES: &str = "
+CREATE TABLE IF NOT EXISTS redeemed_challenges (
+    challenge BLOB PRIMARY KEY,
+    expires INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS redeemed_challenges_expiry ON redeemed_challenges (expires);
+";
+
+const POSTGRES_CHALLENGES: &str = "
+CREATE TABLE IF NOT EXISTS redeemed_challenges (
+    challenge BYTEA PRIMARY KEY,
+    expires BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS redeemed_challenges_expiry ON redeemed_challenges (expires);
+";
+
+fn challenges_ddl(db: &dyn Db) -> &'static str {
+    match db.dialect() {
+        Dialect::Sqlite => SQLITE_CHALLENGES,
+        Dialect::Postgres => POSTGRES_CHALLENGES,
+    }
+}
+
 const TOKENS_INDEX: &str =
     r#"CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_user ON tokens ("user", id);"#;
 
@@ -205,6 +234,7 @@ pub fn create(db: &dyn Db) -> Result<()> {
         }
         Dialect::Postgres => db.batch(POSTGRES)?,
     }
+    db.batch(challenges_ddl(db))?;
     db.batch(TOKENS_INDEX)?;
     AuditLog::init(db)?;
     db.execute(
@@ -244,8 +274,11 @@ pub fn migrate(db: &dyn Db) -> Result<i64> {
             }
             (1, Dialect::Sqlite) => {
                 db.batch(SQLITE_MIGRATE_1_TO_2)?;
+                db.batch(TOKENS_INDEX)?;
+                db.batch(SQLITE_RUNS)?;
                 tracing::info!("store: migrated schema version 1 to 2 (token ids and expiry)");
             }
+            (2, _) => {}
             (v, _) => {
                 return Err(Error::Store(format!(
                     "unsupported schema version {v} (this build knows 1 to {SCHEMA_VERSION}); \
@@ -253,8 +286,11 @@ pub fn migrate(db: &dyn Db) -> Result<i64> {
                 )));
             }
         }
-        db.batch(TOKENS_INDEX)?;
-        db.batch(SQLITE_RUNS)?;
+        if db.dialect() == Dialect::Sqlite {
+            db.batch(SQLITE_RUNS)?;
+        }
+        db.batch(challenges_ddl(db))?;
+        tracing::info!("store: migrated schema version 2 to 3 (redeemed challenges)");
         meta_put(db, "schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
         Ok(version)
     })();
@@ -287,6 +323,16 @@ pub fn meta_get(db: &dyn Db, k: &str) -> Result<Option<Vec<u8>>> {
         .map(|r| r.blob(0))
         .transpose()
         .map_err(Into::into)
+}
+
+/// Write a `meta` value unless one is stored, and return the stored one
+/// (replicas starting at once agree on the first writer's value).
+pub fn meta_put_if_absent(db: &dyn Db, k: &str, v: &[u8]) -> Result<Vec<u8>> {
+    db.execute(
+        "INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
+        params![k, v],
+    )?;
+    meta_get(db, k)?.ok_or_else(|| Error::Store(format!("meta {k} vanished")))
 }
 
 /// Write a `meta` value.

@@ -4,9 +4,53 @@
 
 use std::collections::BTreeMap;
 
-use twinseal_sql::{Db, Dialect, Row, params};
+use twinseal_sql::{Db, Dialect, ErrorKind, Row, params};
 
 use crate::error::{Error, Result};
+
+/// The channel replicas on one PostgreSQL database hear each other's
+/// changes on.
+pub const CHANNEL: &str = "twinseal_state";
+
+/// Tell the other replicas, when this transaction commits, that cached
+/// state changed: `manifest`, `tokens`, `keys:<name>` or `certs:<serial>`.
+/// Nothing on SQLite (one process).
+pub fn notify(db: &dyn Db, what: &str) -> Result<()> {
+    if db.dialect() == Dialect::Postgres {
+        // `execute`: the result (void) is not read.
+        db.execute(&format!("SELECT pg_notify('{CHANNEL}', $1)"), params![what])?;
+    }
+    Ok(())
+}
+
+// ----- attestation challenges -----
+
+/// Record that `challenge` was redeemed; refused if it already was.
+/// `purge`: also drop records of challenges that expired before `now`.
+pub fn redeem_challenge(
+    db: &dyn Db,
+    challenge: &[u8],
+    expires: i64,
+    now: i64,
+    purge: bool,
+) -> Result<()> {
+    if purge {
+        db.execute(
+            "DELETE FROM redeemed_challenges WHERE expires < $1",
+            params![now],
+        )?;
+    }
+    match db.execute(
+        "INSERT INTO redeemed_challenges (challenge, expires) VALUES ($1, $2)",
+        params![challenge, expires],
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::UniqueViolation => Err(Error::AttestationRejected(vec![
+            "challenge unknown or already used".into(),
+        ])),
+        Err(e) => Err(e.into()),
+    }
+}
 
 fn u32_of(v: i64, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Store(format!("stored {what} {v} is out of range")))
@@ -441,6 +485,17 @@ pub fn revoke_certificate(db: &dyn Db, serial: &str) -> Result<Option<String>> {
         )?;
     }
     Ok(app)
+}
+
+/// The serials of every revoked certificate.
+pub fn revoked_serials(db: &dyn Db) -> Result<Vec<String>> {
+    db.query(
+        "SELECT serial FROM certificates WHERE revoked != 0",
+        params![],
+    )?
+    .iter()
+    .map(|r| Ok(r.text(0)?))
+    .collect()
 }
 
 /// A certificate's DER.

@@ -8,5 +8,6 @@ mod authz;
 mod keys;
 mod master_file;
 mod master_pkcs11;
+mod replicas;
 mod tls;
 mod workflows;
