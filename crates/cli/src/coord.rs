@@ -114,12 +114,37 @@ pub enum CoordinatorCommand {
         /// The label of the AES key on the token (generated if absent).
         #[arg(long, value_name = "LABEL")]
         pkcs11_key: Option<String>,
+        /// Keep the state in PostgreSQL instead of SQLite in the data
+        /// directory, so that several coordinator replicas serve it:
+        /// postgres://USER@HOST:PORT/DB (never with a password in it).
+        #[arg(long, value_name = "URL")]
+        store_url: Option<String>,
+        /// The environment variable holding the database password.
+        #[arg(long, value_name = "VAR", requires = "store_url")]
+        store_password_env: Option<String>,
+        /// A file holding the database password.
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "store_url",
+            conflicts_with = "store_password_env"
+        )]
+        store_password_file: Option<PathBuf>,
+        /// The CA (PEM) of the database server's certificate: TLS to the
+        /// database is then required and verified (needed for any database
+        /// not on this machine).
+        #[arg(long, value_name = "FILE", requires = "store_url")]
+        store_ca_file: Option<PathBuf>,
     },
     /// Serve HTTPS with the given configuration until Ctrl-C or SIGTERM.
     Serve {
         /// The configuration file (`coordinator init` writes DATA_DIR/coordinator.toml).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Serve on this address instead of the configuration's (replicas
+        /// sharing one configuration on one host).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Check a coordinator's own attestation before trusting it: its
     /// evidence must be bound to a fresh nonce and to the root certificate
@@ -167,7 +192,18 @@ pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
             pkcs11_module,
             pkcs11_token,
             pkcs11_key,
+            store_url,
+            store_password_env,
+            store_password_file,
+            store_ca_file,
         } => {
+            let absolute = |p: PathBuf| -> Result<PathBuf> {
+                Ok(if p.is_relative() {
+                    std::env::current_dir()?.join(p)
+                } else {
+                    p
+                })
+            };
             let defaults = Config::for_data_dir(&data_dir);
             let mut config = Config {
                 listen,
@@ -178,6 +214,12 @@ pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
                 },
                 insecure_allow_simulated_tee,
                 simulated_platform_keys: simulated_platform_key,
+                store: twinseal_coordinator::config::StoreConfig {
+                    url: store_url,
+                    password_env: store_password_env,
+                    password_file: store_password_file.map(absolute).transpose()?,
+                    ca_file: store_ca_file.map(absolute).transpose()?,
+                },
                 ..Config::for_data_dir(&data_dir)
             };
             if let (Some(module), Some(token_label), Some(key_label)) =
@@ -221,8 +263,11 @@ pub fn run_coordinator(cmd: CoordinatorCommand) -> Result<()> {
             Ok(())
         }
         CoordinatorCommand::Verify(a) => verify_coordinator(a),
-        CoordinatorCommand::Serve { config } => {
-            let config = Config::load(&config)?;
+        CoordinatorCommand::Serve { config, listen } => {
+            let mut config = Config::load(&config)?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
             let rt = runtime()?;
             rt.block_on(async move {
                 let state = twinseal_coordinator::Coordinator::open(config)?;

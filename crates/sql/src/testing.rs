@@ -119,7 +119,10 @@ impl TempPostgres {
             .arg(dir.join("data"))
             .args(["-U", "twinseal", "-A", "trust", "-E", "UTF8", "--no-sync"])
             .arg("--no-instructions");
-        run(&mut initdb, "initdb")?;
+        if let Err(e) = run(&mut initdb, "initdb") {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         let pg = TempPostgres {
             port: free_port(),
             dir,

@@ -5,6 +5,7 @@ mod attest_cli;
 mod cli;
 mod coordinator_cli;
 mod coordinator_crash;
+mod coordinator_replicas;
 mod onnx_cli;
 mod seal;
 mod training_cli;
