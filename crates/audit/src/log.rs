@@ -231,18 +231,29 @@ impl AuditLog {
         state.frontier.push(leaf);
         // The canonical bytes are JSON, hence UTF-8.
         let text = String::from_utf8(data).map_err(|_| Error::Corrupt("non-UTF-8 entry".into()))?;
-        tx.execute(
-            "INSERT INTO audit_entries (idx, data, leaf) VALUES ($1, $2, $3)",
-            params![to_i64(index)?, &text, &leaf],
-        )?;
-        tx.execute(
-            "UPDATE audit_tree SET size = $1, frontier = $2, last_leaf = $3 WHERE id = 1",
-            params![
-                to_i64(state.frontier.size())?,
-                &state.frontier.to_bytes(),
-                &leaf
-            ],
-        )?;
+        let size = to_i64(state.frontier.size())?;
+        let frontier = state.frontier.to_bytes();
+        match tx.dialect() {
+            Dialect::Sqlite => {
+                tx.execute(
+                    "INSERT INTO audit_entries (idx, data, leaf) VALUES ($1, $2, $3)",
+                    params![to_i64(index)?, &text, &leaf],
+                )?;
+                tx.execute(
+                    "UPDATE audit_tree SET size = $1, frontier = $2, last_leaf = $3 WHERE id = 1",
+                    params![size, &frontier, &leaf],
+                )?;
+            }
+            // One statement, one round trip (a data-modifying WITH).
+            Dialect::Postgres => {
+                tx.execute(
+                    "WITH entry AS (INSERT INTO audit_entries (idx, data, leaf) \
+                     VALUES ($1, $2, $3)) \
+                     UPDATE audit_tree SET size = $4, frontier = $5, last_leaf = $3 WHERE id = 1",
+                    params![to_i64(index)?, &text, &leaf, size, &frontier],
+                )?;
+            }
+        }
         Ok(index)
     }
 

@@ -3,6 +3,12 @@
 //! simulated evidence. Server and clients share this machine (and its
 //! cores); every release is durably audited before it is answered, and the
 //! benchmark checks the audit log afterwards.
+//!
+//! `--store postgres --replicas N` runs N coordinator replicas (in this
+//! process, each on its own port) on one PostgreSQL database, client i
+//! talking to replica i mod N; without `--postgres-url` it starts a
+//! throwaway PostgreSQL server on 127.0.0.1 (Debian's `postgresql`
+//! binaries) and stops it afterwards.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +33,25 @@ pub struct CoordinatorBench {
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Where the state lives.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+    /// Coordinator replicas on the one database (PostgreSQL only).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// An empty PostgreSQL database to use (no password in the URL),
+    /// instead of a throwaway server.
+    #[arg(long, value_name = "URL")]
+    pub postgres_url: Option<String>,
+}
+
+/// The store of a benchmark run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// SQLite in a temporary directory (one coordinator).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +96,31 @@ pub fn run(a: CoordinatorBench) -> Result<()> {
 }
 
 async fn bench(a: CoordinatorBench) -> Result<()> {
+    ensure!(a.replicas >= 1, "--replicas must be at least 1");
+    ensure!(
+        a.replicas == 1 || a.store == StoreKind::Postgres,
+        "several replicas need --store postgres"
+    );
+    let mut throwaway = None;
+    let store = match (a.store, &a.postgres_url) {
+        (StoreKind::Sqlite, _) => twinseal_coordinator::config::StoreConfig::default(),
+        (StoreKind::Postgres, Some(url)) => twinseal_coordinator::config::StoreConfig {
+            url: Some(url.clone()),
+            ..Default::default()
+        },
+        (StoreKind::Postgres, None) => {
+            let pg = tokio::task::spawn_blocking(twinseal_sql::testing::TempPostgres::start)
+                .await?
+                .map_err(anyhow::Error::msg)?;
+            let url = pg.database();
+            eprintln!("started a throwaway PostgreSQL on 127.0.0.1:{}", pg.port());
+            throwaway = Some(pg);
+            twinseal_coordinator::config::StoreConfig {
+                url: Some(url),
+                ..Default::default()
+            }
+        }
+    };
     let dir = tempfile::tempdir()?;
     let platform = Arc::new(SimulatedPlatform::generate("bench-1")?);
     let config = Config {
@@ -82,20 +132,28 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
         // anonymous callers (which would hold this phase to 20/s).
         anonymous_requests_per_second: 1e9,
         anonymous_burst: u32::MAX,
+        store,
         ..Config::for_data_dir(dir.path())
     };
     let report = twinseal_coordinator::init(&config)?;
-    let state = Coordinator::open(config)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("https://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(twinseal_coordinator::tls::serve(
-        state.clone(),
-        listener,
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let mut replicas = Vec::new();
+    for _ in 0..a.replicas {
+        let state = Coordinator::open(config.clone())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://{}", listener.local_addr()?);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(twinseal_coordinator::tls::serve(
+            state.clone(),
+            listener,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        replicas.push((state, url, stop_tx, server));
+    }
+    let urls: Vec<String> = replicas.iter().map(|r| r.1.clone()).collect();
+    let url = urls[0].clone();
+    let state = replicas[0].0.clone();
     let root = report.ca_pem.clone();
     let admin = Client::new(&url, &root, Some(report.admin_token.to_string()), None)?;
     let manifest = format!(
@@ -114,15 +172,24 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
     let _: api::KeyInfo = admin.post("/v1/keys", &req).await?;
     let d = Duration::from_secs(a.seconds);
     eprintln!(
-        "coordinator on {url}; {} clients, {} s per phase",
-        a.clients, a.seconds
+        "{} coordinator replica(s) on {} ({urls:?}); {} clients, {} s per phase",
+        a.replicas,
+        match a.store {
+            StoreKind::Sqlite => "SQLite",
+            StoreKind::Postgres => "PostgreSQL",
+        },
+        a.clients,
+        a.seconds
     );
 
     // Phase 1: attestation + certificate issuance.
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..a.clients {
-        let (c, p) = (Client::new(&url, &root, None, None)?, platform.clone());
+    for i in 0..a.clients {
+        let (c, p) = (
+            Client::new(&urls[i % urls.len()], &root, None, None)?,
+            platform.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut failed, mut last) = (Vec::new(), 0usize, None);
             while t0.elapsed() < d {
@@ -154,9 +221,9 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
     ensure!(!ids.is_empty(), "no attestation succeeded");
 
     // Phase 2: key release over mutual TLS.
-    let anon = Client::new(&url, &root, None, None)?;
     let mut apps = Vec::new();
     for i in 0..a.clients {
+        let anon = Client::new(&urls[i % urls.len()], &root, None, None)?;
         apps.push(anon.with_identity(&root, ids[i % ids.len()].identity())?);
     }
     // Warm every connection (TLS handshakes are not what is measured).
@@ -207,8 +274,15 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
         audited >= acked,
         "{audited} releases audited but {acked} acknowledged"
     );
-    let _ = stop_tx.send(());
-    server.await?.context("server")?;
+    for (state, _, stop_tx, server) in replicas {
+        let _ = stop_tx.send(());
+        server.await?.context("server")?;
+        state.shutdown();
+    }
+    drop(state);
+    if let Some(pg) = throwaway {
+        tokio::task::spawn_blocking(move || drop(pg)).await?;
+    }
 
     println!("| phase | ok | failed | per second | p50 ms | p99 ms | max ms |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -223,7 +297,13 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
         bundle.entries.len()
     );
     if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&[&attest, &release])?)
+        let out = serde_json::json!({
+            "store": format!("{:?}", a.store).to_lowercase(),
+            "replicas": a.replicas,
+            "clients": a.clients,
+            "phases": [&attest, &release],
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&out)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

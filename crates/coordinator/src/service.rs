@@ -1936,8 +1936,8 @@ impl Coordinator {
                     )?;
                     return Ok(Err(reasons));
                 }
-                let state = state::key_state(c, &key)?;
-                let revoked = state::certificate_revoked(c, &serial)?.unwrap_or(true);
+                let (state, revoked) = state::release_checks(c, &key, &serial)?;
+                let revoked = revoked.unwrap_or(true);
                 let mut late = Vec::new();
                 if state.as_deref() != Some("enabled") {
                     late.push(format!("key {key} is not enabled"));

@@ -2,12 +2,18 @@
 //! connection, TLS to the database with rustls (aws-lc-rs) when a CA file
 //! is named.
 //!
-//! Each connection's I/O runs on one small runtime of this module's own
-//! (one thread for every connection of the process); a call waits for
-//! its answer with `futures_executor::block_on`, which needs no runtime,
-//! so a [`PgConn`] works from any thread, a Tokio worker included, the
-//! same way a SQLite connection does. The wait blocks the calling thread
-//! for one round trip to the database.
+//! A connection from [`PgConn::connect`] has its I/O run by one small
+//! runtime of this module's own (one thread for every such connection of
+//! the process); a call waits for its answer with
+//! `futures_executor::block_on`, which needs no runtime, so the connection
+//! works from any thread, a Tokio worker included, the same way a SQLite
+//! connection does. The wait blocks the calling thread for one round trip.
+//!
+//! A connection from [`PgConn::connect_dedicated`] drives its own I/O on
+//! the thread that uses it (a current-thread runtime of its own): no
+//! thread hop per round trip, for a thread that does nothing else (the
+//! coordinator's store writer). It must not be used on a Tokio runtime's
+//! thread.
 //!
 //! The password never appears in the URL: it comes from the caller (the
 //! coordinator reads it from an environment variable or a file).
@@ -168,8 +174,17 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     Ok(RT.get_or_init(|| rt))
 }
 
+/// How a connection's I/O is driven.
+enum Driver {
+    /// By the module's runtime thread.
+    Shared,
+    /// By the calling thread, on this runtime.
+    Own(tokio::runtime::Runtime),
+}
+
 /// A PostgreSQL connection.
 pub struct PgConn {
+    driver: Driver,
     client: Client,
     statements: RefCell<HashMap<String, Statement>>,
     in_tx: Cell<bool>,
@@ -224,10 +239,61 @@ impl PgConn {
                 err
             })?;
         Ok(PgConn {
+            driver: Driver::Shared,
             client,
             statements: RefCell::new(HashMap::new()),
             in_tx: Cell::new(false),
         })
+    }
+
+    /// Connect a connection that the calling thread drives itself (see
+    /// the module's documentation). Not on a Tokio runtime's thread.
+    pub fn connect_dedicated(options: &PgOptions) -> Result<PgConn> {
+        let config = options.config()?;
+        let tls = options.ca_file.as_deref().map(tls).transpose()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(format!("starting the database runtime: {e}")))?;
+        let client = rt
+            .block_on(async {
+                let client = match tls {
+                    Some(tls) => {
+                        let (client, conn) = config.connect(tls).await?;
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::warn!(error = %e, "database connection closed");
+                            }
+                        });
+                        client
+                    }
+                    None => {
+                        let (client, conn) = config.connect(NoTls).await?;
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::warn!(error = %e, "database connection closed");
+                            }
+                        });
+                        client
+                    }
+                };
+                Ok::<_, tokio_postgres::Error>(client)
+            })
+            .map_err(convert)?;
+        Ok(PgConn {
+            driver: Driver::Own(rt),
+            client,
+            statements: RefCell::new(HashMap::new()),
+            in_tx: Cell::new(false),
+        })
+    }
+
+    /// Wait for `f`, driving the connection if this thread does.
+    fn wait<F: std::future::Future>(&self, f: F) -> F::Output {
+        match &self.driver {
+            Driver::Shared => block_on(f),
+            Driver::Own(rt) => rt.block_on(f),
+        }
     }
 
     /// Whether the connection is broken (reconnect before using it).
@@ -239,7 +305,7 @@ impl PgConn {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let s = block_on(self.client.prepare(sql)).map_err(convert)?;
+        let s = self.wait(self.client.prepare(sql)).map_err(convert)?;
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), s.clone());
@@ -365,14 +431,14 @@ impl Db for PgConn {
         let st = self.statement(sql)?;
         let b = binds(params);
         let refs: Vec<&(dyn ToSql + Sync)> = b.iter().map(|b| b as _).collect();
-        block_on(self.client.execute(&st, &refs)).map_err(convert)
+        self.wait(self.client.execute(&st, &refs)).map_err(convert)
     }
 
     fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
         let st = self.statement(sql)?;
         let b = binds(params);
         let refs: Vec<&(dyn ToSql + Sync)> = b.iter().map(|b| b as _).collect();
-        let rows = block_on(self.client.query(&st, &refs)).map_err(convert)?;
+        let rows = self.wait(self.client.query(&st, &refs)).map_err(convert)?;
         rows.iter()
             .map(|r| {
                 (0..r.len())
@@ -389,7 +455,7 @@ impl Db for PgConn {
     }
 
     fn batch(&self, sql: &str) -> Result<()> {
-        let r = block_on(self.client.batch_execute(sql)).map_err(convert);
+        let r = self.wait(self.client.batch_execute(sql)).map_err(convert);
         let upper = sql.trim_start().to_ascii_uppercase();
         if upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") && !upper.contains(" TO ") {
             self.in_tx.set(false);

@@ -109,6 +109,17 @@ impl Target {
         }
     }
 
+    /// Connect the store writer's connection: on PostgreSQL one that the
+    /// calling thread (the writer, never a Tokio worker) drives itself.
+    fn connect_writer(&self) -> Result<Conn> {
+        match self {
+            Target::Sqlite(_) => self.connect(false),
+            Target::Postgres(o) => Ok(Box::new(
+                twinseal_sql::pg::PgConn::connect_dedicated(o).map_err(|e| pg_error(o, e))?,
+            )),
+        }
+    }
+
     /// Connect (SQLite: open the file, creating it if `create`).
     pub fn connect(&self, create: bool) -> Result<Conn> {
         match self {
@@ -121,24 +132,29 @@ impl Target {
                 }
                 Ok(Box::new(twinseal_sql::sqlite::SqliteConn::open(p, create)?))
             }
-            Target::Postgres(o) => {
-                let c = twinseal_sql::pg::PgConn::connect(o).map_err(|e| match e.kind() {
-                    ErrorKind::Unavailable => Error::StoreUnavailable(format!(
-                        "cannot reach the PostgreSQL database {}: {e}",
-                        o.url
-                    )),
-                    _ => Error::Config(format!("PostgreSQL database {}: {e}", o.url)),
-                })?;
-                Ok(Box::new(c))
-            }
+            Target::Postgres(o) => Ok(Box::new(
+                twinseal_sql::pg::PgConn::connect(o).map_err(|e| pg_error(o, e))?,
+            )),
         }
     }
 }
 
+fn pg_error(o: &twinseal_sql::pg::PgOptions, e: twinseal_sql::Error) -> Error {
+    match e.kind() {
+        ErrorKind::Unavailable => Error::StoreUnavailable(format!(
+            "cannot reach the PostgreSQL database {}: {e}",
+            o.url
+        )),
+        _ => Error::Config(format!("PostgreSQL database {}: {e}", o.url)),
+    }
+}
+
 type Completion = Box<dyn FnOnce(Result<(), (ErrorKind, String)>) + Send>;
-/// A write: run in a savepoint of the batch (`Some`), or refused without
-/// running (`None`: no connection); its completion answers the caller.
-type Job = Box<dyn FnOnce(Option<&dyn Db>) -> Completion + Send>;
+/// A write: run in the batch (`Some`; returns whether it succeeded, so
+/// that the writer rolls a failed one back to its savepoint), or refused
+/// without running (`None`: no connection); its completion answers the
+/// caller.
+type Job = Box<dyn FnOnce(Option<&dyn Db>) -> (bool, Completion) + Send>;
 
 /// The store: a writer thread and a reader connection.
 pub struct Store {
@@ -159,15 +175,28 @@ impl Store {
     /// signs a checkpoint with `signer` after every batch that appended
     /// audit entries.
     pub fn open(target: Target, signer: CheckpointSigner) -> Result<Store> {
-        let writer_conn = target.connect(false)?;
-        schema::check_version(&*writer_conn)?;
         let reader = target.connect(false)?;
+        schema::check_version(&*reader)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(4 * MAX_BATCH);
         let t = target.clone();
+        // The writer connects on its own thread (a PostgreSQL writer
+        // connection is driven by that thread), and says how it went.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let handle = std::thread::Builder::new()
             .name("twinseal-store-writer".into())
-            .spawn(move || writer_loop(t, writer_conn, rx, signer))
+            .spawn(move || match t.connect_writer() {
+                Ok(conn) => {
+                    let _ = ready_tx.send(Ok(()));
+                    writer_loop(t, conn, rx, signer)
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
             .map_err(|e| Error::io("starting the store writer", e))?;
+        ready_rx
+            .recv()
+            .map_err(|_| Error::Store("the store writer did not start".into()))??;
         Ok(Store {
             target,
             jobs: Mutex::new(Some(tx)),
@@ -194,16 +223,19 @@ impl Store {
     {
         let (done, wait) = tokio::sync::oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |db: Option<&dyn Db>| {
-            let result = db.map(|db| twinseal_sql::savepoint(db, f));
-            Box::new(move |committed: Result<(), (ErrorKind, String)>| {
-                let out = match (committed, result) {
-                    (Ok(()), Some(result)) => result,
-                    (Ok(()), None) => Err(Error::Store("the write did not run".into())),
-                    (Err((ErrorKind::Unavailable, e)), _) => Err(Error::StoreUnavailable(e)),
-                    (Err((_, e)), _) => Err(Error::Store(format!("commit failed: {e}"))),
-                };
-                let _ = done.send(out);
-            })
+            let result = db.map(f);
+            let ok = matches!(result, Some(Ok(_)));
+            let completion: Completion =
+                Box::new(move |committed: Result<(), (ErrorKind, String)>| {
+                    let out = match (committed, result) {
+                        (Ok(()), Some(result)) => result,
+                        (Ok(()), None) => Err(Error::Store("the write did not run".into())),
+                        (Err((ErrorKind::Unavailable, e)), _) => Err(Error::StoreUnavailable(e)),
+                        (Err((_, e)), _) => Err(Error::Store(format!("commit failed: {e}"))),
+                    };
+                    let _ = done.send(out);
+                });
+            (ok, completion)
         });
         let sender = self
             .jobs
@@ -285,11 +317,42 @@ fn kind_of(e: &Error) -> ErrorKind {
 }
 
 /// Answer jobs that did not run (nothing was written).
-fn refuse(jobs: Vec<Job>, e: &Error) {
+fn refuse(jobs: impl IntoIterator<Item = Job>, e: &Error) {
     let failure = (kind_of(e), e.to_string());
     for job in jobs {
-        job(None)(Err(failure.clone()));
+        job(None).1(Err(failure.clone()));
     }
+}
+
+/// Run a batch's jobs, each in the savepoint `job` (one round trip
+/// between two jobs: the last one's release and the next one's start);
+/// a job that fails is rolled back to it. Returns the completions, or the
+/// failure that ends the batch.
+fn run_jobs(db: &dyn Db, jobs: Vec<Job>) -> (Vec<Completion>, Result<()>) {
+    let mut completions = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter();
+    let mut first = true;
+    while let Some(job) = jobs.next() {
+        let step = if first {
+            "SAVEPOINT job"
+        } else {
+            "RELEASE SAVEPOINT job; SAVEPOINT job"
+        };
+        first = false;
+        if let Err(e) = db.batch(step) {
+            let e = Error::from(e);
+            refuse(std::iter::once(job).chain(jobs), &e);
+            return (completions, Err(e));
+        }
+        let (ok, completion) = job(Some(db));
+        completions.push(completion);
+        if !ok && let Err(e) = db.batch("ROLLBACK TO SAVEPOINT job") {
+            let e = Error::from(e);
+            refuse(jobs, &e);
+            return (completions, Err(e));
+        }
+    }
+    (completions, Ok(()))
 }
 
 fn writer_loop(
@@ -309,7 +372,7 @@ fn writer_loop(
         }
         if conn.as_ref().is_none_or(|c| c.is_broken()) {
             conn = None;
-            match target.connect(false) {
+            match target.connect_writer() {
                 Ok(c) => {
                     tracing::info!("store: reconnected to the database");
                     conn = Some(c);
@@ -334,8 +397,9 @@ fn writer_loop(
                 continue;
             }
         };
-        let completions: Vec<Completion> = jobs.into_iter().map(|job| job(Some(db))).collect();
+        let (completions, ran) = run_jobs(db, jobs);
         let outcome = (|| -> Result<()> {
+            ran?;
             if AuditLog::size(db)? > size {
                 AuditLog::checkpoint(db, &signer, SystemTime::now())?;
             }

@@ -458,6 +458,22 @@ pub fn insert_certificate(db: &dyn Db, c: &CertRow, issued: i64) -> Result<()> {
     Ok(())
 }
 
+/// The decisive checks of a key release, in one round trip: the key's
+/// state (none: no such key) and whether the certificate is revoked
+/// (none: not issued here).
+pub fn release_checks(
+    db: &dyn Db,
+    key: &str,
+    serial: &str,
+) -> Result<(Option<String>, Option<bool>)> {
+    let r = db.query_one(
+        "SELECT (SELECT state FROM keys WHERE name = $1), \
+         (SELECT revoked FROM certificates WHERE serial = $2)",
+        params![key, serial],
+    )?;
+    Ok((r.opt_text(0)?, r.opt_int(1)?.map(|v| v != 0)))
+}
+
 /// Whether a certificate is revoked (none: not issued here).
 pub fn certificate_revoked(db: &dyn Db, serial: &str) -> Result<Option<bool>> {
     db.query_opt(
