@@ -6,6 +6,7 @@ mod cli;
 mod coordinator_cli;
 mod coordinator_crash;
 mod coordinator_replicas;
+mod deploy;
 mod onnx_cli;
 mod seal;
 mod training_cli;
