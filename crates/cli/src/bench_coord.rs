@@ -109,7 +109,7 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
             ..Default::default()
         },
         (StoreKind::Postgres, None) => {
-            let pg = tokio::task::spawn_blocking(twinseal_sql::testing::TempPostgres::start)
+            let pg = tokio::task::spawn_blocking(twinseal_testing::TempPostgres::start)
                 .await?
                 .map_err(anyhow::Error::msg)?;
             let url = pg.database();

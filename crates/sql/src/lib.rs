@@ -373,6 +373,3 @@ where
         }
     }
 }
-
-#[cfg(feature = "testing")]
-pub mod testing;

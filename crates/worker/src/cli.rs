@@ -79,10 +79,12 @@ pub struct ServeArgs {
     /// The app name in the coordinator's manifest.
     #[arg(long)]
     pub app: String,
-    /// The sealed model file. Without it the worker is a trainer: it
-    /// runs the workflow jobs of its app (needs --jobs) and serves no model.
+    /// The sealed model: a file, or an object `s3://BUCKET/PATH` (S3
+    /// settings from the environment as for --gallery). Without it the
+    /// worker is a trainer: it runs the workflow jobs of its app (needs
+    /// --jobs) and serves no model.
     #[arg(long, value_name = "SEALED_MODEL", required_unless_present = "jobs")]
-    pub model: Option<PathBuf>,
+    pub model: Option<String>,
     /// The coordinator key the model is sealed under.
     #[arg(long, default_value = "model-key")]
     pub model_key: String,
@@ -112,9 +114,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "simulated-dev")]
     pub insecure_simulated_platform_id: String,
     /// The sealed enrolment gallery (created on the first enrolment); enables
-    /// /v1/enroll and /v1/verify.
-    #[arg(long, value_name = "FILE", requires = "gallery_key")]
-    pub gallery: Option<PathBuf>,
+    /// /v1/enroll and /v1/verify. A file, or `s3://BUCKET/PATH/NAME.sealed`
+    /// for one gallery shared by every worker of the app (S3 endpoint and
+    /// credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY).
+    #[arg(long, value_name = "FILE|S3_URL", requires = "gallery_key")]
+    pub gallery: Option<String>,
     /// The coordinator key the gallery is sealed under.
     #[arg(long, value_name = "KEY")]
     pub gallery_key: Option<String>,
@@ -132,7 +137,8 @@ pub struct ServeArgs {
     pub client_requests_per_second: f64,
     /// Also run workflow jobs of this app: claim queued runs from the
     /// coordinator, read sealed inputs from and write sealed results to
-    /// this object store (a directory or file:// URL).
+    /// this object store (a directory, a file:// URL, or s3://BUCKET/PREFIX
+    /// with the S3 settings from the environment as for --gallery).
     #[arg(long, value_name = "DIR|URL")]
     pub jobs: Option<String>,
     /// Seconds between polls for queued workflow runs.
@@ -213,11 +219,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     );
     let root =
         std::fs::read_to_string(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
-    let sealed = a
-        .model
-        .as_deref()
-        .map(|m| std::fs::read(m).with_context(|| format!("reading {}", m.display())))
-        .transpose()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let sealed = match a.model.as_deref() {
+        Some(m) if m.starts_with("s3://") => Some(rt.block_on(read_object(m))?),
+        Some(m) => Some(std::fs::read(m).with_context(|| format!("reading {m}"))?),
+        None => None,
+    };
     let names = if a.names.is_empty() {
         vec![a.listen.ip().to_string()]
     } else {
@@ -247,16 +254,24 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             client_burst: (2.0 * a.client_requests_per_second).clamp(1.0, u32::MAX as f64) as u32,
             ..Limits::default()
         },
-        gallery: a.gallery.clone().map(|path| GalleryOptions {
-            path,
-            key: a.gallery_key.clone().unwrap_or_default(),
-        }),
+        gallery: a
+            .gallery
+            .as_deref()
+            .map(|g| -> Result<GalleryOptions> {
+                Ok(GalleryOptions {
+                    location: crate::GalleryLocation::parse(g)?,
+                    key: a.gallery_key.clone().unwrap_or_default(),
+                })
+            })
+            .transpose()?,
         insecure_public_compare: a.insecure_public_compare,
         renew_before: None,
     };
     let store = a.jobs.as_deref().map(crate::jobs::open_store).transpose()?;
-    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
+        if let (Some(store), Some(location)) = (&store, a.jobs.as_deref()) {
+            crate::jobs::check_store(store.as_ref(), location).await?;
+        }
         let worker = Worker::start(opts).await?;
         if let Some(store) = store {
             let w = worker.clone();
@@ -294,4 +309,24 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             .await?;
         Ok(())
     })
+}
+
+/// Largest sealed model read from an object store, bytes.
+const MAX_MODEL_OBJECT_BYTES: u64 = 4 << 30;
+
+/// Reads an object `s3://BUCKET/PATH` whole.
+async fn read_object(url: &str) -> Result<Vec<u8>> {
+    let rest = url.strip_prefix("s3://").unwrap_or(url);
+    let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+    ensure!(
+        !bucket.is_empty() && !path.is_empty(),
+        "{url}: name the object, s3://BUCKET/PATH"
+    );
+    let store = crate::jobs::open_store(&format!("s3://{bucket}"))?;
+    crate::jobs::check_store(store.as_ref(), url).await?;
+    let r = crate::jobs::open_object(store.as_ref(), path, url, MAX_MODEL_OBJECT_BYTES).await?;
+    Ok(r.bytes()
+        .await
+        .with_context(|| format!("reading {url}"))?
+        .to_vec())
 }

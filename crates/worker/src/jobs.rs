@@ -247,15 +247,49 @@ pub fn parse_pairs(text: &[u8]) -> Result<Vec<PairLine>> {
     Ok(out)
 }
 
-/// Opens an object store from a location: a `file://` URL or a plain
-/// directory path (which must exist). Other URL schemes need a build of
-/// `object_store` with their feature.
+/// Opens an object store from a location: `s3://BUCKET[/PREFIX]`, a
+/// `file://` URL or a plain directory path (which must exist).
+///
+/// S3: the endpoint, region and credentials come from the environment
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`; `AWS_ALLOW_HTTP=true` for
+/// a plain-HTTP endpoint, which is logged as INSECURE). Create-only and
+/// versioned writes use conditional puts (`If-None-Match`, `If-Match`).
+/// Call [`check_store`] before relying on it: building a store does not
+/// reach it.
 pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>> {
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Config(format!(
+                "object store {location:?}: name a bucket (s3://BUCKET/PREFIX)"
+            )));
+        }
+        let builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+        if std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+            tracing::warn!(
+                location,
+                "INSECURE: AWS_ALLOW_HTTP=true: the S3 credentials and requests travel in plain \
+                 text (the objects themselves are sealed)"
+            );
+        }
+        let s3 = builder
+            .build()
+            .map_err(|e| Error::Config(format!("object store {location:?}: {e}")))?;
+        let prefix = prefix.trim_matches('/');
+        return Ok(if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+        });
+    }
     let dir = match location.strip_prefix("file://") {
         Some(rest) => std::path::PathBuf::from(rest),
         None if location.contains("://") => {
             return Err(Error::Config(format!(
-                "object store {location:?}: only file:// URLs and directories are built in"
+                "object store {location:?}: s3:// and file:// URLs and directories are supported"
             )));
         }
         None => std::path::PathBuf::from(location),
@@ -263,6 +297,36 @@ pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>> {
     let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
         .map_err(|e| Error::Config(format!("object store {}: {e}", dir.display())))?;
     Ok(Arc::new(fs))
+}
+
+/// Checks that an object store answers (the bucket exists, the
+/// credentials are accepted), with one clear error if not. Reads nothing
+/// but a listing of the top level; writes nothing.
+pub async fn check_store(store: &dyn ObjectStore, location: &str) -> Result<()> {
+    match store.list_with_delimiter(None).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let text = e.to_string();
+            let why = if text.contains("NoSuchBucket")
+                || matches!(e, object_store::Error::NotFound { .. })
+            {
+                "the bucket does not exist".to_string()
+            } else if text.contains("AccessDenied")
+                || text.contains("InvalidAccessKeyId")
+                || text.contains("SignatureDoesNotMatch")
+                || matches!(
+                    e,
+                    object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
+                )
+            {
+                "the credentials were refused".to_string()
+            } else {
+                format!("it does not answer: {e}")
+            };
+            Err(Error::Config(format!("object store {location:?}: {why}")))
+        }
+    }
 }
 
 /// Opens `location` for reading, refusing objects larger than `max` bytes;

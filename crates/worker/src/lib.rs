@@ -40,6 +40,6 @@ pub use receipt::{ReceiptSigner, verify_receipt};
 pub use tls::serve;
 pub use worker::{
     AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_IMAGES,
-    DEFAULT_MAX_PAIRS, DEFAULT_REQUEST_TIMEOUT_SECS, EvidenceSource, GalleryOptions, Limits,
-    Worker, WorkerOptions, WorkerState,
+    DEFAULT_MAX_PAIRS, DEFAULT_REQUEST_TIMEOUT_SECS, EvidenceSource, GalleryLocation,
+    GalleryOptions, Limits, Worker, WorkerOptions, WorkerState,
 };

@@ -106,14 +106,83 @@ impl Default for Limits {
     }
 }
 
-/// Where the worker keeps its enrolment gallery: a file sealed under a
+/// Where the worker keeps its enrolment gallery, sealed under a
 /// coordinator key (the worker obtains the key by attested release).
 #[derive(Clone, Debug)]
 pub struct GalleryOptions {
-    /// The sealed gallery file; created on the first enrolment.
-    pub path: std::path::PathBuf,
+    /// Where the sealed gallery lives; created on the first enrolment.
+    pub location: GalleryLocation,
     /// The coordinator key it is sealed under (the app must be allowed it).
     pub key: String,
+}
+
+/// Where a sealed gallery lives.
+#[derive(Clone)]
+pub enum GalleryLocation {
+    /// A file of this worker's.
+    File(std::path::PathBuf),
+    /// An object shared by every worker of the app: enrolments on any
+    /// worker are written with optimistic concurrency on the object's
+    /// version (retried), and each worker reloads the object when it
+    /// changed, every `refresh`.
+    Shared {
+        /// The object store.
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        /// The object's path in it.
+        path: String,
+        /// How often to look for other workers' enrolments.
+        refresh: std::time::Duration,
+        /// The location as given, for messages.
+        display: String,
+    },
+}
+
+impl std::fmt::Debug for GalleryLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GalleryLocation::File(p) => write!(f, "File({})", p.display()),
+            GalleryLocation::Shared { display, .. } => write!(f, "Shared({display})"),
+        }
+    }
+}
+
+impl std::fmt::Display for GalleryLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GalleryLocation::File(p) => write!(f, "{}", p.display()),
+            GalleryLocation::Shared { display, .. } => f.write_str(display),
+        }
+    }
+}
+
+/// How often a shared gallery is checked for other workers' enrolments.
+pub const DEFAULT_GALLERY_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl GalleryLocation {
+    /// A location from the command line: `s3://BUCKET/PATH/NAME.sealed` (a
+    /// shared gallery) or a file path.
+    pub fn parse(location: &str) -> Result<GalleryLocation> {
+        match location.strip_prefix("s3://") {
+            Some(rest) => {
+                let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() || path.trim_matches('/').is_empty() {
+                    return Err(Error::Config(format!(
+                        "gallery {location:?}: name the object, s3://BUCKET/PATH/NAME.sealed"
+                    )));
+                }
+                Ok(GalleryLocation::Shared {
+                    store: crate::jobs::open_store(&format!("s3://{bucket}"))?,
+                    path: path.trim_matches('/').to_string(),
+                    refresh: DEFAULT_GALLERY_REFRESH,
+                    display: location.to_string(),
+                })
+            }
+            None if location.contains("://") => Err(Error::Config(format!(
+                "gallery {location:?}: give a file path or an s3:// URL"
+            ))),
+            None => Ok(GalleryLocation::File(location.into())),
+        }
+    }
 }
 
 /// What a worker needs to start. `Debug` shows the sealed model's size,
@@ -491,18 +560,21 @@ impl Worker {
         let gallery = match (&opts.gallery, &model) {
             (Some(g), Some(model)) => {
                 let keks = release_keys(&attested.client, &g.key).await?;
-                Some(Gallery::open(
-                    g,
-                    keks,
-                    &opts.app,
-                    model_sha256,
-                    model.embedding_dim().ok_or_else(|| {
-                        Error::Config(
+                Some(
+                    Gallery::open(
+                        g,
+                        keks,
+                        &opts.app,
+                        model_sha256,
+                        model.embedding_dim().ok_or_else(|| {
+                            Error::Config(
                             "a gallery needs a model that embeds images; this one scores pairs only"
                                 .into(),
                         )
-                    })?,
-                )?)
+                        })?,
+                    )
+                    .await?,
+                )
             }
             (Some(_), None) => {
                 return Err(Error::Config(
@@ -512,7 +584,11 @@ impl Worker {
             (None, _) => None,
         };
         let identity = attested.into_identity(&root_der, model_sha256)?;
-        Ok(Worker {
+        let refresh = match opts.gallery.as_ref().map(|g| &g.location) {
+            Some(GalleryLocation::Shared { refresh, .. }) => Some(*refresh),
+            _ => None,
+        };
+        let worker = Worker {
             state: Arc::new(WorkerState {
                 model,
                 compute: twinseal_net::guard::CpuPool::per_cpu(),
@@ -530,7 +606,24 @@ impl Worker {
                 attester,
                 renew_before: opts.renew_before,
             }),
-        })
+        };
+        if let Some(every) = refresh {
+            // Other workers' enrolments into the shared gallery; ends when
+            // the worker is dropped.
+            let state = Arc::downgrade(&worker.state);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(s) = state.upgrade() else { return };
+                    if let Some(g) = &s.gallery {
+                        let _ = g.refresh().await;
+                    }
+                }
+            });
+        }
+        Ok(worker)
     }
 
     /// The state to build the router ([`crate::app`]) or serve ([`crate::serve`]).

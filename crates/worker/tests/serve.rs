@@ -4,6 +4,8 @@
 //! with receipts; and the refusals at start.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -589,7 +591,7 @@ async fn enrol_and_verify_against_a_sealed_gallery() {
     let path = dir.path().join("gallery.sealed");
     let gallery = || {
         Some(twinseal_worker::GalleryOptions {
-            path: path.clone(),
+            location: twinseal_worker::GalleryLocation::File(path.clone()),
             key: GALLERY_KEY.into(),
         })
     };
@@ -889,7 +891,7 @@ async fn every_worker_endpoint_answers_each_caller_with_the_exact_status() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
     opts.gallery = Some(twinseal_worker::GalleryOptions {
-        path: dir.path().join("gallery.sealed"),
+        location: twinseal_worker::GalleryLocation::File(dir.path().join("gallery.sealed")),
         key: GALLERY_KEY.into(),
     });
     let worker = Worker::start(opts).await.unwrap();
@@ -1191,4 +1193,212 @@ async fn the_twinseal_worker_binary_serves_a_deployment_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "twinseal-worker stopped with {status}");
     c.stop().await;
+}
+
+/// An S3 store on the test process's throwaway SeaweedFS (a fresh
+/// bucket), configured directly rather than through the environment.
+fn s3_store(bucket: &str, secret: &str) -> Arc<dyn object_store::ObjectStore> {
+    let s3 = twinseal_testing::TempS3::shared();
+    Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(s3.endpoint())
+            .with_region("us-east-1")
+            .with_access_key_id(twinseal_testing::s3::ACCESS_KEY)
+            .with_secret_access_key(secret)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn shared_gallery(store: &Arc<dyn object_store::ObjectStore>) -> twinseal_worker::GalleryOptions {
+    twinseal_worker::GalleryOptions {
+        location: twinseal_worker::GalleryLocation::Shared {
+            store: store.clone(),
+            path: "galleries/worker.sealed".into(),
+            refresh: Duration::from_millis(250),
+            display: "s3://test/galleries/worker.sealed".into(),
+        },
+        key: GALLERY_KEY.into(),
+    }
+}
+
+/// The identities a worker's 1:N search finds.
+async fn identities_seen(client: &reqwest::Client, url: &str, probe: &[u8]) -> Vec<String> {
+    let (s, v) = post(
+        client,
+        &format!("{url}/v1/verify"),
+        &json!({"probe": {"raw": B64.encode(probe)}, "top": 64}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let r: api::VerifyResponse = serde_json::from_value(v).unwrap();
+    let mut ids: Vec<String> = r.result.matches.into_iter().map(|m| m.identity).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enrolments_on_two_workers_of_one_shared_gallery_all_survive() {
+    let bucket = tokio::task::spawn_blocking(|| twinseal_testing::TempS3::shared().bucket())
+        .await
+        .unwrap();
+    let store = s3_store(&bucket, twinseal_testing::s3::SECRET_KEY);
+    let c = Coord::start().await;
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+        opts.gallery = Some(shared_gallery(&store));
+        let w = Worker::start(opts).await.unwrap();
+        let (url, stop, server) = serve(&w).await;
+        workers.push((w, url, stop, server));
+    }
+    let client = c.client();
+    let enroller = c.tokens["carl"].clone();
+    // 16 enrolments at once, 8 on each worker, every one a new identity.
+    let mut tasks = Vec::new();
+    for i in 0..16usize {
+        let (client, url, token) = (client.clone(), workers[i % 2].1.clone(), enroller.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"identity": format!("id-{i:02}"), "images": [{"raw": B64.encode(digit(i as u8 + 1))}]});
+            enroll(&client, &url, Some(&token), &body).await
+        }));
+    }
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        assert_eq!(s, 200, "{v}");
+    }
+    let want: Vec<String> = (0..16).map(|i| format!("id-{i:02}")).collect();
+    // Every worker sees all 16 within its refresh period (250 ms here).
+    let t0 = std::time::Instant::now();
+    for (_, url, _, _) in &workers {
+        loop {
+            let seen = identities_seen(&client, url, &digit(1)).await;
+            if seen == want {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{url} sees {} of 16 identities after 5 s: {seen:?}",
+                seen.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let visible_after = t0.elapsed();
+    // A worker started now opens the same gallery.
+    let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+    opts.gallery = Some(shared_gallery(&store));
+    let third = Worker::start(opts).await.unwrap();
+    let (url3, stop3, server3) = serve(&third).await;
+    assert_eq!(identities_seen(&client, &url3, &digit(1)).await, want);
+    // One more enrolment on the new worker reaches the first two.
+    let body = json!({"identity": "late", "images": [{"raw": B64.encode(digit(41))}]});
+    assert_eq!(enroll(&client, &url3, Some(&enroller), &body).await.0, 200);
+    let t1 = std::time::Instant::now();
+    for (_, url, _, _) in &workers {
+        while !identities_seen(&client, url, &digit(41))
+            .await
+            .contains(&"late".to_string())
+        {
+            assert!(
+                t1.elapsed() < Duration::from_secs(5),
+                "the late enrolment did not reach {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!(
+        "16 concurrent enrolments on 2 workers: all stored; seen by both after {visible_after:?}; \
+         a later one reached both after {:?}",
+        t1.elapsed()
+    );
+    let _ = stop3.send(());
+    server3.await.unwrap().unwrap();
+    for (_, _, stop, server) in workers {
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_or_refused_credentials_stop_the_worker_at_start_with_one_clear_error() {
+    let bucket = tokio::task::spawn_blocking(|| twinseal_testing::TempS3::shared().bucket())
+        .await
+        .unwrap();
+    let c = Coord::start().await;
+    for (store, want) in [
+        (
+            s3_store("no-such-bucket-here", twinseal_testing::s3::SECRET_KEY),
+            "the bucket does not exist",
+        ),
+        (
+            s3_store(&bucket, "a-wrong-secret"),
+            "the credentials were refused",
+        ),
+    ] {
+        let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+        opts.gallery = Some(shared_gallery(&store));
+        let e = Worker::start(opts).await.unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+        assert!(!e.contains("a-wrong-secret"), "{e}");
+    }
+    // Nothing was written to the bucket by the refused starts.
+    let right = s3_store(&bucket, twinseal_testing::s3::SECRET_KEY);
+    let listed = right.list_with_delimiter(None).await.unwrap();
+    assert!(listed.objects.is_empty() && listed.common_prefixes.is_empty());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_server_refuses_stale_and_duplicate_writes() {
+    // What the shared gallery and create-only outputs rely on: the server
+    // enforces If-Match and If-None-Match.
+    use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
+    let bucket = tokio::task::spawn_blocking(|| twinseal_testing::TempS3::shared().bucket())
+        .await
+        .unwrap();
+    let store = s3_store(&bucket, twinseal_testing::s3::SECRET_KEY);
+    let path = object_store::path::Path::from("x/obj");
+    let create = |b: &'static [u8]| {
+        let (store, path) = (store.clone(), path.clone());
+        async move {
+            store
+                .put_opts(&path, b.into(), PutOptions::from(PutMode::Create))
+                .await
+        }
+    };
+    let first = create(b"one").await.unwrap();
+    assert!(matches!(
+        create(b"two").await,
+        Err(object_store::Error::AlreadyExists { .. })
+    ));
+    let v1 = UpdateVersion {
+        e_tag: first.e_tag.clone(),
+        version: first.version.clone(),
+    };
+    store
+        .put_opts(
+            &path,
+            b"three".as_slice().into(),
+            PutOptions::from(PutMode::Update(v1.clone())),
+        )
+        .await
+        .unwrap();
+    let stale = store
+        .put_opts(
+            &path,
+            b"four".as_slice().into(),
+            PutOptions::from(PutMode::Update(v1)),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(object_store::Error::Precondition { .. })),
+        "{stale:?}"
+    );
+    let got = store.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&got[..], b"three");
 }

@@ -26,7 +26,7 @@ use rand::Rng;
 use twinseal_api as api;
 use twinseal_attest::SimulatedPlatform;
 use twinseal_coordinator::client::Client;
-use twinseal_sql::testing::TempPostgres;
+use twinseal_testing::TempPostgres;
 
 const MEASUREMENT: [u8; 48] = [0x44; 48];
 

@@ -113,7 +113,7 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
             .unwrap();
         let mut opts = local.worker_options(APP, M, sealed).unwrap();
         opts.gallery = Some(twinseal_worker::GalleryOptions {
-            path: store_dir.join("gallery.sealed"),
+            location: twinseal_worker::GalleryLocation::File(store_dir.join("gallery.sealed")),
             key: "gallery-key".into(),
         });
         let worker = twinseal_worker::Worker::start(opts).await.unwrap();

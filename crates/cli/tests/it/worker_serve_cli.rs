@@ -1,9 +1,12 @@
 //! `twinseal worker serve` as an operator runs it, against `twinseal
 //! coordinator serve`, both as child processes on loopback with the
-//! INSECURE simulated TEE: the worker attests, opens the sealed model and
-//! answers `twinseal compare --worker`; a worker whose app the manifest
-//! does not know does not start; SIGTERM stops it cleanly.
+//! INSECURE simulated TEE: the worker attests, opens the sealed model (read
+//! from S3: a throwaway SeaweedFS) and answers `twinseal compare --worker`;
+//! a worker whose app the manifest does not know does not start; SIGTERM
+//! stops it cleanly; a trainer reads its sealed dataset from S3 and writes
+//! the sealed model back there.
 
+use object_store::ObjectStoreExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -171,11 +174,23 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
         .output()
         .unwrap());
 
+    // The sealed model goes to S3; workers read it from there.
+    let s3 = twinseal_testing::TempS3::shared();
+    let bucket = s3.bucket();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let objects = s3_store(&bucket);
+    let upload = |local: &Path, key: &str| {
+        let bytes = std::fs::read(local).unwrap();
+        rt.block_on(objects.put(&object_store::path::Path::from(key), bytes.into()))
+            .unwrap();
+    };
+    upload(&sealed, "models/model.sealed");
+    let model_url = format!("s3://{bucket}/models/model.sealed");
     let worker = |app: &str| {
         let mut c = twinseal(None, &url, &ca);
         c.args(["worker", "serve", "--app", app, "--tee", "simulated"])
-            .arg("--model")
-            .arg(&sealed)
+            .envs(s3.env())
+            .args(["--model", &model_url])
             .arg("--insecure-simulated-platform-key")
             .arg(&platform_key)
             .args(["--listen", &format!("127.0.0.1:{wport}")]);
@@ -277,6 +292,15 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
         .arg(store.join("datasets/faces"))
         .output()
         .unwrap());
+    // The sealed dataset goes to S3 under the prefix `store/`.
+    for entry in walk(&store) {
+        let key = entry
+            .strip_prefix(&store)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        upload(&entry, &format!("store/{key}"));
+    }
     let tport = free_port();
     let mut trainer = twinseal(None, &url, &ca)
         .args([
@@ -295,8 +319,8 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
             "--poll-secs",
             "1",
         ])
-        .arg("--jobs")
-        .arg(&store)
+        .envs(s3.env())
+        .args(["--jobs", &format!("s3://{bucket}/store")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -311,7 +335,12 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
         out.contains("training record (audit log): trainer siamese-trainer"),
         "{out}"
     );
-    assert!(store.join("models/faces/run-1/model.sealed").is_file());
+    let written = rt
+        .block_on(objects.head(&object_store::path::Path::from(
+            "store/models/faces/run-1/model.sealed",
+        )))
+        .unwrap();
+    assert!(written.size > 0, "the trained model is in S3");
     // It serves no model.
     let out = twinseal(Some(&carl), &url, &ca)
         .args(["compare", "--worker", &format!("https://127.0.0.1:{tport}")])
@@ -325,4 +354,34 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
     assert!(err.contains("trainer"), "{err}");
     assert!(stop(trainer).success(), "the trainer did not stop cleanly");
     assert!(stop(coordinator).success());
+}
+
+/// An S3 client of the throwaway SeaweedFS, for the test's own uploads.
+fn s3_store(bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
+    let s3 = twinseal_testing::TempS3::shared();
+    std::sync::Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(s3.endpoint())
+            .with_region("us-east-1")
+            .with_access_key_id(twinseal_testing::s3::ACCESS_KEY)
+            .with_secret_access_key(twinseal_testing::s3::SECRET_KEY)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

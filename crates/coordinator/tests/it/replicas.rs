@@ -12,7 +12,7 @@ use serde_json::Value;
 use twinseal_attest::SimulatedPlatform;
 use twinseal_coordinator::config::StoreConfig;
 use twinseal_coordinator::{Config, Coordinator, app, init};
-use twinseal_sql::testing::TempPostgres;
+use twinseal_testing::TempPostgres;
 
 use crate::common::{self, Auth, Harness, MEASUREMENT};
 

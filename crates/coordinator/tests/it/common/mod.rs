@@ -16,7 +16,7 @@ use twinseal_attest::SimulatedPlatform;
 use twinseal_coordinator::config::StoreConfig;
 use twinseal_coordinator::http::PeerCertificate;
 use twinseal_coordinator::{Config, Coordinator, app, init};
-use twinseal_sql::testing::TempPostgres;
+use twinseal_testing::TempPostgres;
 
 /// The measurement the test apps claim.
 pub const MEASUREMENT: [u8; 48] = [0x11; 48];

@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL server for tests (feature `testing`).
+//! A throwaway PostgreSQL server for tests and benchmarks.
 //!
 //! [`TempPostgres::shared`] starts one server per test process: `initdb`
 //! in a temporary directory (as the user `nobody` when the tests run as
@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::Db;
-use crate::pg::{PgConn, PgOptions};
+use twinseal_sql::Db;
+use twinseal_sql::params;
+use twinseal_sql::pg::{PgConn, PgOptions};
 
 /// A running throwaway server.
 pub struct TempPostgres {
@@ -67,13 +68,6 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
@@ -124,7 +118,7 @@ impl TempPostgres {
             return Err(e);
         }
         let pg = TempPostgres {
-            port: free_port(),
+            port: crate::free_port(),
             dir,
             bin,
             user,
