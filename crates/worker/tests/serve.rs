@@ -1402,3 +1402,104 @@ async fn the_s3_server_refuses_stale_and_duplicate_writes() {
     let got = store.get(&path).await.unwrap().bytes().await.unwrap();
     assert_eq!(&got[..], b"three");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_behind_haproxy_answer_compare_and_share_one_gallery() {
+    let bucket = tokio::task::spawn_blocking(|| twinseal_testing::TempS3::shared().bucket())
+        .await
+        .unwrap();
+    let store = s3_store(&bucket, twinseal_testing::s3::SECRET_KEY);
+    let c = Coord::start().await;
+    let mut workers = Vec::new();
+    let mut addrs = Vec::new();
+    let mut certs = Vec::new();
+    for _ in 0..2 {
+        let mut opts = c.options(APP, MEASUREMENT, c.sealed.clone());
+        opts.gallery = Some(shared_gallery(&store));
+        let w = Worker::start(opts).await.unwrap();
+        certs.push(hex::encode(Sha256::digest(w.state().certificate_der())));
+        let (url, stop, server) = serve(&w).await;
+        addrs.push(url.trim_start_matches("https://").parse().unwrap());
+        workers.push((w, stop, server));
+    }
+    // TCP passthrough: TLS ends at each worker, and the client verifies
+    // the attested certificate of whichever worker answers.
+    let lb = tokio::task::spawn_blocking(move || twinseal_testing::TempHaproxy::start(&addrs))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}", lb.port());
+    let token = c.tokens["carl"].clone();
+    let fresh = || {
+        // A new connection per request, so the balancer picks again.
+        let cfg = twinseal_net::tls::PeerVerifier::worker(&c.root, true)
+            .unwrap()
+            .client_config()
+            .unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .use_preconfigured_tls(cfg)
+            .pool_max_idle_per_host(0)
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
+    let mut answered_by = std::collections::BTreeMap::<String, usize>::new();
+    let (a, b) = (digit(3), digit(5));
+    for _ in 0..12 {
+        let (s, v) = post(
+            &fresh(),
+            &format!("{url}/v1/compare"),
+            &json!({"a": {"raw": B64.encode(&a)}, "b": {"raw": B64.encode(&b)}}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let r: api::CompareResponse = serde_json::from_value(v).unwrap();
+        assert!(certs.contains(&r.receipt.certificate_sha256));
+        *answered_by.entry(r.receipt.certificate_sha256).or_default() += 1;
+    }
+    assert_eq!(answered_by.len(), 2, "compare answered by {answered_by:?}");
+    // Enrolments through the balancer land on both workers, into one gallery.
+    let mut enrolled_by = std::collections::BTreeSet::new();
+    for i in 0..8u8 {
+        let body =
+            json!({"identity": format!("lb-{i}"), "images": [{"raw": B64.encode(digit(i + 1))}]});
+        let (s, v) = enroll(&fresh(), &url, None, &body).await;
+        assert_eq!(s, 200, "{v}");
+        let r: api::EnrollResponse = serde_json::from_value(v).unwrap();
+        enrolled_by.insert(r.receipt.certificate_sha256);
+    }
+    assert_eq!(enrolled_by.len(), 2, "enrolments went to one worker only");
+    let want: Vec<String> = (0..8).map(|i| format!("lb-{i}")).collect();
+    let t0 = std::time::Instant::now();
+    let mut verified_by = std::collections::BTreeSet::new();
+    while verified_by.len() < 2 {
+        let (s, v) = post(
+            &fresh(),
+            &format!("{url}/v1/verify"),
+            &json!({"probe": {"raw": B64.encode(digit(1))}, "top": 64}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let r: api::VerifyResponse = serde_json::from_value(v).unwrap();
+        let mut ids: Vec<String> = r.result.matches.into_iter().map(|m| m.identity).collect();
+        ids.sort();
+        if ids == want {
+            verified_by.insert(r.receipt.certificate_sha256);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "not every worker behind the balancer sees all 8 enrolments"
+        );
+    }
+    drop(lb);
+    for (_, stop, server) in workers {
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+    c.stop().await;
+}
