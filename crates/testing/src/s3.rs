@@ -4,6 +4,10 @@
 //!
 //! [`TempS3::shared`] starts one per test process; [`TempS3::bucket`]
 //! makes a fresh bucket (through the filer, where buckets are folders).
+//! Each bucket is a collection of its own, which grows its own volumes
+//! (16 MB each, sparse): the server may hold 64. SeaweedFS stops writing
+//! (requests hang until they time out) when the disk's free space falls
+//! below its minimum; the tests set it to 256 MiB.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -86,7 +90,7 @@ impl TempS3 {
              -master.port={} -master.port.grpc={} -volume.port={} -volume.port.grpc={} \
              -filer.port={} -filer.port.grpc={} -s3 -s3.port={} -s3.port.grpc={} \
              -s3.port.iceberg=0 -s3.port.lance=0 -s3.config='{d}/s3.json' \
-             -master.volumeSizeLimitMB=64 -volume.max=16 -filer.localSocket='{d}/filer.sock'",
+             -master.volumeSizeLimitMB=16 -volume.max=64 -volume.minFreeSpace=256MiB -filer.localSocket='{d}/filer.sock'",
             p[0],
             p[1],
             p[2],
@@ -98,8 +102,10 @@ impl TempS3 {
             d = dir.display()
         );
         let script = format!(
-            "cd '{d}' && '{weed}' {args} >'{d}/log' 2>&1 &\npid=$!\nread _ignored\n\
-             kill -TERM $pid 2>/dev/null\nwait $pid\nrm -rf '{d}'\n",
+            "cd '{d}' || exit 1\n'{weed}' {args} >'{d}/log' 2>&1 &\npid=$!\nread _ignored\n\
+             kill -TERM $pid 2>/dev/null\n\
+             for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 $pid 2>/dev/null || break; sleep 0.5; done\n\
+             kill -KILL $pid 2>/dev/null\nwait $pid\nrm -rf '{d}'\n",
             d = dir.display(),
             weed = weed.display(),
         );
