@@ -339,16 +339,22 @@ fn convert(e: tokio_postgres::Error) -> Error {
             kind,
         };
     }
-    let kind = if e.is_closed() || std::error::Error::source(&e).is_some() {
+    let source = std::error::Error::source(&e);
+    let io = source.is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+    let timed_out = e.to_string().contains("timeout") || e.to_string().contains("timed out");
+    let kind = if e.is_closed() || io || timed_out {
         // Closed connections and I/O failures (refused, reset, timed out).
         ErrorKind::Unavailable
     } else {
         ErrorKind::Other
     };
-    Error::Postgres {
-        message: e.to_string(),
-        kind,
-    }
+    // The source says what (e.g. "password missing"); it never holds
+    // parameters or the password.
+    let message = match source {
+        Some(s) => format!("{e}: {s}"),
+        None => e.to_string(),
+    };
+    Error::Postgres { message, kind }
 }
 
 #[derive(Debug)]

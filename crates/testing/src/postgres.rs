@@ -117,6 +117,15 @@ impl TempPostgres {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
+        // Roles in PASSWORD_GROUP log in over TCP with a password (SCRAM);
+        // every other role is trusted on loopback.
+        let hba = dir.join("data/pg_hba.conf");
+        let rest = std::fs::read_to_string(&hba).map_err(|e| format!("{e}"))?;
+        std::fs::write(
+            &hba,
+            format!("host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n{rest}"),
+        )
+        .map_err(|e| format!("{e}"))?;
         let pg = TempPostgres {
             port: crate::free_port(),
             dir,
@@ -205,6 +214,28 @@ impl TempPostgres {
         o
     }
 
+    /// Create a fresh, empty database owned by a new role that must log
+    /// in with `password`; returns its URL (without the password).
+    pub fn database_with_password(&self, password: &str) -> String {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (role, name) = (
+            format!("pw{}_{n}", std::process::id()),
+            format!("tpw{}_{n}", std::process::id()),
+        );
+        let c = PgConn::connect(&self.options("postgres")).unwrap_or_else(|e| panic!("{e}"));
+        let quoted = password.replace('\'', "''");
+        c.batch(&format!(
+            "DO $$ BEGIN CREATE ROLE {PASSWORD_GROUP} NOLOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             CREATE ROLE {role} LOGIN PASSWORD '{quoted}' IN ROLE {PASSWORD_GROUP}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        // Not in the same batch: CREATE DATABASE runs outside transactions.
+        c.batch(&format!("CREATE DATABASE {name} OWNER {role}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        format!("postgres://{role}@127.0.0.1:{}/{name}", self.port)
+    }
+
     /// Create a fresh, empty database; returns its URL.
     pub fn database(&self) -> String {
         let name = format!(
@@ -234,6 +265,9 @@ impl Drop for TempPostgres {
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The group whose member roles must log in with a password.
+const PASSWORD_GROUP: &str = "twinseal_password_users";
 
 fn as_user(user: Option<&str>, program: PathBuf) -> Command {
     match user {

@@ -242,3 +242,100 @@ async fn releases_from_32_clients_over_two_replicas_form_one_log() {
         .count();
     assert_eq!(released, 320, "every acknowledged release is audited once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_database_password_or_schema_version_is_one_clear_error_and_touches_nothing() {
+    let pg = TempPostgres::shared();
+    let url = pg.database_with_password("the-right-password");
+    let dir = tempfile::tempdir().unwrap();
+    let platform = SimulatedPlatform::generate("paris-1").unwrap();
+    let secret = dir.path().join("db-password");
+    let config = |password_file: &std::path::Path| Config {
+        store: StoreConfig {
+            url: Some(url.clone()),
+            password_file: Some(password_file.to_path_buf()),
+            ..StoreConfig::default()
+        },
+        ..common::config_for(&dir.path().join("state"), &platform)
+    };
+
+    // A wrong password: one clear error at init, nothing written anywhere.
+    std::fs::write(&secret, "a-wrong-password\n").unwrap();
+    let e = init_err(&config(&secret));
+    assert!(e.contains("password authentication failed"), "{e}");
+    assert!(!e.contains("a-wrong-password"), "{e}");
+    assert!(!dir.path().join("state/master.key").exists());
+    // No password at all.
+    let e = init_err(&Config {
+        store: StoreConfig {
+            url: Some(url.clone()),
+            ..StoreConfig::default()
+        },
+        ..common::config_for(&dir.path().join("state"), &platform)
+    });
+    assert!(e.contains("password"), "{e}");
+
+    // The right one (from the file, its newline dropped) works.
+    std::fs::write(&secret, "the-right-password\n").unwrap();
+    init(&config(&secret)).unwrap();
+    let c = Coordinator::open(config(&secret)).unwrap();
+    let size = c
+        .store()
+        .read(|db| Ok(twinseal_audit::AuditLog::size(db)?))
+        .unwrap();
+    c.shutdown();
+    drop(c);
+    // A second init refuses the initialized database.
+    let e = init_err(&config(&secret));
+    assert!(e.contains("already holds a coordinator's state"), "{e}");
+
+    // A schema version this build does not know: refused at start, and the
+    // database is left exactly as it was.
+    let mut o = twinseal_sql::pg::PgOptions::new(&url);
+    o.password = Some("the-right-password".into());
+    let db = twinseal_sql::pg::PgConn::connect(&o).unwrap();
+    use twinseal_sql::Db;
+    db.execute(
+        "UPDATE meta SET v = $1 WHERE k = 'schema_version'",
+        twinseal_sql::params![&b"99"[..]],
+    )
+    .unwrap();
+    let e = Coordinator::open(config(&secret)).unwrap_err().to_string();
+    assert!(e.contains("unsupported schema version 99"), "{e}");
+    let still = db
+        .query_one(
+            "SELECT v FROM meta WHERE k = 'schema_version'",
+            twinseal_sql::params![],
+        )
+        .unwrap()
+        .blob(0)
+        .unwrap();
+    assert_eq!(still, b"99");
+    assert_eq!(
+        twinseal_audit::AuditLog::size(&db).unwrap(),
+        size,
+        "nothing was appended"
+    );
+
+    // An unreachable database: one clear error (503 class), nothing written.
+    let gone = Config {
+        store: StoreConfig {
+            url: Some("postgres://twinseal@127.0.0.1:1/nothing".into()),
+            ..StoreConfig::default()
+        },
+        ..common::config_for(&dir.path().join("elsewhere"), &platform)
+    };
+    match init(&gone) {
+        Err(twinseal_coordinator::Error::StoreUnavailable(_)) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("init on an unreachable database succeeded"),
+    }
+    assert!(!dir.path().join("elsewhere/master.key").exists());
+}
+
+fn init_err(config: &Config) -> String {
+    match init(config) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("init succeeded"),
+    }
+}
