@@ -313,3 +313,122 @@ fn clients_verify_the_coordinator_compare_enrol_and_run_a_workflow() {
         local.stop().await.unwrap();
     });
 }
+
+#[test]
+fn workflow_runs_spread_over_two_workers_sharing_one_s3_store() {
+    use object_store::ObjectStoreExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s3 = twinseal_testing::TempS3::shared();
+    let bucket = s3.bucket();
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(s3.endpoint())
+            .with_region("us-east-1")
+            .with_access_key_id(twinseal_testing::s3::ACCESS_KEY)
+            .with_secret_access_key(twinseal_testing::s3::SECRET_KEY)
+            .with_allow_http(true)
+            .with_bucket_name(&bucket)
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+            .build()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    std::fs::create_dir_all(&ds).unwrap();
+    png(3, &ds.join("x.png"));
+    png(5, &ds.join("y.png"));
+    std::fs::write(ds.join("pairs.csv"), "left,right,same\nx.png,y.png,0\n").unwrap();
+    let mut tarball = Vec::new();
+    {
+        let mut t = tar::Builder::new(&mut tarball);
+        t.append_dir_all(".", &ds).unwrap();
+        t.finish().unwrap();
+    }
+    rt.block_on(async {
+        let local = Local::start(LocalOptions::default()).await.unwrap();
+        local
+            .apply_manifest(&format!(
+                "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n\
+                 [users.mel]\nroles = [\"ml_engineer\"]\n{}\
+                 [keys.{MODEL_KEY}]\nowners = [\"dora\"]\n[keys.dataset-key]\nowners = [\"dora\"]\n\
+                 [keys.results-key]\ngrants = {{ dora = [\"open\"] }}\n\
+                 [datasets.pairs]\nlocation = \"datasets/pairs.sealed\"\nkey = \"dataset-key\"\n\
+                 context = {{ purpose = \"pairs\" }}\n\
+                 [workflows.score-pairs]\ninput = \"pairs\"\napp = \"{APP}\"\n\
+                 output = \"results/score-pairs\"\noutput_key = \"results-key\"\n",
+                Local::app_entry(APP, &M, &[MODEL_KEY, "dataset-key", "results-key"]),
+            ))
+            .await
+            .unwrap();
+        local
+            .create_keys(&[MODEL_KEY, "dataset-key", "results-key"])
+            .await
+            .unwrap();
+        let dora = local.user("dora").await.unwrap();
+        let model = twinseal_siamese::Siamese::new(
+            twinseal_siamese::ModelConfig::seed(twinseal_siamese::HeadKind::Sigmoid),
+            3,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+        let sealed_model = seal(&dora, MODEL_KEY, &[("purpose", "model")], &model)
+            .await
+            .unwrap();
+        let sealed_ds = seal(&dora, "dataset-key", &[("purpose", "pairs")], &tarball)
+            .await
+            .unwrap();
+        store
+            .put(
+                &object_store::path::Path::from("datasets/pairs.sealed"),
+                sealed_ds.into(),
+            )
+            .await
+            .unwrap();
+        let a = twinseal_worker::Worker::start(
+            local.worker_options(APP, M, sealed_model.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+        let b = twinseal_worker::Worker::start(local.worker_options(APP, M, sealed_model).unwrap())
+            .await
+            .unwrap();
+        let mel = local.user("mel").await.unwrap();
+        for _ in 0..4 {
+            let _: twinseal_api::RunInfo = mel
+                .post("/v1/workflows/score-pairs/runs", &())
+                .await
+                .unwrap();
+        }
+        // The two workers take turns claiming: each run goes to exactly one.
+        let mut done = Vec::new();
+        for w in [&a, &b, &a, &b] {
+            let (run, outcome) = w.run_next_job(store.as_ref()).await.unwrap().unwrap();
+            let info = outcome.unwrap();
+            assert_eq!(info.state, twinseal_api::RunState::Succeeded, "{info:?}");
+            done.push((run, info.serial.clone().unwrap()));
+        }
+        assert!(a.run_next_job(store.as_ref()).await.unwrap().is_none());
+        assert!(b.run_next_job(store.as_ref()).await.unwrap().is_none());
+        let mut runs: Vec<u64> = done.iter().map(|d| d.0).collect();
+        runs.sort();
+        assert_eq!(runs, [1, 2, 3, 4], "each run once");
+        let serials: std::collections::BTreeSet<&String> = done.iter().map(|d| &d.1).collect();
+        assert_eq!(serials.len(), 2, "both workers ran runs: {done:?}");
+        for run in 1..=4 {
+            let meta = store
+                .head(&object_store::path::Path::from(format!(
+                    "results/score-pairs/run-{run}.sealed"
+                )))
+                .await
+                .unwrap();
+            assert!(meta.size > 0);
+        }
+        local.stop().await.unwrap();
+    });
+}
