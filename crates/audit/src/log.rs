@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use twinseal_sql::{Db, Dialect, params};
+use twinseal_sql::{Db, Dialect, Row, Value, params};
 
 use crate::bundle::{BUNDLE_VERSION, Bundle};
 use crate::error::{Error, Result};
@@ -117,10 +117,23 @@ fn read_tree_for_update(db: &dyn Db) -> Result<TreeState> {
     }
 }
 
+/// The tree row: from the connection's row memo when its owner offers one
+/// and it is filled (the owner holds the row's lock for the transaction,
+/// so the memo is the row), else read, and memoized if offered.
 fn read_tree_with(db: &dyn Db, sql: &str) -> Result<TreeState> {
+    if let Some(row) = db.row_memo().and_then(|m| m.borrow().clone()) {
+        return parse_tree(&row);
+    }
     let row = db
         .query_opt(sql, params![])?
         .ok_or_else(|| Error::Corrupt("the tree row is missing".into()))?;
+    if let Some(m) = db.row_memo() {
+        *m.borrow_mut() = Some(row.clone());
+    }
+    parse_tree(&row)
+}
+
+fn parse_tree(row: &Row) -> Result<TreeState> {
     let (size, frontier, last) = (row.int(0)?, row.blob(1)?, row.blob(2)?);
     let size = u64::try_from(size).map_err(|_| Error::Corrupt("negative size".into()))?;
     let frontier = Frontier::from_parts(size, &frontier)
@@ -253,6 +266,13 @@ impl AuditLog {
                     params![to_i64(index)?, &text, &leaf, size, &frontier],
                 )?;
             }
+        }
+        if let Some(m) = tx.row_memo() {
+            *m.borrow_mut() = Some(Row::new(vec![
+                Value::Int(size),
+                Value::Blob(frontier),
+                Value::Blob(leaf.to_vec()),
+            ]));
         }
         Ok(index)
     }

@@ -150,7 +150,7 @@ macro_rules! params {
 }
 
 /// A row of a query's result.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Row(Vec<Value>);
 
 impl Row {
@@ -328,6 +328,13 @@ pub trait Db {
     /// PostgreSQL connection the server closed).
     fn is_broken(&self) -> bool {
         false
+    }
+    /// A one-row memo that the connection's owner may offer for the length
+    /// of one transaction in which it holds a row lock: the audit log keeps
+    /// its locked head row there, so that consecutive appends read it once.
+    /// The owner clears it whenever writes are rolled back. None by default.
+    fn row_memo(&self) -> Option<&std::cell::RefCell<Option<Row>>> {
+        None
     }
     /// Begin a transaction that writes (SQLite: `BEGIN IMMEDIATE`, which
     /// takes the write lock at once).

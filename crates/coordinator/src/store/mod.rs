@@ -296,16 +296,66 @@ impl Drop for Store {
     }
 }
 
+/// A batch's connection: the writer's, plus the audit head's row, read
+/// (and locked) once at the start of the batch and kept current by the
+/// appends (`Db::row_memo`), so that an append costs no read of it. Cleared
+/// whenever a job's writes are rolled back.
+struct BatchDb<'a> {
+    db: &'a dyn Db,
+    head: std::cell::RefCell<Option<twinseal_sql::Row>>,
+}
+
+impl Db for BatchDb<'_> {
+    fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+    fn execute(&self, sql: &str, params: &[twinseal_sql::Param<'_>]) -> twinseal_sql::Result<u64> {
+        self.db.execute(sql, params)
+    }
+    fn query(
+        &self,
+        sql: &str,
+        params: &[twinseal_sql::Param<'_>],
+    ) -> twinseal_sql::Result<Vec<twinseal_sql::Row>> {
+        self.db.query(sql, params)
+    }
+    fn batch(&self, sql: &str) -> twinseal_sql::Result<()> {
+        self.db.batch(sql)
+    }
+    fn in_transaction(&self) -> bool {
+        self.db.in_transaction()
+    }
+    fn is_broken(&self) -> bool {
+        self.db.is_broken()
+    }
+    fn begin(&self) -> twinseal_sql::Result<()> {
+        self.db.begin()
+    }
+    fn commit(&self) -> twinseal_sql::Result<()> {
+        self.db.commit()
+    }
+    fn rollback(&self) -> twinseal_sql::Result<()> {
+        self.db.rollback()
+    }
+    fn row_memo(&self) -> Option<&std::cell::RefCell<Option<twinseal_sql::Row>>> {
+        Some(&self.head)
+    }
+}
+
 /// Begin a batch: the write lock (SQLite) or the audit head's row lock
-/// (PostgreSQL, which orders the batches of every replica); returns the
-/// log's size.
-fn begin_batch(db: &dyn Db) -> Result<u64> {
+/// (PostgreSQL, which orders the batches of every replica); the head row
+/// goes into the batch's memo. Returns the log's size.
+fn begin_batch(db: &BatchDb<'_>) -> Result<u64> {
     db.begin()?;
     let sql = match db.dialect() {
-        Dialect::Sqlite => "SELECT size FROM audit_tree WHERE id = 1",
-        Dialect::Postgres => "SELECT size FROM audit_tree WHERE id = 1 FOR UPDATE",
+        Dialect::Sqlite => "SELECT size, frontier, last_leaf FROM audit_tree WHERE id = 1",
+        Dialect::Postgres => {
+            "SELECT size, frontier, last_leaf FROM audit_tree WHERE id = 1 FOR UPDATE"
+        }
     };
-    let size = db.query_one(sql, params![])?.int(0)?;
+    let row = db.query_one(sql, params![])?;
+    let size = row.int(0)?;
+    *db.head.borrow_mut() = Some(row);
     u64::try_from(size).map_err(|_| Error::Store("negative audit log size".into()))
 }
 
@@ -328,7 +378,7 @@ fn refuse(jobs: impl IntoIterator<Item = Job>, e: &Error) {
 /// between two jobs: the last one's release and the next one's start);
 /// a job that fails is rolled back to it. Returns the completions, or the
 /// failure that ends the batch.
-fn run_jobs(db: &dyn Db, jobs: Vec<Job>) -> (Vec<Completion>, Result<()>) {
+fn run_jobs(db: &BatchDb<'_>, jobs: Vec<Job>) -> (Vec<Completion>, Result<()>) {
     let mut completions = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     let mut first = true;
@@ -346,10 +396,14 @@ fn run_jobs(db: &dyn Db, jobs: Vec<Job>) -> (Vec<Completion>, Result<()>) {
         }
         let (ok, completion) = job(Some(db));
         completions.push(completion);
-        if !ok && let Err(e) = db.batch("ROLLBACK TO SAVEPOINT job") {
-            let e = Error::from(e);
-            refuse(jobs, &e);
-            return (completions, Err(e));
+        if !ok {
+            // The head row may have changed in the job: read it again.
+            db.head.borrow_mut().take();
+            if let Err(e) = db.batch("ROLLBACK TO SAVEPOINT job") {
+                let e = Error::from(e);
+                refuse(jobs, &e);
+                return (completions, Err(e));
+            }
         }
     }
     (completions, Ok(()))
@@ -384,7 +438,12 @@ fn writer_loop(
                 }
             }
         }
-        let Some(db) = conn.as_deref() else { continue };
+        let Some(raw) = conn.as_deref() else { continue };
+        let batch = BatchDb {
+            db: raw,
+            head: std::cell::RefCell::new(None),
+        };
+        let db = &batch;
         let size = match begin_batch(db) {
             Ok(size) => size,
             Err(e) => {

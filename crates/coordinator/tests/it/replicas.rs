@@ -339,3 +339,64 @@ fn init_err(config: &Config) -> String {
         Ok(_) => panic!("init succeeded"),
     }
 }
+
+/// (Both engines, with the rest of this binary.) Jobs that append to the
+/// audit log and then fail, batched with jobs that succeed: the failed
+/// ones leave nothing, the log stays whole and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_that_fail_after_appending_leave_the_log_whole() {
+    let h = Harness::new();
+    let store = h.state.store();
+    let event = |i: u64| twinseal_audit::Event::Tokenized {
+        actor: "test".into(),
+        key: format!("k{i}"),
+        count: i,
+    };
+    let before = store
+        .read(|db| Ok(twinseal_audit::AuditLog::size(db)?))
+        .unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..64u64 {
+        let e = event(i);
+        jobs.push(store.write(move |c| {
+            twinseal_audit::AuditLog::append(c, SystemTime::now(), &e)?;
+            if i % 3 == 0 {
+                return Err(twinseal_coordinator::Error::Conflict("refused".into()));
+            }
+            Ok(i)
+        }));
+    }
+    let results = futures_join_all(jobs).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+    assert_eq!(ok, 64 - 22);
+    let bundle = twinseal_audit::Bundle::from_json(&h.state.audit_export().unwrap()).unwrap();
+    let report = twinseal_audit::verify_bundle(&bundle, h.state.verifier_key());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(bundle.entries.len() as u64, before + ok);
+}
+
+async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
+    // Polled together, so that the writes land in shared batches.
+    let mut pinned: Vec<_> = fs.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (f, d) in pinned.iter_mut().zip(done.iter_mut()) {
+            if d.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *d = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter()
+        .map(|d| d.expect("polled to completion"))
+        .collect()
+}
