@@ -125,3 +125,39 @@ fn an_unreachable_server_is_unavailable_and_a_restart_is_survived_by_reconnectin
     let db = PgConn::connect(&o).unwrap();
     db.execute("INSERT INTO t VALUES (1)", params![]).unwrap();
 }
+
+#[test]
+fn tls_to_the_database_is_required_and_verified_against_the_named_ca() {
+    let (pg, ca_pem) = TempPostgres::start_tls().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let url = pg.database();
+    let mut o = PgOptions::new(&url);
+    o.ca_file = Some(ca.clone());
+    let db = PgConn::connect(&o).unwrap();
+    // The session is encrypted.
+    let r = db
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            params![],
+        )
+        .unwrap();
+    assert_eq!(r.int(0).unwrap(), 1, "the connection does not use TLS");
+    // A CA that did not sign the server's certificate: refused.
+    let (other, other_ca) = TempPostgres::start_tls().unwrap();
+    drop(other);
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong, other_ca).unwrap();
+    let mut o = PgOptions::new(&url);
+    o.ca_file = Some(wrong);
+    let e = PgConn::connect(&o).unwrap_err().to_string();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // A file without a certificate: a configuration error.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let mut o = PgOptions::new(&url);
+    o.ca_file = Some(empty);
+    let e = PgConn::connect(&o).unwrap_err().to_string();
+    assert!(e.contains("holds no certificate"), "{e}");
+}

@@ -28,6 +28,8 @@ use twinseal_sql::pg::{PgConn, PgOptions};
 /// A running throwaway server.
 pub struct TempPostgres {
     port: u16,
+    /// Extra server settings (`-c name=value ...`).
+    extra: String,
     dir: PathBuf,
     bin: PathBuf,
     user: Option<&'static str>,
@@ -128,6 +130,7 @@ impl TempPostgres {
         .map_err(|e| format!("{e}"))?;
         let pg = TempPostgres {
             port: crate::free_port(),
+            extra: String::new(),
             dir,
             bin,
             user,
@@ -148,12 +151,13 @@ impl TempPostgres {
         let script = format!(
             "{setpriv}'{pg}' -D '{dir}/data' -h 127.0.0.1 -p {port} -k '{dir}/sock' \
              -c fsync=on -c synchronous_commit=on -c max_connections=200 \
-             -c shared_buffers=32MB -c log_min_messages=fatal >'{dir}/log' 2>&1 &\n\
+             -c shared_buffers=32MB -c log_min_messages=fatal {extra} >'{dir}/log' 2>&1 &\n\
              pid=$!\nread _ignored\nkill -INT $pid 2>/dev/null\nwait $pid\n\
              [ \"$TWINSEAL_PG_KEEP\" = 1 ] || [ -f '{dir}/restart' ] || rm -rf '{dir}'\n",
             pg = postgres.display(),
             dir = self.dir.display(),
             port = self.port,
+            extra = self.extra,
         );
         let mut child = Command::new("sh")
             .arg("-c")
@@ -176,6 +180,47 @@ impl TempPostgres {
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// Start a server of its own that also speaks TLS, with a certificate
+    /// for 127.0.0.1 and localhost from a fresh CA; returns it and the
+    /// CA's certificate (PEM).
+    pub fn start_tls() -> Result<(TempPostgres, String), String> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let e = |e: rcgen::Error| e.to_string();
+        let ca_key = KeyPair::generate().map_err(e)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().map_err(e)?;
+        let server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .map_err(e)?
+            .signed_by(&key, &issuer)
+            .map_err(e)?;
+        let mut pg = TempPostgres::start()?;
+        pg.stop();
+        let (crt, pem_key) = (pg.dir.join("server.crt"), pg.dir.join("server.key"));
+        std::fs::write(&crt, server.pem()).map_err(|e| e.to_string())?;
+        std::fs::write(&pem_key, key.serialize_pem()).map_err(|e| e.to_string())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pem_key, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(u) = pg.user {
+            run(
+                Command::new("chown").arg(u).arg(&crt).arg(&pem_key),
+                "chown of the server's certificate",
+            )?;
+        }
+        pg.extra = format!(
+            "-c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",
+            crt.display(),
+            pem_key.display()
+        );
+        pg.restart()?;
+        Ok((pg, ca_cert.pem()))
     }
 
     /// Stop the server (fast shutdown: open connections are closed) and
