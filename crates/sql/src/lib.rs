@@ -322,6 +322,14 @@ pub trait Db {
     /// Run statements without parameters, separated by `;` (DDL,
     /// transaction control).
     fn batch(&self, sql: &str) -> Result<()>;
+    /// Like [`Db::batch`], but the statements may wait to be sent together
+    /// with the next statement (one round trip for both on PostgreSQL;
+    /// SQLite runs them at once). An error in them is reported by that
+    /// next statement. For transaction control whose result only matters
+    /// if what follows succeeds (a savepoint before a job).
+    fn batch_deferred(&self, sql: &str) -> Result<()> {
+        self.batch(sql)
+    }
     /// Whether a transaction is open.
     fn in_transaction(&self) -> bool;
     /// Whether the connection is broken and must be replaced (a

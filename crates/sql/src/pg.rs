@@ -188,6 +188,8 @@ pub struct PgConn {
     client: Client,
     statements: RefCell<HashMap<String, Statement>>,
     in_tx: Cell<bool>,
+    /// Statements of `batch_deferred` not sent yet.
+    pending: RefCell<Option<String>>,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -243,6 +245,7 @@ impl PgConn {
             client,
             statements: RefCell::new(HashMap::new()),
             in_tx: Cell::new(false),
+            pending: RefCell::new(None),
         })
     }
 
@@ -285,6 +288,7 @@ impl PgConn {
             client,
             statements: RefCell::new(HashMap::new()),
             in_tx: Cell::new(false),
+            pending: RefCell::new(None),
         })
     }
 
@@ -437,14 +441,33 @@ impl Db for PgConn {
         let st = self.statement(sql)?;
         let b = binds(params);
         let refs: Vec<&(dyn ToSql + Sync)> = b.iter().map(|b| b as _).collect();
-        self.wait(self.client.execute(&st, &refs)).map_err(convert)
+        match self.pending.borrow_mut().take() {
+            // Both requests go out before either answer is awaited.
+            Some(p) => self.wait(async {
+                let (first, this) = tokio::join!(
+                    self.client.batch_execute(&p),
+                    self.client.execute(&st, &refs)
+                );
+                first.map_err(convert)?;
+                this.map_err(convert)
+            }),
+            None => self.wait(self.client.execute(&st, &refs)).map_err(convert),
+        }
     }
 
     fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
         let st = self.statement(sql)?;
         let b = binds(params);
         let refs: Vec<&(dyn ToSql + Sync)> = b.iter().map(|b| b as _).collect();
-        let rows = self.wait(self.client.query(&st, &refs)).map_err(convert)?;
+        let rows = match self.pending.borrow_mut().take() {
+            Some(p) => self.wait(async {
+                let (first, this) =
+                    tokio::join!(self.client.batch_execute(&p), self.client.query(&st, &refs));
+                first.map_err(convert)?;
+                this.map_err(convert)
+            })?,
+            None => self.wait(self.client.query(&st, &refs)).map_err(convert)?,
+        };
         rows.iter()
             .map(|r| {
                 (0..r.len())
@@ -461,12 +484,29 @@ impl Db for PgConn {
     }
 
     fn batch(&self, sql: &str) -> Result<()> {
-        let r = self.wait(self.client.batch_execute(sql)).map_err(convert);
+        let r = match self.pending.borrow_mut().take() {
+            Some(p) => self
+                .wait(self.client.batch_execute(&format!("{p}; {sql}")))
+                .map_err(convert),
+            None => self.wait(self.client.batch_execute(sql)).map_err(convert),
+        };
         let upper = sql.trim_start().to_ascii_uppercase();
         if upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") && !upper.contains(" TO ") {
             self.in_tx.set(false);
         }
         r
+    }
+
+    fn batch_deferred(&self, sql: &str) -> Result<()> {
+        let mut pending = self.pending.borrow_mut();
+        match pending.as_mut() {
+            Some(p) => {
+                p.push_str("; ");
+                p.push_str(sql);
+            }
+            None => *pending = Some(sql.to_owned()),
+        }
+        Ok(())
     }
 
     fn in_transaction(&self) -> bool {

@@ -161,3 +161,30 @@ fn tls_to_the_database_is_required_and_verified_against_the_named_ca() {
     let e = PgConn::connect(&o).unwrap_err().to_string();
     assert!(e.contains("holds no certificate"), "{e}");
 }
+
+#[test]
+fn deferred_statements_go_with_the_next_one_and_keep_their_order() {
+    let db = PgConn::connect(&PgOptions::new(&TempPostgres::shared().database())).unwrap();
+    db.batch("CREATE TABLE t (a BIGINT PRIMARY KEY)").unwrap();
+    db.begin().unwrap();
+    db.batch_deferred("SAVEPOINT job").unwrap();
+    db.execute("INSERT INTO t VALUES (1)", params![]).unwrap();
+    db.batch_deferred("RELEASE SAVEPOINT job; SAVEPOINT job")
+        .unwrap();
+    let e = db
+        .execute("INSERT INTO t VALUES (1)", params![])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UniqueViolation, "{e}");
+    db.batch("ROLLBACK TO SAVEPOINT job").unwrap();
+    db.batch_deferred("RELEASE SAVEPOINT job; SAVEPOINT job")
+        .unwrap();
+    // A deferred statement that fails is reported by the next one.
+    db.batch_deferred("RELEASE SAVEPOINT nonexistent").unwrap();
+    assert!(db.query("SELECT a FROM t", params![]).is_err());
+    db.batch("ROLLBACK TO SAVEPOINT job").unwrap();
+    db.batch_deferred("SELECT 1").unwrap();
+    db.commit().unwrap();
+    assert!(!db.in_transaction());
+    let rows = db.query("SELECT a FROM t ORDER BY a", params![]).unwrap();
+    assert_eq!(rows.len(), 1);
+}

@@ -322,6 +322,9 @@ impl Db for BatchDb<'_> {
     fn batch(&self, sql: &str) -> twinseal_sql::Result<()> {
         self.db.batch(sql)
     }
+    fn batch_deferred(&self, sql: &str) -> twinseal_sql::Result<()> {
+        self.db.batch_deferred(sql)
+    }
     fn in_transaction(&self) -> bool {
         self.db.in_transaction()
     }
@@ -374,8 +377,8 @@ fn refuse(jobs: impl IntoIterator<Item = Job>, e: &Error) {
     }
 }
 
-/// Run a batch's jobs, each in the savepoint `job` (one round trip
-/// between two jobs: the last one's release and the next one's start);
+/// Run a batch's jobs, each in the savepoint `job` (the last one's
+/// release and the next one's start go with the job's first statement);
 /// a job that fails is rolled back to it. Returns the completions, or the
 /// failure that ends the batch.
 fn run_jobs(db: &BatchDb<'_>, jobs: Vec<Job>) -> (Vec<Completion>, Result<()>) {
@@ -389,7 +392,8 @@ fn run_jobs(db: &BatchDb<'_>, jobs: Vec<Job>) -> (Vec<Completion>, Result<()>) {
             "RELEASE SAVEPOINT job; SAVEPOINT job"
         };
         first = false;
-        if let Err(e) = db.batch(step) {
+        // Sent with the job's first statement (PostgreSQL): one round trip.
+        if let Err(e) = db.batch_deferred(step) {
             let e = Error::from(e);
             refuse(std::iter::once(job).chain(jobs), &e);
             return (completions, Err(e));
