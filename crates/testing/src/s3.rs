@@ -160,6 +160,28 @@ impl TempS3 {
         name
     }
 
+    /// A client of `bucket` with the server's credentials (or another
+    /// `secret`, to be refused), configured directly rather than through
+    /// the environment; conditional puts on.
+    pub fn store(
+        &self,
+        bucket: &str,
+        secret: &str,
+    ) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        std::sync::Arc::new(
+            object_store::aws::AmazonS3Builder::new()
+                .with_endpoint(self.endpoint())
+                .with_region("us-east-1")
+                .with_access_key_id(ACCESS_KEY)
+                .with_secret_access_key(secret)
+                .with_allow_http(true)
+                .with_bucket_name(bucket)
+                .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+                .build()
+                .expect("an S3 client of the test server"),
+        )
+    }
+
     /// The environment an S3 client reads (`object_store`'s
     /// `AmazonS3Builder::from_env` names): endpoint, region, credentials,
     /// plain HTTP allowed (loopback).

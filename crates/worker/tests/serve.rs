@@ -1198,19 +1198,7 @@ async fn the_twinseal_worker_binary_serves_a_deployment_and_stops_on_sigterm() {
 /// An S3 store on the test process's throwaway SeaweedFS (a fresh
 /// bucket), configured directly rather than through the environment.
 fn s3_store(bucket: &str, secret: &str) -> Arc<dyn object_store::ObjectStore> {
-    let s3 = twinseal_testing::TempS3::shared();
-    Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(s3.endpoint())
-            .with_region("us-east-1")
-            .with_access_key_id(twinseal_testing::s3::ACCESS_KEY)
-            .with_secret_access_key(secret)
-            .with_allow_http(true)
-            .with_bucket_name(bucket)
-            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
-            .build()
-            .unwrap(),
-    )
+    twinseal_testing::TempS3::shared().store(bucket, secret)
 }
 
 fn shared_gallery(store: &Arc<dyn object_store::ObjectStore>) -> twinseal_worker::GalleryOptions {

@@ -324,18 +324,7 @@ fn workflow_runs_spread_over_two_workers_sharing_one_s3_store() {
         .unwrap();
     let s3 = twinseal_testing::TempS3::shared();
     let bucket = s3.bucket();
-    let store: Arc<dyn object_store::ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(s3.endpoint())
-            .with_region("us-east-1")
-            .with_access_key_id(twinseal_testing::s3::ACCESS_KEY)
-            .with_secret_access_key(twinseal_testing::s3::SECRET_KEY)
-            .with_allow_http(true)
-            .with_bucket_name(&bucket)
-            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
-            .build()
-            .unwrap(),
-    );
+    let store = s3.store(&bucket, twinseal_testing::s3::SECRET_KEY);
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("ds");
     std::fs::create_dir_all(&ds).unwrap();

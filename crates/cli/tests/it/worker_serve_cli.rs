@@ -358,18 +358,7 @@ fn an_operator_starts_a_worker_and_a_client_compares_through_it() {
 
 /// An S3 client of the throwaway SeaweedFS, for the test's own uploads.
 fn s3_store(bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
-    let s3 = twinseal_testing::TempS3::shared();
-    std::sync::Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(s3.endpoint())
-            .with_region("us-east-1")
-            .with_access_key_id(twinseal_testing::s3::ACCESS_KEY)
-            .with_secret_access_key(twinseal_testing::s3::SECRET_KEY)
-            .with_allow_http(true)
-            .with_bucket_name(bucket)
-            .build()
-            .unwrap(),
-    )
+    twinseal_testing::TempS3::shared().store(bucket, twinseal_testing::s3::SECRET_KEY)
 }
 
 /// Every file under `dir`.
