@@ -332,6 +332,12 @@ pub trait Db {
     }
     /// Whether a transaction is open.
     fn in_transaction(&self) -> bool;
+    /// Whether a statement failed in the open transaction so that the
+    /// engine aborted it (PostgreSQL; until `ROLLBACK TO SAVEPOINT`).
+    /// SQLite keeps a transaction usable after a failed statement.
+    fn failed_in_transaction(&self) -> bool {
+        false
+    }
     /// Whether the connection is broken and must be replaced (a
     /// PostgreSQL connection the server closed).
     fn is_broken(&self) -> bool {

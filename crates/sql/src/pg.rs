@@ -190,6 +190,9 @@ pub struct PgConn {
     in_tx: Cell<bool>,
     /// Statements of `batch_deferred` not sent yet.
     pending: RefCell<Option<String>>,
+    /// A statement failed in the open transaction, which PostgreSQL has
+    /// therefore aborted (until a `ROLLBACK TO SAVEPOINT`).
+    aborted: Cell<bool>,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -246,6 +249,7 @@ impl PgConn {
             statements: RefCell::new(HashMap::new()),
             in_tx: Cell::new(false),
             pending: RefCell::new(None),
+            aborted: Cell::new(false),
         })
     }
 
@@ -289,6 +293,7 @@ impl PgConn {
             statements: RefCell::new(HashMap::new()),
             in_tx: Cell::new(false),
             pending: RefCell::new(None),
+            aborted: Cell::new(false),
         })
     }
 
@@ -432,12 +437,16 @@ fn binds<'a>(params: &'a [Param<'a>]) -> Vec<Bind<'a>> {
     params.iter().map(Bind).collect()
 }
 
-impl Db for PgConn {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
+impl PgConn {
+    /// Remember that a statement failed inside a transaction (PostgreSQL
+    /// has then aborted it).
+    fn note<T>(&self, r: &Result<T>) {
+        if r.is_err() && self.in_tx.get() {
+            self.aborted.set(true);
+        }
     }
 
-    fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+    fn execute_inner(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
         let st = self.statement(sql)?;
         let b = binds(params);
         let refs: Vec<&(dyn ToSql + Sync)> = b.iter().map(|b| b as _).collect();
@@ -455,7 +464,7 @@ impl Db for PgConn {
         }
     }
 
-    fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+    fn query_inner(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
         let st = self.statement(sql)?;
         let b = binds(params);
         let refs: Vec<&(dyn ToSql + Sync)> = b.iter().map(|b| b as _).collect();
@@ -482,17 +491,57 @@ impl Db for PgConn {
             })
             .collect()
     }
+}
+
+impl Db for PgConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        let r = self.execute_inner(sql, params);
+        self.note(&r);
+        r
+    }
+
+    fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        let r = self.query_inner(sql, params);
+        self.note(&r);
+        r
+    }
 
     fn batch(&self, sql: &str) -> Result<()> {
-        let r = match self.pending.borrow_mut().take() {
+        let upper = sql.trim_start().to_ascii_uppercase();
+        let ends =
+            upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") && !upper.contains(" TO ");
+        let pending = self.pending.borrow_mut().take();
+        let r = match pending {
+            // Before a transaction's end, deferred statements go alone: if
+            // one fails, the transaction is still open (aborted) and its
+            // end must still be sent.
+            Some(p) if ends => {
+                let first = self.wait(self.client.batch_execute(&p)).map_err(convert);
+                if let Err(e) = first {
+                    if self.in_tx.get() {
+                        self.aborted.set(true);
+                    }
+                    return Err(e);
+                }
+                self.wait(self.client.batch_execute(sql)).map_err(convert)
+            }
             Some(p) => self
                 .wait(self.client.batch_execute(&format!("{p}; {sql}")))
                 .map_err(convert),
             None => self.wait(self.client.batch_execute(sql)).map_err(convert),
         };
-        let upper = sql.trim_start().to_ascii_uppercase();
-        if upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") && !upper.contains(" TO ") {
+        if ends {
+            // COMMIT and ROLLBACK end the transaction, failed or not.
             self.in_tx.set(false);
+            self.aborted.set(false);
+        } else if r.is_ok() && upper.starts_with("ROLLBACK TO") {
+            self.aborted.set(false);
+        } else {
+            self.note(&r);
         }
         r
     }
@@ -513,6 +562,10 @@ impl Db for PgConn {
         self.in_tx.get()
     }
 
+    fn failed_in_transaction(&self) -> bool {
+        self.aborted.get()
+    }
+
     fn is_broken(&self) -> bool {
         self.client.is_closed()
     }
@@ -520,7 +573,21 @@ impl Db for PgConn {
     fn begin(&self) -> Result<()> {
         self.batch("BEGIN")?;
         self.in_tx.set(true);
+        self.aborted.set(false);
         Ok(())
+    }
+
+    fn commit(&self) -> Result<()> {
+        if self.aborted.get() {
+            // PostgreSQL would answer COMMIT with a silent ROLLBACK.
+            let _ = self.batch("ROLLBACK");
+            return Err(Error::Postgres {
+                message: "the transaction was aborted by an earlier error; nothing was committed"
+                    .into(),
+                kind: ErrorKind::Other,
+            });
+        }
+        self.batch("COMMIT")
     }
 }
 

@@ -328,6 +328,9 @@ impl Db for BatchDb<'_> {
     fn in_transaction(&self) -> bool {
         self.db.in_transaction()
     }
+    fn failed_in_transaction(&self) -> bool {
+        self.db.failed_in_transaction()
+    }
     fn is_broken(&self) -> bool {
         self.db.is_broken()
     }
@@ -399,8 +402,19 @@ fn run_jobs(db: &BatchDb<'_>, jobs: Vec<Job>) -> (Vec<Completion>, Result<()>) {
             return (completions, Err(e));
         }
         let (ok, completion) = job(Some(db));
-        completions.push(completion);
-        if !ok {
+        // A job that answered Ok although one of its statements failed
+        // (the engine aborted the transaction): its writes are rolled
+        // back and it is refused, so the batch still commits the others.
+        let swallowed = ok && db.failed_in_transaction();
+        if swallowed {
+            completion(Err((
+                ErrorKind::Other,
+                "a statement of the write failed; it was rolled back".into(),
+            )));
+        } else {
+            completions.push(completion);
+        }
+        if !ok || swallowed {
             // The head row may have changed in the job: read it again.
             db.head.borrow_mut().take();
             if let Err(e) = db.batch("ROLLBACK TO SAVEPOINT job") {
@@ -428,12 +442,14 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let mut fresh = false;
         if conn.as_ref().is_none_or(|c| c.is_broken()) {
             conn = None;
             match target.connect_writer() {
                 Ok(c) => {
                     tracing::info!("store: reconnected to the database");
                     conn = Some(c);
+                    fresh = true;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "store: the database is unreachable; refusing the batch");
@@ -442,24 +458,66 @@ fn writer_loop(
                 }
             }
         }
+        // Begin; an idle connection the server dropped (a restart, a
+        // failover) shows only now: reconnect once and begin again.
+        let begun = loop {
+            let attempt = match conn.as_deref() {
+                Some(raw) => {
+                    let probe = BatchDb {
+                        db: raw,
+                        head: std::cell::RefCell::new(None),
+                    };
+                    match begin_batch(&probe) {
+                        Ok(size) => Ok((size, probe.head.into_inner())),
+                        Err(e) => {
+                            let _ = raw.rollback();
+                            Err(e)
+                        }
+                    }
+                }
+                None => Err(Error::StoreUnavailable("no connection".into())),
+            };
+            match attempt {
+                Ok(v) => break Some(v),
+                Err(Error::StoreUnavailable(_)) if !fresh => {
+                    fresh = true;
+                    conn = None;
+                    match target.connect_writer() {
+                        Ok(c) => {
+                            tracing::info!("store: reconnected to the database");
+                            conn = Some(c);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "store: the database is unreachable; refusing the batch");
+                            break None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store: cannot begin a transaction");
+                    if matches!(e, Error::StoreUnavailable(_)) {
+                        conn = None;
+                    }
+                    refuse(std::mem::take(&mut jobs), &e);
+                    break None;
+                }
+            }
+        };
+        let Some((size, head)) = begun else {
+            if !jobs.is_empty() {
+                refuse(
+                    jobs,
+                    &Error::StoreUnavailable("the database is unreachable".into()),
+                );
+            }
+            continue;
+        };
         let Some(raw) = conn.as_deref() else { continue };
         let batch = BatchDb {
             db: raw,
-            head: std::cell::RefCell::new(None),
+            head: std::cell::RefCell::new(head),
         };
         let db = &batch;
-        let size = match begin_batch(db) {
-            Ok(size) => size,
-            Err(e) => {
-                tracing::error!(error = %e, "store: cannot begin a transaction");
-                let _ = db.rollback();
-                if matches!(e, Error::StoreUnavailable(_)) {
-                    conn = None;
-                }
-                refuse(jobs, &e);
-                continue;
-            }
-        };
         let (completions, ran) = run_jobs(db, jobs);
         let outcome = (|| -> Result<()> {
             ran?;

@@ -400,3 +400,41 @@ async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> 
         .map(|d| d.expect("polled to completion"))
         .collect()
 }
+
+/// (Both engines.) A write that swallows a failed statement: on
+/// PostgreSQL, which then aborts the transaction, it is refused and rolled
+/// back while the other writes of its batch commit; SQLite keeps the
+/// transaction usable, so there it succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_swallows_a_failed_statement_never_takes_its_batch_down() {
+    let h = Harness::new();
+    let store = h.state.store();
+    let pg = store.dialect() == twinseal_sql::Dialect::Postgres;
+    let event = |i: u64| twinseal_audit::Event::Tokenized {
+        actor: "test".into(),
+        key: format!("k{i}"),
+        count: i,
+    };
+    let before = store
+        .read(|db| Ok(twinseal_audit::AuditLog::size(db)?))
+        .unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..16u64 {
+        let e = event(i);
+        jobs.push(store.write(move |c| {
+            twinseal_audit::AuditLog::append(c, SystemTime::now(), &e)?;
+            if i % 4 == 0 {
+                // A failing statement whose error the job ignores.
+                let _ = c.execute("SELECT 1 / 0", twinseal_sql::params![]);
+            }
+            Ok(i)
+        }));
+    }
+    let results = futures_join_all(jobs).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+    assert_eq!(ok, if pg { 12 } else { 16 });
+    let bundle = twinseal_audit::Bundle::from_json(&h.state.audit_export().unwrap()).unwrap();
+    let report = twinseal_audit::verify_bundle(&bundle, h.state.verifier_key());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(bundle.entries.len() as u64, before + ok);
+}
