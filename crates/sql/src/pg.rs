@@ -159,6 +159,37 @@ fn tls(ca_file: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsCon
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// Connect, and spawn the connection's I/O on the runtime this runs on.
+async fn open_client(
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+) -> std::result::Result<Client, tokio_postgres::Error> {
+    fn drive<F>(conn: F)
+    where
+        F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>
+            + Send
+            + 'static,
+    {
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::warn!(error = %e, "database connection closed");
+            }
+        });
+    }
+    Ok(match tls {
+        Some(tls) => {
+            let (client, conn) = config.connect(tls).await?;
+            drive(conn);
+            client
+        }
+        None => {
+            let (client, conn) = config.connect(NoTls).await?;
+            drive(conn);
+            client
+        }
+    })
+}
+
 /// The runtime that drives every connection's I/O.
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
@@ -207,29 +238,7 @@ impl PgConn {
         let config = options.config()?;
         let tls = options.ca_file.as_deref().map(tls).transpose()?;
         let rt = runtime()?;
-        let task = rt.spawn(async move {
-            let client = match tls {
-                Some(tls) => {
-                    let (client, conn) = config.connect(tls).await?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::warn!(error = %e, "database connection closed");
-                        }
-                    });
-                    client
-                }
-                None => {
-                    let (client, conn) = config.connect(NoTls).await?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::warn!(error = %e, "database connection closed");
-                        }
-                    });
-                    client
-                }
-            };
-            Ok::<_, tokio_postgres::Error>(client)
-        });
+        let task = rt.spawn(async move { open_client(config, tls).await });
         let client = block_on(task)
             .map_err(|e| Error::Config(format!("the database runtime failed: {e}")))?
             .map_err(|e| {
@@ -263,29 +272,7 @@ impl PgConn {
             .build()
             .map_err(|e| Error::Config(format!("starting the database runtime: {e}")))?;
         let client = rt
-            .block_on(async {
-                let client = match tls {
-                    Some(tls) => {
-                        let (client, conn) = config.connect(tls).await?;
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::warn!(error = %e, "database connection closed");
-                            }
-                        });
-                        client
-                    }
-                    None => {
-                        let (client, conn) = config.connect(NoTls).await?;
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::warn!(error = %e, "database connection closed");
-                            }
-                        });
-                        client
-                    }
-                };
-                Ok::<_, tokio_postgres::Error>(client)
-            })
+            .block_on(async { open_client(config, tls).await })
             .map_err(convert)?;
         Ok(PgConn {
             driver: Driver::Own(rt),

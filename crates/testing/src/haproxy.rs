@@ -3,10 +3,8 @@
 //! backends, so TLS ends at the backends and clients verify each
 //! backend's own certificate.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +12,7 @@ use std::time::{Duration, Instant};
 /// A running HAProxy.
 pub struct TempHaproxy {
     port: u16,
-    guard: Mutex<Option<(Child, ChildStdin)>>,
+    guard: Mutex<Option<crate::Shell>>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -62,18 +60,10 @@ impl TempHaproxy {
             bin = bin.display(),
             d = dir.display()
         );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting HAProxy: {e}"))?;
-        let stdin = child.stdin.take().ok_or("no pipe to HAProxy's shell")?;
+        let shell = crate::Shell::spawn(&script, "HAProxy")?;
         let h = TempHaproxy {
             port,
-            guard: Mutex::new(Some((child, stdin))),
+            guard: Mutex::new(Some(shell)),
         };
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -94,12 +84,8 @@ impl TempHaproxy {
 
 impl Drop for TempHaproxy {
     fn drop(&mut self) {
-        if let Some((mut child, mut stdin)) =
-            self.guard.lock().unwrap_or_else(|e| e.into_inner()).take()
-        {
-            let _ = stdin.write_all(b"\n");
-            drop(stdin);
-            let _ = child.wait();
+        if let Some(shell) = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            shell.stop();
         }
     }
 }

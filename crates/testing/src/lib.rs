@@ -23,3 +23,42 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .unwrap_or(0)
 }
+
+/// A server run under `sh -c SCRIPT` whose script waits on a pipe from
+/// this process and stops the server when the pipe closes: at
+/// [`Shell::stop`], or when the test process ends, however it ends.
+pub(crate) struct Shell {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+}
+
+impl Shell {
+    /// Start `script`; `what` names the server in errors.
+    pub(crate) fn spawn(script: &str, what: &str) -> Result<Shell, String> {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {what}: {e}"))?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| format!("no pipe to {what}'s shell"))?;
+        Ok(Shell { child, stdin })
+    }
+
+    /// Close the pipe and wait until the shell has stopped the server.
+    pub(crate) fn stop(self) {
+        use std::io::Write;
+        let Shell {
+            mut child,
+            mut stdin,
+        } = self;
+        let _ = stdin.write_all(b"\n");
+        drop(stdin);
+        let _ = child.wait();
+    }
+}

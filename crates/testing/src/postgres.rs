@@ -14,9 +14,8 @@
 //! Without them the call fails, naming what to install: tests fail
 //! rather than skip.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ pub struct TempPostgres {
     dir: PathBuf,
     bin: PathBuf,
     user: Option<&'static str>,
-    guard: Mutex<Option<(Child, ChildStdin)>>,
+    guard: Mutex<Option<crate::Shell>>,
 }
 
 fn find_bin() -> Result<PathBuf, String> {
@@ -159,16 +158,8 @@ impl TempPostgres {
             port = self.port,
             extra = self.extra,
         );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting postgres: {e}"))?;
-        let stdin = child.stdin.take().ok_or("no pipe to the server's shell")?;
-        *self.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some((child, stdin));
+        let shell = crate::Shell::spawn(&script, "postgres")?;
+        *self.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(shell);
         let start = Instant::now();
         loop {
             match PgConn::connect(&self.options("postgres")) {
@@ -228,11 +219,8 @@ impl TempPostgres {
     /// port with the same data.
     pub fn stop(&self) {
         let _ = std::fs::write(self.dir.join("restart"), b"");
-        if let Some((mut child, stdin)) =
-            self.guard.lock().unwrap_or_else(|e| e.into_inner()).take()
-        {
-            drop(stdin);
-            let _ = child.wait();
+        if let Some(shell) = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            shell.stop();
         }
     }
 
@@ -298,12 +286,8 @@ impl TempPostgres {
 impl Drop for TempPostgres {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.dir.join("restart"));
-        if let Some((mut child, mut stdin)) =
-            self.guard.lock().unwrap_or_else(|e| e.into_inner()).take()
-        {
-            let _ = stdin.write_all(b"\n");
-            drop(stdin);
-            let _ = child.wait();
+        if let Some(shell) = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            shell.stop();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

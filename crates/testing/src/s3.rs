@@ -11,7 +11,6 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ pub struct TempS3 {
     dir: PathBuf,
     s3_port: u16,
     filer_port: u16,
-    guard: Mutex<Option<(Child, ChildStdin)>>,
+    guard: Mutex<Option<crate::Shell>>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -109,20 +108,12 @@ impl TempS3 {
             d = dir.display(),
             weed = weed.display(),
         );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting SeaweedFS: {e}"))?;
-        let stdin = child.stdin.take().ok_or("no pipe to SeaweedFS's shell")?;
+        let shell = crate::Shell::spawn(&script, "SeaweedFS")?;
         let s3 = TempS3 {
             dir,
             s3_port: p[6],
             filer_port: p[4],
-            guard: Mutex::new(Some((child, stdin))),
+            guard: Mutex::new(Some(shell)),
         };
         // Ready when the filer makes folders and the gateway answers.
         let t0 = Instant::now();
@@ -198,12 +189,8 @@ impl TempS3 {
 
 impl Drop for TempS3 {
     fn drop(&mut self) {
-        if let Some((mut child, mut stdin)) =
-            self.guard.lock().unwrap_or_else(|e| e.into_inner()).take()
-        {
-            let _ = stdin.write_all(b"\n");
-            drop(stdin);
-            let _ = child.wait();
+        if let Some(shell) = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            shell.stop();
         }
     }
 }

@@ -26,17 +26,9 @@ use rand::Rng;
 use twinseal_api as api;
 use twinseal_attest::SimulatedPlatform;
 use twinseal_coordinator::client::Client;
-use twinseal_testing::TempPostgres;
+use twinseal_testing::{TempPostgres, free_port};
 
 const MEASUREMENT: [u8; 48] = [0x44; 48];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One deployment: its state directory, the replicas' ports and clients.
 struct Deployment {
