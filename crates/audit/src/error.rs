@@ -81,6 +81,13 @@ pub enum Error {
     /// The bundle declares a format version this library cannot read.
     #[error("unsupported audit bundle version {0}")]
     UnsupportedBundleVersion(u64),
+    /// A tile, tile path or entry bundle is malformed (C2SP tlog-tiles).
+    #[error("invalid tile: {0}")]
+    InvalidTile(String),
+    /// A tile or checkpoint could not be fetched from where the log is
+    /// served or copied.
+    #[error("tile unavailable: {0}")]
+    TileUnavailable(String),
     /// The random number generator or a primitive failed unexpectedly.
     #[error("cryptographic primitive failed")]
     Crypto,

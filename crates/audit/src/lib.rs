@@ -55,12 +55,18 @@ mod event;
 mod log;
 mod merkle;
 mod note;
+mod tiles;
 mod verify;
 
 pub use bundle::{BUNDLE_VERSION, Bundle, MAX_BUNDLE_LEN};
 pub use error::{Error, Result};
 pub use event::{Entry, Event};
-pub use log::{AuditLog, MAX_ENTRY_LEN, MAX_EVIDENCE_LEN};
+pub use log::{AuditLog, MAX_ENTRY_LEN, MAX_EVIDENCE_LEN, TileCache};
 pub use merkle::{Hash, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion};
 pub use note::{Checkpoint, CheckpointSigner, MAX_NOTE_LEN, VerifierKey, verify_checkpoint};
+pub use tiles::{
+    DirSource, MAX_TILE_LEN, MAX_TILE_LEVEL, MAX_TILE_PATH_LEN, TILE_WIDTH, Tile, TileKind,
+    TileSource, decode_entry_bundle, decode_hash_tile, encode_entry_bundle, encode_hash_tile,
+    mirror, tile_from_children, tile_from_leaves, tiles_for_size, verify_tiles,
+};
 pub use verify::{Problem, ProblemKind, Report, VerifyOptions, verify_bundle, verify_bundle_with};

@@ -13,9 +13,53 @@ use crate::error::{Error, Result};
 use crate::event::{Entry, Event, ZERO_PREV, encode_entry, format_time};
 use crate::merkle::{Frontier, Hash, Tree, leaf_hash, sha256};
 use crate::note::{Checkpoint, CheckpointSigner, parse_stored_checkpoint};
+use crate::tiles::{
+    Tile, TileKind, encode_entry_bundle, encode_hash_tile, tile_from_children, tile_from_leaves,
+};
 
-/// The largest canonical entry [`AuditLog::append`] accepts, in bytes.
-pub const MAX_ENTRY_LEN: usize = 64 * 1024;
+/// Hash tiles above level 0 computed once and kept: they never change (a
+/// tile is named by its level, index and width, and entries are never
+/// rewritten), and a level-1 tile spans up to 65,536 leaves. Bounded: when
+/// full it is emptied and refilled.
+#[derive(Debug)]
+pub struct TileCache {
+    tiles: std::sync::Mutex<std::collections::HashMap<Tile, std::sync::Arc<Vec<Hash>>>>,
+    capacity: usize,
+}
+
+impl TileCache {
+    /// A cache of at most `capacity` tiles (8 KiB each when full).
+    pub fn new(capacity: usize) -> Self {
+        TileCache {
+            tiles: Default::default(),
+            capacity,
+        }
+    }
+
+    fn get(&self, tile: &Tile) -> Option<std::sync::Arc<Vec<Hash>>> {
+        self.tiles.lock().ok()?.get(tile).cloned()
+    }
+
+    fn put(&self, tile: Tile, hashes: std::sync::Arc<Vec<Hash>>) {
+        if let Ok(mut t) = self.tiles.lock() {
+            if t.len() >= self.capacity {
+                t.clear();
+            }
+            t.insert(tile, hashes);
+        }
+    }
+}
+
+impl Default for TileCache {
+    /// 4,096 tiles: at most 32 MiB.
+    fn default() -> Self {
+        TileCache::new(4096)
+    }
+}
+
+/// The largest canonical entry [`AuditLog::append`] accepts, in bytes: the
+/// most a C2SP entry bundle's `u16` length prefix can say.
+pub const MAX_ENTRY_LEN: usize = 65_535;
 
 /// The largest evidence [`AuditLog::append_evidence`] accepts, in bytes.
 pub const MAX_EVIDENCE_LEN: usize = 1024 * 1024;
@@ -180,6 +224,26 @@ fn load_leaves(db: &dyn Db, size: u64) -> Result<Vec<Hash>> {
         return Err(Error::Corrupt(format!("entry {} is missing", leaves.len())));
     }
     Ok(leaves)
+}
+
+/// The leaf hashes of entries `start..end`, all of them or an error.
+fn load_leaves_range(db: &dyn Db, start: u64, end: u64) -> Result<Vec<Hash>> {
+    let rows = db.query(
+        "SELECT idx, leaf FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        params![to_i64(start)?, to_i64(end)?],
+    )?;
+    if rows.len() as u64 != end - start {
+        return Err(Error::Corrupt(format!(
+            "entries {start} to {end} are not all stored"
+        )));
+    }
+    rows.iter()
+        .map(|row| {
+            row.blob(1)?
+                .try_into()
+                .map_err(|_| Error::Corrupt("a leaf hash is not 32 bytes".into()))
+        })
+        .collect()
 }
 
 /// Refuse to write outside a transaction (autocommit would split an
@@ -382,6 +446,87 @@ impl AuditLog {
         let tree = Tree::new(load_leaves(db, new)?);
         tree.consistency_proof(old, new)
             .ok_or_else(|| Error::InvalidRange(format!("from {old} to {new}")))
+    }
+
+    /// The bytes of a tile (C2SP tlog-tiles) of the tree of the first
+    /// `size` entries, normally the size of the latest checkpoint: a tile
+    /// reaching beyond it is an [`Error::InvalidRange`]. Hash tiles above
+    /// level 0 come from `cache` when it holds them.
+    pub fn tile(db: &dyn Db, tile: &Tile, size: u64, cache: &TileCache) -> Result<Vec<u8>> {
+        let (start, end) = tile.span().filter(|(_, end)| *end <= size).ok_or_else(|| {
+            Error::InvalidRange(format!(
+                "{} reaches beyond the {size} entries of the latest checkpoint",
+                tile.path()
+            ))
+        })?;
+        match tile.kind {
+            TileKind::Entries => {
+                let rows = db.query(
+                    "SELECT data FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+                    params![to_i64(start)?, to_i64(end)?],
+                )?;
+                if rows.len() as u64 != end - start {
+                    return Err(Error::Corrupt(format!(
+                        "entries of {} are missing",
+                        tile.path()
+                    )));
+                }
+                let data = rows
+                    .iter()
+                    .map(|r| r.text(0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                encode_entry_bundle(data.iter().map(|d| d.as_bytes()))
+            }
+            TileKind::Hashes(_) => Ok(encode_hash_tile(&Self::tile_hashes(db, tile, cache)?)),
+        }
+    }
+
+    /// What the log serves at `path` under its tiles prefix: `checkpoint`
+    /// (the latest signed checkpoint) or a tile path of the tree that
+    /// checkpoint covers ([`AuditLog::tile`]).
+    pub fn serve(db: &dyn Db, path: &str, cache: &TileCache) -> Result<Vec<u8>> {
+        let cp = Self::latest_checkpoint(db)?
+            .ok_or_else(|| Error::InvalidRange("the log has no checkpoint yet".into()))?;
+        if path == "checkpoint" {
+            return Ok(cp.note.into_bytes());
+        }
+        Self::tile(db, &Tile::parse_path(path)?, cp.size, cache)
+    }
+
+    fn tile_hashes(
+        db: &dyn Db,
+        tile: &Tile,
+        cache: &TileCache,
+    ) -> Result<std::sync::Arc<Vec<Hash>>> {
+        if let Some(h) = cache.get(tile) {
+            return Ok(h);
+        }
+        let (start, end) = tile.span().ok_or_else(|| {
+            Error::InvalidRange(format!("{} is beyond 64-bit indices", tile.path()))
+        })?;
+        let level = tile.level();
+        let hashes = if level <= 1 {
+            let mut leaves = load_leaves_range(db, start, end)?;
+            if level == 0 {
+                return Ok(std::sync::Arc::new(std::mem::take(&mut leaves)));
+            }
+            tile_from_leaves(1, &leaves)?
+        } else {
+            let children = (0..u64::from(tile.width))
+                .map(|i| {
+                    let child = Tile {
+                        kind: TileKind::Hashes(level - 1),
+                        index: tile.index * 256 + i,
+                        width: 256,
+                    };
+                    Self::tile_hashes(db, &child, cache).map(|h| h.as_ref().clone())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            tile_from_children(&children)?
+        };
+        let hashes = std::sync::Arc::new(hashes);
+        cache.put(*tile, hashes.clone());
+        Ok(hashes)
     }
 
     /// Everything an auditor needs: every entry, every stored checkpoint (by

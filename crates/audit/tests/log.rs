@@ -112,6 +112,7 @@ fn trusting(note: &str) -> VerifyOptions<'_> {
 const LENIENT: VerifyOptions<'static> = VerifyOptions {
     trusted: None,
     allow_unsigned_tail: true,
+    without_evidence: false,
 };
 
 fn assert_has(report: &Report, kind: ProblemKind, index: Option<u64>) {
@@ -757,4 +758,265 @@ fn a_tail_stripped_of_its_checkpoints_does_not_verify() {
     let report = verify_bundle_with(&bundle, &key(&log), &trusting(&latest.note));
     assert!(report.uncovered.is_none(), "{report}");
     assert_has(&report, ProblemKind::CheckpointMismatch, Some(signed));
+}
+
+// ---- The log as C2SP tiles -------------------------------------------------
+
+mod tiles {
+    use std::path::Path;
+
+    use twinseal_audit::{
+        AuditLog, CheckpointSigner, DirSource, Error, Event, ProblemKind, Report, TileCache,
+        TileSource, VerifyOptions, decode_entry_bundle, encode_entry_bundle, mirror,
+        tiles_for_size, verify_tiles,
+    };
+
+    use super::{ORIGIN, at};
+
+    /// What the coordinator serves: `AuditLog::serve` over the database.
+    struct Served<'a> {
+        conn: &'a rusqlite::Connection,
+        cache: TileCache,
+    }
+
+    impl TileSource for Served<'_> {
+        fn fetch(&mut self, path: &str) -> twinseal_audit::Result<Vec<u8>> {
+            AuditLog::serve(self.conn, path, &self.cache)
+        }
+    }
+
+    /// 600 entries in three checkpointed transactions: two full level-0
+    /// tiles and a partial one of 88, a partial level-1 tile of 2.
+    fn log() -> (rusqlite::Connection, CheckpointSigner) {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        AuditLog::init(&conn).unwrap();
+        let (signer, _) = CheckpointSigner::generate(ORIGIN).unwrap();
+        for b in 0..3u64 {
+            let tx = conn.transaction().unwrap();
+            for i in b * 200..(b + 1) * 200 {
+                let event = Event::KeyReleased {
+                    app: format!("app{i}"),
+                    serial: format!("{i:x}"),
+                    key: "model-key".into(),
+                    version: 1,
+                    location: None,
+                };
+                AuditLog::append(&tx, at(i), &event).unwrap();
+            }
+            AuditLog::checkpoint(&tx, &signer, at(1000 + b)).unwrap();
+            tx.commit().unwrap();
+        }
+        (conn, signer)
+    }
+
+    fn kinds(report: &Report) -> Vec<ProblemKind> {
+        report.problems.iter().map(|p| p.kind).collect()
+    }
+
+    fn verify_dir(dir: &Path, signer: &CheckpointSigner, trusted: Option<&str>) -> Report {
+        let options = VerifyOptions {
+            trusted,
+            ..VerifyOptions::default()
+        };
+        verify_tiles(&mut DirSource(dir.into()), &signer.verifier_key(), &options).unwrap()
+    }
+
+    #[test]
+    fn a_log_verifies_from_served_tiles_and_from_a_copy_in_a_directory() {
+        let (conn, signer) = log();
+        let mut served = Served {
+            conn: &conn,
+            cache: TileCache::default(),
+        };
+        let report = verify_tiles(
+            &mut served,
+            &signer.verifier_key(),
+            &VerifyOptions::default(),
+        )
+        .unwrap();
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.entries, 600);
+        let tiles: Vec<String> = tiles_for_size(600).iter().map(|t| t.path()).collect();
+        assert_eq!(
+            tiles,
+            [
+                "tile/0/000",
+                "tile/0/001",
+                "tile/0/002.p/88",
+                "tile/entries/000",
+                "tile/entries/001",
+                "tile/entries/002.p/88",
+                "tile/1/000.p/2"
+            ]
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            mirror(&mut served, &signer.verifier_key(), dir.path()).unwrap(),
+            600
+        );
+        let report = verify_dir(dir.path(), &signer, None);
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.entries, 600);
+        // Mirroring again keeps the full tiles and replaces nothing else.
+        assert_eq!(
+            mirror(&mut served, &signer.verifier_key(), dir.path()).unwrap(),
+            600
+        );
+        // A tile beyond the checkpoint is not served.
+        assert!(matches!(
+            AuditLog::serve(&conn, "tile/0/002", &served.cache),
+            Err(Error::InvalidRange(_))
+        ));
+        assert!(matches!(
+            AuditLog::serve(&conn, "tile/0/../../x", &served.cache),
+            Err(Error::InvalidTile(_))
+        ));
+    }
+
+    /// Rewrite entry bundle `file` of the mirror with `edit` applied to its entries.
+    fn edit_bundle(dir: &Path, file: &str, width: u16, edit: impl FnOnce(&mut Vec<Vec<u8>>)) {
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        let mut entries: Vec<Vec<u8>> = decode_entry_bundle(&bytes, width)
+            .unwrap()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        edit(&mut entries);
+        std::fs::write(
+            &path,
+            encode_entry_bundle(entries.iter().map(Vec::as_slice)).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn fresh_mirror(conn: &rusqlite::Connection, signer: &CheckpointSigner) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut served = Served {
+            conn,
+            cache: TileCache::default(),
+        };
+        mirror(&mut served, &signer.verifier_key(), dir.path()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_altered_removed_or_reordered_entry_or_tile_is_detected() {
+        let (conn, signer) = log();
+
+        // Altered: one entry's app renamed.
+        let dir = fresh_mirror(&conn, &signer);
+        edit_bundle(dir.path(), "tile/entries/001", 256, |e| {
+            e[5] = String::from_utf8(e[5].clone())
+                .unwrap()
+                .replace("app261", "app999")
+                .into_bytes();
+        });
+        let report = verify_dir(dir.path(), &signer, None);
+        assert!(kinds(&report).contains(&ProblemKind::Altered), "{report}");
+        assert!(
+            report.problems.iter().any(|p| p.index == Some(261)),
+            "{report}"
+        );
+
+        // Reordered: two entries swapped inside a bundle.
+        let dir = fresh_mirror(&conn, &signer);
+        edit_bundle(dir.path(), "tile/entries/000", 256, |e| e.swap(10, 11));
+        let report = verify_dir(dir.path(), &signer, None);
+        assert!(kinds(&report).contains(&ProblemKind::Reordered), "{report}");
+
+        // Removed: an entry cut from a bundle (the bundle no longer holds
+        // the entries its name promises), or the whole bundle deleted.
+        let dir = fresh_mirror(&conn, &signer);
+        edit_bundle(dir.path(), "tile/entries/000", 256, |e| {
+            e.remove(7);
+        });
+        let err = verify_tiles(
+            &mut DirSource(dir.path().into()),
+            &signer.verifier_key(),
+            &VerifyOptions::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tile/entries/000"), "{err}");
+        let dir = fresh_mirror(&conn, &signer);
+        std::fs::remove_file(dir.path().join("tile/entries/002.p/88")).unwrap();
+        assert!(matches!(
+            verify_tiles(
+                &mut DirSource(dir.path().into()),
+                &signer.verifier_key(),
+                &VerifyOptions::default()
+            ),
+            Err(Error::TileUnavailable(_))
+        ));
+
+        // A hash tile altered at level 0 and at level 1.
+        for (file, index) in [("tile/0/001", 256 + 3), ("tile/1/000.p/2", 256)] {
+            let dir = fresh_mirror(&conn, &signer);
+            let path = dir.path().join(file);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let hash = (index % 256) / if file.starts_with("tile/1") { 256 } else { 1 };
+            let at = if file.starts_with("tile/1") {
+                32
+            } else {
+                hash * 32
+            };
+            bytes[at] ^= 1;
+            std::fs::write(&path, bytes).unwrap();
+            let report = verify_dir(dir.path(), &signer, None);
+            assert_eq!(
+                kinds(&report),
+                [ProblemKind::TileMismatch],
+                "{file}: {report}"
+            );
+            assert_eq!(report.problems[0].index, Some(index as u64), "{report}");
+        }
+    }
+
+    #[test]
+    fn an_inconsistent_forked_or_rolled_back_checkpoint_is_detected() {
+        let (conn, signer) = log();
+        let genuine = AuditLog::latest_checkpoint(&conn).unwrap().unwrap();
+
+        // Same size, another root, signed with the log's own key: a fork.
+        let dir = fresh_mirror(&conn, &signer);
+        let fork = signer.sign_checkpoint(600, &[7; 32]);
+        std::fs::write(dir.path().join("checkpoint"), &fork.note).unwrap();
+        let report = verify_dir(dir.path(), &signer, None);
+        assert!(
+            kinds(&report).contains(&ProblemKind::CheckpointMismatch),
+            "{report}"
+        );
+
+        // Rolled back to 400 entries (tiles and checkpoint consistent with
+        // each other): only a checkpoint seen before reveals it.
+        let mut small = rusqlite::Connection::open_in_memory().unwrap();
+        AuditLog::init(&small).unwrap();
+        let tx = small.transaction().unwrap();
+        for e in AuditLog::entries(&conn, 0, 400).unwrap() {
+            AuditLog::append(&tx, at(e.index), &e.event).unwrap();
+        }
+        AuditLog::checkpoint(&tx, &signer, at(2000)).unwrap();
+        tx.commit().unwrap();
+        let dir = fresh_mirror(&small, &signer);
+        assert!(verify_dir(dir.path(), &signer, None).is_ok());
+        let report = verify_dir(dir.path(), &signer, Some(&genuine.note));
+        assert!(!report.is_ok(), "{report}");
+        assert!(kinds(&report).contains(&ProblemKind::Removed), "{report}");
+
+        // A checkpoint signed by another key is refused as a whole.
+        let dir = fresh_mirror(&conn, &signer);
+        let (other, _) = CheckpointSigner::generate(ORIGIN).unwrap();
+        std::fs::write(
+            dir.path().join("checkpoint"),
+            other.sign_checkpoint(600, &genuine.root).note,
+        )
+        .unwrap();
+        let report = verify_dir(dir.path(), &signer, None);
+        assert_eq!(
+            kinds(&report),
+            [ProblemKind::BadCheckpointSignature],
+            "{report}"
+        );
+    }
 }

@@ -704,18 +704,27 @@ pub enum AuditCommand {
         #[command(flatten)]
         remote: RemoteArgs,
     },
-    /// Verify a bundle offline: every checkpoint's signature, every
-    /// entry's inclusion, consistency between checkpoints, the hash chain
-    /// and the evidence. Exits non-zero on any problem, including entries
-    /// that no signed checkpoint covers (unless --allow-unsigned-tail).
+    /// Verify the log offline, from an export bundle or from its tiles:
+    /// every checkpoint's signature, every entry's inclusion, consistency
+    /// between checkpoints, the hash chain, the evidence (bundles only) and
+    /// every tile (tiles only). Exits non-zero on any problem, including
+    /// entries that no signed checkpoint covers (unless --allow-unsigned-tail).
     Verify {
-        /// The bundle.
-        bundle: PathBuf,
+        /// The bundle (or give --tiles).
+        #[arg(required_unless_present = "tiles", conflicts_with = "tiles")]
+        bundle: Option<PathBuf>,
+        /// Verify from C2SP tiles instead: a directory (`audit mirror`
+        /// writes one), a static mirror `http://HOST/PREFIX`, or the
+        /// coordinator's `https://HOST:PORT/log` (with --ca and an auditor
+        /// token unless its log is public).
+        #[arg(long, value_name = "DIR|URL")]
+        tiles: Option<String>,
         /// The verifier key (C2SP vkey text, or a file holding it, such as DATA_DIR/audit.pub).
         #[arg(long, value_name = "PUBKEY")]
         key: String,
-        /// A checkpoint obtained out of band (signed note file): entries it
-        /// covers must all be in the bundle (detects truncation).
+        /// A checkpoint obtained out of band (signed note file), such as one
+        /// kept from an earlier audit: entries it covers must all be there,
+        /// with the head it signs (detects truncation, rollback and forks).
         #[arg(long, value_name = "FILE")]
         trusted_checkpoint: Option<PathBuf>,
         /// Accept entries that no signed checkpoint covers (printing a
@@ -724,7 +733,127 @@ pub enum AuditCommand {
         /// from a bundle makes any entry uncovered.
         #[arg(long)]
         allow_unsigned_tail: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
+    /// Copy the log's tiles (C2SP tlog-tiles) into a directory that any
+    /// static web server or object store can serve: DIR/checkpoint and
+    /// DIR/tile/... Only new tiles are fetched on later runs (auditor, or
+    /// anyone when the coordinator's log is public).
+    Mirror {
+        /// The directory to write.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Where to copy from; by default the coordinator's /log.
+        #[arg(long, value_name = "DIR|URL")]
+        tiles: Option<String>,
+        /// The verifier key: the checkpoint must verify before anything is copied.
+        #[arg(long, value_name = "PUBKEY")]
+        key: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// A verifier key given as text or as a file holding it.
+fn read_vkey(key: String) -> Result<VerifierKey> {
+    let key_text = if Path::new(&key).is_file() {
+        std::fs::read_to_string(&key).with_context(|| format!("reading {key}"))?
+    } else {
+        key
+    };
+    key_text.trim().parse().context("invalid verifier key")
+}
+
+/// Tiles over HTTP(S): the coordinator's `/log` through the pinned client,
+/// or a plain-HTTP static mirror (the signatures, not the transport, make
+/// the tiles trustworthy).
+struct HttpTiles {
+    rt: tokio::runtime::Runtime,
+    pinned: Option<Client>,
+    plain: reqwest::Client,
+    base: String,
+}
+
+impl twinseal_audit::TileSource for HttpTiles {
+    fn fetch(&mut self, path: &str) -> twinseal_audit::Result<Vec<u8>> {
+        let unavailable =
+            |e: String| twinseal_audit::Error::TileUnavailable(format!("{path}: {e}"));
+        match &self.pinned {
+            Some(c) => self
+                .rt
+                .block_on(c.get_raw(&format!("/{path}")))
+                .map_err(|e| unavailable(e.to_string())),
+            None => self.rt.block_on(async {
+                let resp = self
+                    .plain
+                    .get(format!("{}/{path}", self.base))
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(format!("{e:#}")))?;
+                if !resp.status().is_success() {
+                    return Err(unavailable(format!("HTTP {}", resp.status())));
+                }
+                if resp.content_length().unwrap_or(0) > twinseal_audit::MAX_TILE_LEN as u64 {
+                    return Err(unavailable("larger than any tile".into()));
+                }
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| unavailable(format!("{e:#}")))?;
+                if bytes.len() > twinseal_audit::MAX_TILE_LEN {
+                    return Err(unavailable("larger than any tile".into()));
+                }
+                Ok(bytes.to_vec())
+            }),
+        }
+    }
+}
+
+/// Where tiles come from: a directory, `http://...` (a static mirror),
+/// `https://...` (the coordinator, pinned with --ca), or by default the
+/// coordinator's `/log`.
+fn tile_source(
+    tiles: Option<&str>,
+    remote: &RemoteArgs,
+) -> Result<Box<dyn twinseal_audit::TileSource>> {
+    if let Some(t) = tiles
+        && !t.starts_with("http://")
+        && !t.starts_with("https://")
+    {
+        let dir = PathBuf::from(t);
+        if !dir.is_dir() {
+            bail!("{t} is neither a directory nor an http(s):// URL");
+        }
+        return Ok(Box::new(twinseal_audit::DirSource(dir)));
+    }
+    let rt = runtime()?;
+    let plain = twinseal_net::client::plain_client(std::time::Duration::from_secs(60))?;
+    let (pinned, base) = match tiles {
+        Some(url) if url.starts_with("http://") => (None, url.trim_end_matches('/').to_string()),
+        Some(url) => {
+            let base = url.trim_end_matches('/').to_string();
+            let mut r = remote.clone();
+            r.coordinator = Some(base.clone());
+            (Some(r.client()?), base)
+        }
+        None => {
+            let url = remote
+                .coordinator
+                .as_deref()
+                .context("no tiles: give --tiles DIR|URL, or --coordinator URL for its /log")?;
+            let mut r = remote.clone();
+            let base = format!("{}/log", url.trim_end_matches('/'));
+            r.coordinator = Some(base.clone());
+            (Some(r.client()?), base)
+        }
+    };
+    Ok(Box::new(HttpTiles {
+        rt,
+        pinned,
+        plain,
+        base,
+    }))
 }
 
 /// Runs `twinseal audit ...`.
@@ -745,22 +874,29 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
             );
             Ok(())
         }
+        AuditCommand::Mirror {
+            to,
+            tiles,
+            key,
+            remote,
+        } => {
+            let vkey = read_vkey(key)?;
+            let mut source = tile_source(tiles.as_deref(), &remote)?;
+            std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+            let size = twinseal_audit::mirror(source.as_mut(), &vkey, &to)
+                .context("mirroring the log's tiles")?;
+            eprintln!("mirrored the tiles of {size} entries to {}", to.display());
+            Ok(())
+        }
         AuditCommand::Verify {
             bundle,
+            tiles,
             key,
             trusted_checkpoint,
             allow_unsigned_tail,
+            remote,
         } => {
-            let key_text = if Path::new(&key).is_file() {
-                std::fs::read_to_string(&key).with_context(|| format!("reading {key}"))?
-            } else {
-                key
-            };
-            let vkey: VerifierKey = key_text.trim().parse().context("invalid verifier key")?;
-            let bytes =
-                std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
-            let b = Bundle::from_json(&bytes)
-                .with_context(|| format!("reading {}", bundle.display()))?;
+            let vkey = read_vkey(key)?;
             let trusted = match trusted_checkpoint {
                 Some(p) => Some(
                     std::fs::read_to_string(&p)
@@ -771,9 +907,27 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
             let options = twinseal_audit::VerifyOptions {
                 trusted: trusted.as_deref(),
                 allow_unsigned_tail,
+                without_evidence: false,
             };
-            let report = twinseal_audit::verify_bundle_with(&b, &vkey, &options);
-            let _ = verify_bundle; // the plain form is `verify_bundle_with` with default options
+            let (report, what) = match bundle {
+                Some(bundle) => {
+                    let bytes = std::fs::read(&bundle)
+                        .with_context(|| format!("reading {}", bundle.display()))?;
+                    let b = Bundle::from_json(&bytes)
+                        .with_context(|| format!("reading {}", bundle.display()))?;
+                    let _ = verify_bundle; // the plain form is `verify_bundle_with` with default options
+                    (
+                        twinseal_audit::verify_bundle_with(&b, &vkey, &options),
+                        "audit bundle",
+                    )
+                }
+                None => {
+                    let mut source = tile_source(tiles.as_deref(), &remote)?;
+                    let report = twinseal_audit::verify_tiles(source.as_mut(), &vkey, &options)
+                        .context("reading the log's tiles")?;
+                    (report, "log's tiles")
+                }
+            };
             println!(
                 "entries: {}, checkpoints: {}",
                 report.entries, report.checkpoints
@@ -801,7 +955,7 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
                 println!("PROBLEM: {p}");
             }
             bail!(
-                "the audit bundle does not verify ({} problems)",
+                "the {what} does not verify ({} problems)",
                 report.problems.len()
             )
         }

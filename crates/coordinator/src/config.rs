@@ -115,6 +115,42 @@ pub struct Config {
     /// root).
     #[serde(default)]
     pub self_evidence: SelfEvidence,
+    /// The log as C2SP tiles, and the witnesses that cosign its checkpoints.
+    #[serde(default)]
+    pub transparency: TransparencyConfig,
+}
+
+/// `[transparency]`: who may read the log's tiles (`/log/...`), and the
+/// witnesses (C2SP tlog-witness) asked to cosign each new checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransparencyConfig {
+    /// Serve `/log/checkpoint` and `/log/tile/...` to anyone, without
+    /// credentials (as public transparency logs do). Off: only users with
+    /// the `auditor` role read them. Entries carry identifiers, names and
+    /// digests, never key material; still, turning this on publishes the
+    /// names of apps, keys and users in the log.
+    #[serde(default)]
+    pub public_log: bool,
+    /// The witnesses to ask, each `{ url = "http://...", key = "<vkey>" }`
+    /// (the witness's cosigner verifier key, `twinseal witness init`
+    /// prints it).
+    #[serde(default)]
+    pub witnesses: Vec<WitnessConfig>,
+    /// How many of `witnesses` must cosign a checkpoint before it is
+    /// published as cosigned (default: all of them).
+    #[serde(default)]
+    pub quorum: Option<usize>,
+}
+
+/// One witness of `[transparency] witnesses`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// Its submission prefix: `add-checkpoint` is posted to `<url>/add-checkpoint`.
+    pub url: String,
+    /// Its cosigner verifier key, C2SP vkey text (`<name>+<hash>+<base64>`).
+    pub key: String,
 }
 
 /// The database. Without `url`, the state is a SQLite file in the data
@@ -262,6 +298,7 @@ impl Default for Config {
             header_read_timeout_secs: default_header_read_timeout(),
             idle_timeout_secs: default_idle_timeout(),
             self_evidence: SelfEvidence::None,
+            transparency: TransparencyConfig::default(),
         }
     }
 }

@@ -92,6 +92,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/detokenize", post(detokenize))
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/v1/audit/export", get(audit_export))
+        .route("/log/checkpoint", get(log_checkpoint))
+        .route("/log/tile/{*path}", get(log_tile))
         .route("/v1/workflows/{name}/runs", post(start_run))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(run_info))
@@ -407,6 +409,56 @@ async fn audit_export(State(s): State<AppState>, caller: Caller) -> Result<Respo
     caller.require_role(&[Role::Auditor])?;
     let body = s.audit_export()?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The log's tiles are for auditors, or for anyone when
+/// `[transparency] public_log` is set; returns the Cache-Control scope.
+fn log_reader(s: &AppState, caller: &Caller) -> Result<&'static str> {
+    if s.config().transparency.public_log {
+        return Ok("public");
+    }
+    caller.require_role(&[Role::Auditor])?;
+    Ok("private")
+}
+
+/// `GET /log/checkpoint` (C2SP tlog-tiles): the latest checkpoint, a
+/// signed note; mutable, so cached for seconds at most.
+async fn log_checkpoint(State(s): State<AppState>, caller: Caller) -> Result<Response> {
+    let scope = log_reader(&s, &caller)?;
+    let body = s.log_resource("checkpoint")?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (header::CACHE_CONTROL, format!("{scope}, max-age=5")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /log/tile/...` (C2SP tlog-tiles): a tile of hashes or an entry
+/// bundle of the latest checkpoint's tree; immutable.
+async fn log_tile(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(path): Path<String>,
+) -> Result<Response> {
+    let scope = log_reader(&s, &caller)?;
+    let body = s.log_resource(&format!("tile/{path}"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CACHE_CONTROL,
+                format!("{scope}, max-age=31536000, immutable"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn start_run(

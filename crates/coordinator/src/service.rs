@@ -313,6 +313,8 @@ pub struct Coordinator {
     tokens: RwLock<HashMap<[u8; 32], TokenRecord>>,
     certs: RwLock<HashMap<String, Arc<AppRecord>>>,
     verifier_key: VerifierKey,
+    /// Hash tiles above level 0, computed once (`/log/tile/...`).
+    tile_cache: twinseal_audit::TileCache,
     server_tls: (Vec<u8>, Zeroizing<Vec<u8>>),
     self_evidence: SelfEvidenceSource,
     /// Failed logins and unverified attestations, counted until the next
@@ -704,6 +706,7 @@ impl Coordinator {
             tokens: RwLock::new(tokens),
             certs: RwLock::new(HashMap::new()),
             verifier_key,
+            tile_cache: twinseal_audit::TileCache::default(),
             server_tls,
             self_evidence,
             failures: FailureSummaries::default(),
@@ -2566,6 +2569,19 @@ impl Coordinator {
             size: cp.size,
             note: cp.note,
             verifier_key: self.verifier_key.to_string(),
+        })
+    }
+
+    /// What the log serves as C2SP tiles at `path` under `/log/`:
+    /// `checkpoint` or a tile path (`tile/<L>/<N>[.p/<W>]`,
+    /// `tile/entries/<N>[.p/<W>]`) of the tree of the latest checkpoint.
+    pub fn log_resource(&self, path: &str) -> Result<Vec<u8>> {
+        self.store.read(|c| {
+            AuditLog::serve(c, path, &self.tile_cache).map_err(|e| match e {
+                twinseal_audit::Error::InvalidRange(m) => Error::NotFound(m),
+                twinseal_audit::Error::InvalidTile(m) => Error::NotFound(m),
+                e => e.into(),
+            })
         })
     }
 

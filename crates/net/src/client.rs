@@ -148,6 +148,15 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let bytes = self.send_raw(req).await?;
+        if bytes.is_empty() {
+            return serde_json::from_slice(b"null").map_err(http);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Http(format!("bad answer: {e}")))
+    }
+
+    /// Send; the body of a success, or the error the answer names.
+    async fn send_raw(&self, req: reqwest::RequestBuilder) -> Result<Zeroizing<Vec<u8>>> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t.as_str()),
             None => req,
@@ -169,10 +178,7 @@ impl Client {
                     .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned()),
             });
         }
-        if bytes.is_empty() {
-            return serde_json::from_slice(b"null").map_err(http);
-        }
-        serde_json::from_slice(bytes).map_err(|e| Error::Http(format!("bad answer: {e}")))
+        Ok(Zeroizing::new(bytes.to_vec()))
     }
 
     fn url(&self, path: &str) -> String {
@@ -199,10 +205,15 @@ impl Client {
         self.send(self.http.delete(self.url(path))).await
     }
 
-    /// GET raw bytes (the audit export).
+    /// GET a JSON answer as its bytes (the audit export).
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
         let v: serde_json::Value = self.get(path).await?;
         serde_json::to_vec(&v).map_err(http)
+    }
+
+    /// GET an answer as it is sent (the log's checkpoint and tiles).
+    pub async fn get_raw(&self, path: &str) -> Result<Vec<u8>> {
+        Ok(self.send_raw(self.http.get(self.url(path))).await?.to_vec())
     }
 }
 
@@ -404,4 +415,21 @@ pub fn check_server_cert(server_der: &[u8], root_der: &[u8]) -> Result<()> {
     PeerVerifier::clients(root_der)?
         .check_issued(server_der, now)
         .map_err(|e| Error::Crypto(format!("the server's certificate: {e}")))
+}
+
+/// A client for plain-HTTP peers whose answers are authenticated by
+/// signatures rather than by the transport: C2SP witnesses and static
+/// mirrors of the log's tiles. It trusts no certificate authority, so an
+/// `https://` URL through it always fails.
+pub fn plain_client(timeout: std::time::Duration) -> Result<reqwest::Client> {
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(http)?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .build()
+        .map_err(http)
 }

@@ -209,6 +209,65 @@ fn a_data_owner_seals_and_opens_with_a_coordinator_key_and_the_audit_verifies() 
         "{text}"
     );
 
+    // The log's tiles (C2SP tlog-tiles) at /log: auditors only, by default.
+    let log_url = format!("{url}/log");
+    let verify_tiles = |token: Option<&str>, tiles: &str| {
+        twinseal(token, &url, &ca)
+            .args(["audit", "verify", "--tiles", tiles, "--key"])
+            .arg(&key)
+            .output()
+            .unwrap()
+    };
+    let report = ok(verify_tiles(Some(audrey), &log_url));
+    assert!(report.contains("OK"), "{report}");
+    for (who, status) in [(None, "401"), (Some(alice), "403")] {
+        let out = verify_tiles(who, &log_url);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(status),
+            "{who:?}: {err}"
+        );
+    }
+    // A copy in a plain directory verifies too, and a changed entry in it
+    // is found.
+    let copy = dir.path().join("tiles");
+    ok(twinseal(Some(audrey), &url, &ca)
+        .args(["audit", "mirror", "--to"])
+        .arg(&copy)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap());
+    let report = ok(verify_tiles(None, copy.to_str().unwrap()));
+    assert!(report.contains("OK"), "{report}");
+    let first = copy.join("tile/entries/000.p/1");
+    let bundle_file = std::fs::read_dir(copy.join("tile/entries"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_file() || p.is_dir())
+        .unwrap_or(first);
+    let bundle_file = if bundle_file.is_dir() {
+        std::fs::read_dir(&bundle_file)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    } else {
+        bundle_file
+    };
+    let mut bytes = std::fs::read(&bundle_file).unwrap();
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"admin")
+        .expect("an actor in the entries");
+    bytes[at] = b'A';
+    std::fs::write(&bundle_file, bytes).unwrap();
+    let out = verify_tiles(None, copy.to_str().unwrap());
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("PROBLEM"), "{text}");
+
     // SIGTERM: a graceful stop.
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])

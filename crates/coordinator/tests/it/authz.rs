@@ -152,6 +152,26 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
             None,
             [UNAUTH, FORBID, FORBID, OK, FORBID, FORBID, FORBID, FORBID],
         ),
+        // The log as C2SP tiles: auditors only unless [transparency]
+        // public_log (tests/it/transparency.rs covers that setting).
+        (
+            Method::GET,
+            "/log/checkpoint".into(),
+            None,
+            [UNAUTH, FORBID, FORBID, OK, FORBID, FORBID, FORBID, FORBID],
+        ),
+        (
+            Method::GET,
+            "/log/tile/0/000.p/1".into(),
+            None,
+            [UNAUTH, FORBID, FORBID, OK, FORBID, FORBID, FORBID, FORBID],
+        ),
+        (
+            Method::GET,
+            "/log/tile/entries/000.p/1".into(),
+            None,
+            [UNAUTH, FORBID, FORBID, OK, FORBID, FORBID, FORBID, FORBID],
+        ),
         (
             Method::POST,
             "/v1/evidence".into(),

@@ -310,6 +310,32 @@ async fn the_whole_path_on_loopback() {
         twinseal_audit::Bundle::from_json(&local.coordinator.audit_export().unwrap()).unwrap();
     let report = twinseal_audit::verify_bundle(&bundle, local.coordinator.verifier_key());
     assert!(report.is_ok(), "{:?}", report.problems);
+    // The same log verifies from the tiles the coordinator serves
+    // (C2SP tlog-tiles), and from a copy of them in a plain directory.
+    struct LogTiles<'a>(&'a twinseal_coordinator::Coordinator);
+    impl twinseal_audit::TileSource for LogTiles<'_> {
+        fn fetch(&mut self, path: &str) -> twinseal_audit::Result<Vec<u8>> {
+            self.0
+                .log_resource(path)
+                .map_err(|e| twinseal_audit::Error::TileUnavailable(e.to_string()))
+        }
+    }
+    let key = local.coordinator.verifier_key();
+    let options = twinseal_audit::VerifyOptions::default();
+    let from_tiles =
+        twinseal_audit::verify_tiles(&mut LogTiles(&local.coordinator), key, &options).unwrap();
+    assert!(from_tiles.is_ok(), "{from_tiles}");
+    let copy = tempfile::tempdir().unwrap();
+    twinseal_audit::mirror(&mut LogTiles(&local.coordinator), key, copy.path()).unwrap();
+    let from_copy = twinseal_audit::verify_tiles(
+        &mut twinseal_audit::DirSource(copy.path().into()),
+        key,
+        &options,
+    )
+    .unwrap();
+    assert!(from_copy.is_ok(), "{from_copy}");
+    assert_eq!(from_copy.entries, from_tiles.entries);
+    assert!(from_copy.entries > 0 && from_copy.entries <= bundle.entries.len() as u64);
     let kinds: Vec<&str> = bundle.entries.iter().map(|e| e.event.kind()).collect();
     for k in [
         "attestation_verified",
