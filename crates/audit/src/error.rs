@@ -88,6 +88,9 @@ pub enum Error {
     /// served or copied.
     #[error("tile unavailable: {0}")]
     TileUnavailable(String),
+    /// An `add-checkpoint` request body is malformed (C2SP tlog-witness).
+    #[error("invalid add-checkpoint request: {0}")]
+    InvalidWitnessRequest(String),
     /// The random number generator or a primitive failed unexpectedly.
     #[error("cryptographic primitive failed")]
     Crypto,

@@ -57,6 +57,7 @@ mod merkle;
 mod note;
 mod tiles;
 mod verify;
+mod witness;
 
 pub use bundle::{BUNDLE_VERSION, Bundle, MAX_BUNDLE_LEN};
 pub use error::{Error, Result};
@@ -70,3 +71,7 @@ pub use tiles::{
     mirror, tile_from_children, tile_from_leaves, tiles_for_size, verify_tiles,
 };
 pub use verify::{Problem, ProblemKind, Report, VerifyOptions, verify_bundle, verify_bundle_with};
+pub use witness::{
+    AddCheckpoint, Cosigner, CosignerKey, MAX_ADD_CHECKPOINT_LEN, MAX_KEPT_REFUSALS,
+    MAX_PROOF_LINES, Refusal, Witness, count_cosignatures, parse_add_checkpoint,
+};

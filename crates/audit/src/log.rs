@@ -89,6 +89,10 @@ CREATE TABLE IF NOT EXISTS audit_evidence (
     digest TEXT PRIMARY KEY,
     bytes BLOB NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS audit_cosigned (
+    size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL
+) STRICT;
 ";
 
 /// The same tables on PostgreSQL.
@@ -112,6 +116,10 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 CREATE TABLE IF NOT EXISTS audit_evidence (
     digest TEXT PRIMARY KEY,
     bytes BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_cosigned (
+    size BIGINT PRIMARY KEY,
+    note TEXT NOT NULL
 );
 ";
 
@@ -400,6 +408,34 @@ impl AuditLog {
         rows.iter()
             .map(|row| parse_entry(row.int(0)?, &row.text(1)?))
             .collect()
+    }
+
+    /// Keep a checkpoint with the witness cosignatures gathered for it (the
+    /// log's own signed note with cosignature lines appended). A later
+    /// call for the same size replaces it (more cosignatures).
+    pub fn store_cosigned(db: &dyn Db, size: u64, note: &str) -> Result<()> {
+        db.execute(
+            "INSERT INTO audit_cosigned (size, note) VALUES ($1, $2) \
+             ON CONFLICT (size) DO UPDATE SET note = $2",
+            params![to_i64(size)?, note],
+        )?;
+        Ok(())
+    }
+
+    /// The cosigned checkpoint of the largest size kept, if any: its size
+    /// and note.
+    pub fn latest_cosigned(db: &dyn Db) -> Result<Option<(u64, String)>> {
+        db.query_opt(
+            "SELECT size, note FROM audit_cosigned ORDER BY size DESC LIMIT 1",
+            params![],
+        )?
+        .map(|r| {
+            Ok((
+                u64::try_from(r.int(0)?).map_err(|_| Error::Corrupt("negative size".into()))?,
+                r.text(1)?,
+            ))
+        })
+        .transpose()
     }
 
     /// The checkpoint of the largest size stored, if any.

@@ -26,14 +26,14 @@ pub const MAX_NOTE_LEN: usize = 64 * 1024;
 const MAX_SIGNATURES: usize = 100;
 
 /// The prefix of a signature line: an em dash and a space.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 
 /// The signature type byte of Ed25519 in key hashes and verifier keys.
 const ALG_ED25519: u8 = 0x01;
 
 /// Whether `name` is a valid key name: non-empty, no Unicode white space, no
 /// plus sign (the separator of the verifier key form).
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('+') && !name.chars().any(char::is_whitespace)
 }
 
@@ -262,12 +262,12 @@ fn checkpoint_body(origin: &str, size: u64, root: &Hash) -> String {
 
 /// A signed note split into its text and its signature lines (name, key
 /// hash, signature), with the structural rules of C2SP signed-note checked.
-struct ParsedNote<'a> {
-    text: &'a str,
-    sigs: Vec<(&'a str, [u8; 4], Vec<u8>)>,
+pub(crate) struct ParsedNote<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) sigs: Vec<(&'a str, [u8; 4], Vec<u8>)>,
 }
 
-fn parse_note(note: &str) -> Result<ParsedNote<'_>> {
+pub(crate) fn parse_note(note: &str) -> Result<ParsedNote<'_>> {
     if note.len() > MAX_NOTE_LEN {
         return Err(Error::MalformedNote("too long"));
     }
@@ -313,7 +313,7 @@ fn parse_note(note: &str) -> Result<ParsedNote<'_>> {
 /// Parse a checkpoint body: origin, size (decimal, no leading zeros), root
 /// (base64 of 32 bytes), then optional extension lines, which are signed but
 /// carry nothing this log uses.
-fn parse_body(text: &str) -> Result<(String, u64, Hash)> {
+pub(crate) fn parse_body(text: &str) -> Result<(String, u64, Hash)> {
     let bad = |m: &str| Error::InvalidCheckpoint(m.to_string());
     let mut lines = text.split('\n');
     let origin = lines.next().unwrap_or_default();

@@ -733,6 +733,22 @@ pub enum AuditCommand {
         /// from a bundle makes any entry uncovered.
         #[arg(long)]
         allow_unsigned_tail: bool,
+        /// A witness whose cosignature counts (C2SP cosigner vkey text, or a
+        /// file holding it). With --tiles, the served checkpoint must carry
+        /// cosignatures of --quorum of them. Repeat for several.
+        #[arg(long = "witness", value_name = "PUBKEY", requires = "tiles")]
+        witnesses: Vec<String>,
+        /// How many of the --witness keys must have cosigned (default: all).
+        #[arg(long, requires = "witnesses")]
+        quorum: Option<usize>,
+        /// The oldest acceptable cosignature, in hours (with --witness).
+        #[arg(
+            long,
+            value_name = "HOURS",
+            default_value_t = 24.0,
+            requires = "witnesses"
+        )]
+        max_age_hours: f64,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -808,6 +824,84 @@ impl twinseal_audit::TileSource for HttpTiles {
             }),
         }
     }
+}
+
+/// A tile source that fetches the checkpoint once, so that what the
+/// witness check saw is what the verifier verifies.
+struct PinnedCheckpoint {
+    inner: Box<dyn twinseal_audit::TileSource>,
+    checkpoint: Option<Vec<u8>>,
+}
+
+impl twinseal_audit::TileSource for PinnedCheckpoint {
+    fn fetch(&mut self, path: &str) -> twinseal_audit::Result<Vec<u8>> {
+        if path != "checkpoint" {
+            return self.inner.fetch(path);
+        }
+        if self.checkpoint.is_none() {
+            self.checkpoint = Some(self.inner.fetch(path)?);
+        }
+        Ok(self.checkpoint.clone().unwrap_or_default())
+    }
+}
+
+/// Refuse a served checkpoint without cosignatures of `quorum` of the
+/// witnesses (all by default), or whose oldest counted cosignature is older
+/// than `max_age_hours`.
+fn check_cosigned(
+    source: &mut PinnedCheckpoint,
+    witnesses: &[String],
+    quorum: Option<usize>,
+    max_age_hours: f64,
+) -> Result<()> {
+    use twinseal_audit::TileSource as _;
+    let keys = witnesses
+        .iter()
+        .map(|w| {
+            let text = if Path::new(w).is_file() {
+                std::fs::read_to_string(w).with_context(|| format!("reading {w}"))?
+            } else {
+                w.clone()
+            };
+            text.trim()
+                .parse::<twinseal_audit::CosignerKey>()
+                .with_context(|| format!("invalid witness key {w}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let quorum = quorum.unwrap_or(keys.len());
+    if quorum == 0 || quorum > keys.len() {
+        bail!(
+            "--quorum {quorum} must be 1 to the {} witnesses",
+            keys.len()
+        );
+    }
+    let note = String::from_utf8(source.fetch("checkpoint")?)
+        .context("the served checkpoint is not UTF-8")?;
+    let (n, oldest) = twinseal_audit::count_cosignatures(&note, &keys);
+    if n < quorum {
+        bail!(
+            "the served checkpoint carries valid cosignatures of {n} of the {} witnesses, {quorum} needed: \
+             the witnesses did not confirm this view of the log (a fork, a rollback, or witnessing is behind)",
+            keys.len()
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    if let Some(ts) = oldest {
+        let age_h = now.saturating_sub(ts) as f64 / 3600.0;
+        if age_h > max_age_hours {
+            bail!(
+                "the served checkpoint's cosignatures are {age_h:.1} h old, more than --max-age-hours {max_age_hours}"
+            );
+        }
+    }
+    println!(
+        "cosigned by {n} of {} witnesses (quorum {quorum})",
+        keys.len()
+    );
+    Ok(())
 }
 
 /// Where tiles come from: a directory, `http://...` (a static mirror),
@@ -894,6 +988,9 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
             key,
             trusted_checkpoint,
             allow_unsigned_tail,
+            witnesses,
+            quorum,
+            max_age_hours,
             remote,
         } => {
             let vkey = read_vkey(key)?;
@@ -922,8 +1019,14 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
                     )
                 }
                 None => {
-                    let mut source = tile_source(tiles.as_deref(), &remote)?;
-                    let report = twinseal_audit::verify_tiles(source.as_mut(), &vkey, &options)
+                    let mut source = PinnedCheckpoint {
+                        inner: tile_source(tiles.as_deref(), &remote)?,
+                        checkpoint: None,
+                    };
+                    if !witnesses.is_empty() {
+                        check_cosigned(&mut source, &witnesses, quorum, max_age_hours)?;
+                    }
+                    let report = twinseal_audit::verify_tiles(&mut source, &vkey, &options)
                         .context("reading the log's tiles")?;
                     (report, "log's tiles")
                 }

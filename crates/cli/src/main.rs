@@ -20,6 +20,7 @@ mod model_cmd;
 mod plot;
 mod progress;
 mod seal;
+mod witness_cmd;
 mod worker_cmd;
 mod workflow_cmd;
 
@@ -122,6 +123,9 @@ enum Command {
     /// Export and verify the coordinator's audit log.
     #[command(subcommand)]
     Audit(coord::AuditCommand),
+    /// A transparency-log witness (C2SP tlog-witness) in its own process.
+    #[command(subcommand)]
+    Witness(witness_cmd::WitnessCommand),
     /// Run manifest workflows (sealed dataset -> attested worker -> sealed results) and follow them.
     #[command(subcommand)]
     Workflow(workflow_cmd::WorkflowCommand),
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
         Command::Manifest(c) => coord::run_manifest(c),
         Command::User(c) => coord::run_user(c),
         Command::Audit(c) => coord::run_audit(c),
+        Command::Witness(c) => witness_cmd::run(c),
         Command::Workflow(c) => workflow_cmd::run(c),
         Command::Tokenize(a) => coord::run_tokenize(a, false),
         Command::Detokenize(a) => coord::run_tokenize(a, true),

@@ -29,6 +29,7 @@ pub mod service;
 pub mod store;
 pub mod tls;
 pub mod tokenize;
+pub mod transparency;
 pub mod workflow;
 
 pub use twinseal_net::client;

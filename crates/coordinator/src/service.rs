@@ -315,6 +315,10 @@ pub struct Coordinator {
     verifier_key: VerifierKey,
     /// Hash tiles above level 0, computed once (`/log/tile/...`).
     tile_cache: twinseal_audit::TileCache,
+    /// The witnesses of `[transparency]`, if any.
+    witnesses: Option<crate::transparency::Witnesses>,
+    /// The largest checkpoint this replica saw cosigned by the quorum.
+    cosigned_size: std::sync::atomic::AtomicU64,
     server_tls: (Vec<u8>, Zeroizing<Vec<u8>>),
     self_evidence: SelfEvidenceSource,
     /// Failed logins and unverified attestations, counted until the next
@@ -687,6 +691,7 @@ impl Coordinator {
         }
         drop(conn);
         let self_evidence = SelfEvidenceSource::open(&config.self_evidence)?;
+        let witnesses = crate::transparency::Witnesses::from_config(&config.transparency)?;
         let listen_target = target.clone();
         let store = Store::open(target, signer)?;
         let config_tokenize_rate = config.tokenize_values_per_second;
@@ -707,6 +712,8 @@ impl Coordinator {
             certs: RwLock::new(HashMap::new()),
             verifier_key,
             tile_cache: twinseal_audit::TileCache::default(),
+            witnesses,
+            cosigned_size: std::sync::atomic::AtomicU64::new(0),
             server_tls,
             self_evidence,
             failures: FailureSummaries::default(),
@@ -2576,6 +2583,18 @@ impl Coordinator {
     /// `checkpoint` or a tile path (`tile/<L>/<N>[.p/<W>]`,
     /// `tile/entries/<N>[.p/<W>]`) of the tree of the latest checkpoint.
     pub fn log_resource(&self, path: &str) -> Result<Vec<u8>> {
+        if path == "checkpoint" && self.witnesses.is_some() {
+            // With witnesses, only checkpoints the quorum cosigned.
+            return self
+                .store
+                .read(|c| Ok(AuditLog::latest_cosigned(c)?))?
+                .map(|(_, note)| note.into_bytes())
+                .ok_or_else(|| {
+                    Error::NotFound(
+                        "no checkpoint has been cosigned by the witness quorum yet".into(),
+                    )
+                });
+        }
         self.store.read(|c| {
             AuditLog::serve(c, path, &self.tile_cache).map_err(|e| match e {
                 twinseal_audit::Error::InvalidRange(m) => Error::NotFound(m),
@@ -2583,6 +2602,65 @@ impl Coordinator {
                 e => e.into(),
             })
         })
+    }
+
+    /// Whether `[transparency] witnesses` are configured.
+    pub fn has_witnesses(&self) -> bool {
+        self.witnesses.is_some()
+    }
+
+    /// One round of witnessing: if the latest checkpoint is newer than the
+    /// last one cosigned, ask every witness (with a consistency proof from
+    /// the size each last cosigned) and keep it with the cosignatures once
+    /// the quorum cosigned. Refusals are logged as errors: a witness that
+    /// refuses a consistency proof or sees another root at a size it
+    /// cosigned has seen another history of this log.
+    pub async fn witness_round(&self) -> Result<()> {
+        let Some(w) = &self.witnesses else {
+            return Ok(());
+        };
+        let Some(cp) = self.store.read(|c| Ok(AuditLog::latest_checkpoint(c)?))? else {
+            return Ok(());
+        };
+        if cp.size
+            <= self
+                .cosigned_size
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        let size = cp.size;
+        let proof = |old: u64| -> Result<Vec<twinseal_audit::Hash>> {
+            self.store
+                .read(|c| Ok(AuditLog::consistency_proof(c, old, size)?))
+        };
+        let answers = w.ask(&cp.note, size, &proof).await;
+        for (name, a) in &answers {
+            if let crate::transparency::Answer::Refused(status, detail) = a {
+                if matches!(status, 403 | 404 | 409 | 422) {
+                    tracing::error!(witness = %name, status, %detail, size,
+                        "a witness REFUSED the audit log's checkpoint: it may have seen another history of this log");
+                } else {
+                    tracing::warn!(witness = %name, status, %detail, size, "a witness did not cosign");
+                }
+            }
+        }
+        let (note, n) = crate::transparency::gather(&cp.note, &answers, &w.keys());
+        if n < w.quorum() {
+            tracing::error!(
+                size,
+                cosigned = n,
+                quorum = w.quorum(),
+                "the checkpoint lacks the witness quorum; /log/checkpoint keeps the last cosigned one"
+            );
+            return Ok(());
+        }
+        self.store
+            .write(move |db| Ok(AuditLog::store_cosigned(db, size, &note)?))
+            .await?;
+        self.cosigned_size
+            .fetch_max(size, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// The full audit bundle (entries, checkpoints, evidence), JSON.

@@ -61,6 +61,18 @@ pub async fn serve(
             }
         })
     };
+    let witnessing = state.has_witnesses().then(|| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::transparency::WITNESS_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.witness_round().await {
+                    tracing::error!(error = %e, "witnessing the audit log");
+                }
+            }
+        })
+    });
     serve_router(
         server_config(&state)?,
         app(state.clone()),
@@ -70,6 +82,9 @@ pub async fn serve(
     )
     .await;
     summaries.abort();
+    if let Some(w) = witnessing {
+        w.abort();
+    }
     if let Err(e) = state.flush_failures().await {
         tracing::error!(error = %e, "writing the failure summaries");
     }

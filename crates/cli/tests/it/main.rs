@@ -10,5 +10,6 @@ mod deploy;
 mod onnx_cli;
 mod seal;
 mod training_cli;
+mod transparency;
 mod worker_cli;
 mod worker_serve_cli;

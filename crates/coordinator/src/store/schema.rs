@@ -270,6 +270,8 @@ pub fn migrate(db: &dyn Db) -> Result<i64> {
                     // Tables added without a version change.
                     db.batch(SQLITE_RUNS)?;
                 }
+                // The audit tables added since (cosigned checkpoints).
+                AuditLog::init(db)?;
                 return Ok(version);
             }
             (1, Dialect::Sqlite) => {
@@ -290,6 +292,7 @@ pub fn migrate(db: &dyn Db) -> Result<i64> {
             db.batch(SQLITE_RUNS)?;
         }
         db.batch(challenges_ddl(db))?;
+        AuditLog::init(db)?;
         tracing::info!("store: migrated schema version 2 to 3 (redeemed challenges)");
         meta_put(db, "schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
         Ok(version)
