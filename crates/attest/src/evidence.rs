@@ -70,6 +70,29 @@ impl Evidence {
         b.get(off..off + 64)?.try_into().ok()
     }
 
+    /// The primary measurement the evidence claims (SGX MRENCLAVE, TDX
+    /// MRTD, SEV-SNP MEASUREMENT, the simulated measurement), read without
+    /// any verification: for a client that checks a certificate's evidence
+    /// against the transparency log after the TLS chain, which already
+    /// vouches that the coordinator verified it. `None` when too short.
+    pub fn unverified_measurement(&self) -> Option<Vec<u8>> {
+        let b = self.bytes();
+        let (off, len) = match self {
+            // Quote header (48), then the report body: CPUSVN 16,
+            // MISCSELECT 4, reserved 28, ATTRIBUTES 16, MRENCLAVE 32.
+            Evidence::SgxQuote(_) => (48 + 64, 32),
+            // Quote header (48; version 5 adds type and size, 6), then the
+            // TD report: TEE_TCB_SVN 16, MRSEAM 48, MRSIGNERSEAM 48,
+            // SEAMATTRIBUTES 8, TDATTRIBUTES 8, XFAM 8, MRTD 48.
+            Evidence::TdxQuote(_) if b.first() == Some(&5) => (48 + 6 + 136, 48),
+            Evidence::TdxQuote(_) => (48 + 136, 48),
+            // ATTESTATION_REPORT: MEASUREMENT at 0x90.
+            Evidence::SevSnp { .. } => (0x90, 48),
+            Evidence::Simulated(_) => (44, 48),
+        };
+        b.get(off..off + len).map(<[u8]>::to_vec)
+    }
+
     /// Recognise the kind of `bytes` from their header. Accepts binary
     /// evidence, or the same as hex text (as SEV-SNP reports are often
     /// stored). Does not verify anything.

@@ -91,6 +91,10 @@ pub enum Error {
     /// An `add-checkpoint` request body is malformed (C2SP tlog-witness).
     #[error("invalid add-checkpoint request: {0}")]
     InvalidWitnessRequest(String),
+    /// Release transparency: the log does not approve what the worker
+    /// attested under a checkpoint the client accepts.
+    #[error("the worker's measurement is not approved in the transparency log: {0}")]
+    NotApproved(String),
     /// The random number generator or a primitive failed unexpectedly.
     #[error("cryptographic primitive failed")]
     Crypto,

@@ -173,6 +173,23 @@ pub enum Event {
         /// Its SHA-256, hex.
         digest: String,
     },
+    /// What a manifest version approves for one app to receive keys: its
+    /// TEE kinds, measurements and SGX signers (release transparency). One
+    /// entry per app of each applied manifest version, appended in the
+    /// transaction that applies it, so an approved measurement is in the
+    /// log before any key can reach it; app certificates name the entry.
+    MeasurementsApproved {
+        /// The manifest version.
+        manifest_version: u64,
+        /// The app.
+        app: String,
+        /// TEE kinds it may run in.
+        tee: Vec<String>,
+        /// Approved primary measurements, hex.
+        measurements: Vec<String>,
+        /// Approved SGX signers (MRSIGNER), hex.
+        signers: Vec<String>,
+    },
     /// A manifest was refused.
     ManifestRejected {
         /// Who submitted it.
@@ -369,6 +386,7 @@ impl Event {
             Event::DataKeyUnwrapped { .. } => "data_key_unwrapped",
             Event::DataKeyDenied { .. } => "data_key_denied",
             Event::ManifestApplied { .. } => "manifest_applied",
+            Event::MeasurementsApproved { .. } => "measurements_approved",
             Event::ManifestRejected { .. } => "manifest_rejected",
             Event::CredentialCreated { .. } => "credential_created",
             Event::CredentialRevoked { .. } => "credential_revoked",
@@ -597,6 +615,13 @@ pub(crate) mod tests {
                 actor: s("admin"),
                 version: 3,
                 digest: s("cd"),
+            },
+            Event::MeasurementsApproved {
+                manifest_version: 3,
+                app: s("worker"),
+                tee: vec![s("tdx"), s("sev-snp")],
+                measurements: vec![s("ab"), s("cd")],
+                signers: vec![],
             },
             Event::ManifestRejected {
                 actor: s("admin"),

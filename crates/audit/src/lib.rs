@@ -55,6 +55,7 @@ mod event;
 mod log;
 mod merkle;
 mod note;
+mod release;
 mod tiles;
 mod verify;
 mod witness;
@@ -65,6 +66,9 @@ pub use event::{Entry, Event};
 pub use log::{AuditLog, MAX_ENTRY_LEN, MAX_EVIDENCE_LEN, TileCache};
 pub use merkle::{Hash, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion};
 pub use note::{Checkpoint, CheckpointSigner, MAX_NOTE_LEN, VerifierKey, verify_checkpoint};
+pub use release::{
+    Approval, ApprovalProof, Attested, ReleasePolicy, approval_proof, check_approval,
+};
 pub use tiles::{
     DirSource, MAX_TILE_LEN, MAX_TILE_LEVEL, MAX_TILE_PATH_LEN, TILE_WIDTH, Tile, TileKind,
     TileSource, decode_entry_bundle, decode_hash_tile, encode_entry_bundle, encode_hash_tile,

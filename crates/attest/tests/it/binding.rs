@@ -47,6 +47,10 @@ fn honest_flow_verifies_and_claims_are_simulated() {
         claims.measurement().as_bytes(),
         &sha2::Sha384::digest(&exe)[..]
     );
+    assert_eq!(
+        evidence.unverified_measurement().unwrap(),
+        claims.measurement().as_bytes()
+    );
 }
 
 #[test]

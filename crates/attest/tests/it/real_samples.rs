@@ -78,6 +78,10 @@ fn sgx_quote_verifies_with_its_collateral() {
         assert!(claims.advisory_ids().iter().any(|a| a == id), "{id}");
     }
     assert_eq!(claims.measurement().as_bytes().len(), 32);
+    assert_eq!(
+        e.unverified_measurement().unwrap(),
+        claims.measurement().as_bytes()
+    );
     assert!(claims.platform().fmspc.is_some());
     assert_eq!(claims.verified_at(), at(SGX_AT));
 }
@@ -93,6 +97,10 @@ fn tdx_quote_verifies_up_to_date() {
     assert_eq!(claims.tee(), TeeKind::Tdx);
     assert_eq!(claims.tcb_status(), TcbStatus::UpToDate);
     assert_eq!(claims.measurement().as_bytes().len(), 48);
+    assert_eq!(
+        e.unverified_measurement().unwrap(),
+        claims.measurement().as_bytes()
+    );
 }
 
 #[test]
@@ -124,6 +132,10 @@ fn snp_milan_report_verifies_against_vcek_and_amd_chain() {
         64
     );
     assert_eq!(claims.measurement().as_bytes().len(), 48);
+    assert_eq!(
+        e.unverified_measurement().unwrap(),
+        claims.measurement().as_bytes()
+    );
 }
 
 #[test]
