@@ -160,6 +160,38 @@ pub struct AttestResponse {
     /// The platform's endorsed location, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The manifest version that approved the measurement and the log
+    /// index of its `measurements_approved` entry (also in the
+    /// certificate), for the app to fetch its proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+/// Where the log approved an app's measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The manifest version.
+    pub manifest_version: u64,
+    /// The log index of its `measurements_approved` entry for the app.
+    pub log_index: u64,
+}
+
+/// `GET /v1/log/proof/{index}`: a log entry with its inclusion proof under
+/// the latest checkpoint clients accept (cosigned by the witness quorum when
+/// the coordinator has witnesses). Workers serve the proof of the entry
+/// that approved their measurement in [`WorkerInfo::transparency`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogProof {
+    /// The entry's index.
+    pub index: u64,
+    /// The entry's leaf data (its canonical JSON), base64.
+    pub entry: String,
+    /// The RFC 9162 inclusion proof, leaf to root, each hash base64.
+    pub proof: Vec<String>,
+    /// The checkpoint (signed note, with witness cosignature lines).
+    pub checkpoint: String,
 }
 
 /// `POST /v1/keys`.
@@ -1156,6 +1188,11 @@ pub struct WorkerInfo {
     /// public demo); every other operation still needs a client token.
     #[serde(default)]
     pub insecure_public_compare: bool,
+    /// Release transparency: the log entry that approved this worker's
+    /// measurement with its inclusion proof under a (cosigned) checkpoint,
+    /// refreshed by the worker; clients check it before sending data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transparency: Option<LogProof>,
 }
 
 /// The attested training a served model came from.
@@ -1413,6 +1450,22 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             None,
         ),
         (
+            "get",
+            "/v1/log/proof/{index}",
+            "A log entry with its inclusion proof under the latest checkpoint clients accept (cosigned when witnessed; docs/spec/release-transparency.md)",
+            "attested apps, auditors; anyone if [transparency] public_log",
+            None,
+            Some("LogProof"),
+        ),
+        (
+            "get",
+            "/log/checkpoint",
+            "The log's latest (cosigned) checkpoint, C2SP signed note (docs/spec/tiles.md)",
+            "auditors; anyone if [transparency] public_log",
+            None,
+            None,
+        ),
+        (
             "post",
             "/v1/evidence",
             "The coordinator's own evidence, bound to the client's nonce and the root certificate's key",
@@ -1477,6 +1530,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         schema::<EvidenceWire>(),
         schema::<AttestRequest>(),
         schema::<AttestResponse>(),
+        schema::<Approval>(),
+        schema::<LogProof>(),
         schema::<CreateKeyRequest>(),
         schema::<KeyState>(),
         schema::<KeyVersionInfo>(),
@@ -1609,6 +1664,7 @@ pub fn worker_openapi() -> utoipa::openapi::OpenApi {
         schema::<Receipt>(),
         schema::<WorkerInfo>(),
         schema::<TrainedBy>(),
+        schema::<LogProof>(),
     ];
     build("twinseal worker", OPS, schemas)
 }

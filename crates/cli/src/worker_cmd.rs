@@ -32,9 +32,81 @@ pub struct WorkerClientArgs {
     /// token is read from the TWINSEAL_TOKEN environment variable.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Release transparency: the coordinator's audit log key (C2SP vkey
+    /// text or a file such as DATA_DIR/audit.pub). With it, before sending
+    /// any data the client checks that the worker's attested measurement
+    /// was logged as approved, under a checkpoint cosigned by --witness-quorum
+    /// of the --witness keys, not older than --max-checkpoint-age-hours.
+    #[arg(long, env = "TWINSEAL_LOG_KEY", value_name = "PUBKEY")]
+    pub log_key: Option<String>,
+    /// A witness whose cosignature counts (cosigner vkey text or a file);
+    /// repeat, or comma-separate in TWINSEAL_WITNESSES.
+    #[arg(
+        long = "witness",
+        env = "TWINSEAL_WITNESSES",
+        value_delimiter = ',',
+        value_name = "PUBKEY"
+    )]
+    pub witnesses: Vec<String>,
+    /// How many of the witnesses must have cosigned (default: all given).
+    #[arg(long, env = "TWINSEAL_WITNESS_QUORUM")]
+    pub witness_quorum: Option<usize>,
+    /// The oldest acceptable witnessed checkpoint, hours.
+    #[arg(
+        long,
+        env = "TWINSEAL_MAX_CHECKPOINT_AGE_HOURS",
+        default_value_t = 24.0
+    )]
+    pub max_checkpoint_age_hours: f64,
 }
 
 impl WorkerClientArgs {
+    /// The release-transparency policy, when a log key is given.
+    pub fn release_policy(&self) -> Result<Option<twinseal_audit::ReleasePolicy>> {
+        let Some(key) = &self.log_key else {
+            return Ok(None);
+        };
+        let read = |v: &str| -> Result<String> {
+            Ok(if Path::new(v).is_file() {
+                std::fs::read_to_string(v).with_context(|| format!("reading {v}"))?
+            } else {
+                v.to_string()
+            })
+        };
+        let log_key = read(key)?.trim().parse().context("invalid --log-key")?;
+        let witnesses = self
+            .witnesses
+            .iter()
+            .filter(|w| !w.trim().is_empty())
+            .map(|w| {
+                read(w)?
+                    .trim()
+                    .parse::<twinseal_audit::CosignerKey>()
+                    .with_context(|| format!("invalid witness key {w}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let quorum = self.witness_quorum.unwrap_or(witnesses.len());
+        if quorum > witnesses.len() {
+            anyhow::bail!(
+                "--witness-quorum {quorum} is more than the {} witnesses given",
+                witnesses.len()
+            );
+        }
+        if quorum == 0 {
+            eprintln!(
+                "WARNING: release transparency without witnesses: a coordinator that shows clients a log of its own is not detected"
+            );
+        }
+        Ok(Some(twinseal_audit::ReleasePolicy {
+            log_key,
+            witnesses,
+            quorum,
+            max_age: std::time::Duration::from_secs_f64(
+                (self.max_checkpoint_age_hours.max(0.0)) * 3600.0,
+            ),
+        }))
+    }
+
     /// The client token: from `--token-file`, else `TWINSEAL_TOKEN`.
     pub fn token(&self) -> Result<Option<zeroize::Zeroizing<String>>> {
         if let Some(p) = &self.token_file {
@@ -66,7 +138,64 @@ pub fn worker_client(args: &WorkerClientArgs) -> Result<WorkerClient> {
     if args.allow_simulated {
         eprintln!("WARNING: INSECURE: accepting a simulated-TEE worker (--allow-simulated)");
     }
+    if let Some(policy) = args.release_policy()? {
+        // A client of its own for the check: reqwest's pooled connections
+        // belong to the runtime that made them.
+        let checker = WorkerClient::with_root(&url, &root, args.allow_simulated)?;
+        let (info, cert) = block_on(checker.info())?;
+        let approval = check_worker_release(&info, &cert, &policy, std::time::SystemTime::now())?;
+        eprintln!(
+            "release transparency: measurement approved by manifest version {} (log entry {}, checkpoint of {} entries, {} cosignatures)",
+            approval.manifest_version,
+            approval.index,
+            approval.checkpoint_size,
+            approval.cosignatures
+        );
+    }
     Ok(WorkerClient::with_root(&url, &root, args.allow_simulated)?.with_token(args.token()?))
+}
+
+/// Release transparency, before any data goes to a worker: the app, TEE
+/// kind and measurement of the certificate that served `info` (the
+/// measurement read from the evidence the certificate carries), approved
+/// by the log entry the certificate names, included under a checkpoint
+/// the policy accepts.
+pub fn check_worker_release(
+    info: &api::WorkerInfo,
+    cert_der: &[u8],
+    policy: &twinseal_audit::ReleasePolicy,
+    now: std::time::SystemTime,
+) -> Result<twinseal_audit::Approval> {
+    let refuse = |why: &str| anyhow::anyhow!("refusing the worker: {why}");
+    let app = twinseal_net::tls::app_of_certificate(cert_der)
+        .ok_or_else(|| refuse("its certificate names no app"))?;
+    let carried = twinseal_attest::cert::extract(cert_der)
+        .map_err(|e| refuse(&format!("its certificate carries no evidence: {e}")))?;
+    let measurement = carried
+        .evidence
+        .unverified_measurement()
+        .ok_or_else(|| refuse("its evidence is too short to hold a measurement"))?;
+    let (_, log_index) = twinseal_net::tls::transparency_claims(cert_der).ok_or_else(|| {
+        refuse("its certificate names no log entry approving its measurement (issued before release transparency, or by a coordinator that does not log releases)")
+    })?;
+    let proof = info
+        .transparency
+        .as_ref()
+        .ok_or_else(|| refuse("it serves no proof of its approval in the log (yet)"))?;
+    let attested = twinseal_audit::Attested {
+        app,
+        tee: carried.evidence.kind().as_str().to_string(),
+        measurement: hex::encode(measurement),
+        log_index: Some(log_index),
+    };
+    let proof = twinseal_audit::ApprovalProof {
+        index: proof.index,
+        entry: proof.entry.clone(),
+        proof: proof.proof.clone(),
+        checkpoint: proof.checkpoint.clone(),
+    };
+    twinseal_audit::check_approval(&proof, &attested, policy, now)
+        .map_err(|e| refuse(&e.to_string()))
 }
 
 /// Runs one client call to completion on a small runtime of its own.

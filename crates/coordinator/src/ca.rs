@@ -73,6 +73,9 @@ pub struct AppCertRequest<'a> {
     pub now: SystemTime,
     /// Lifetime.
     pub lifetime: Duration,
+    /// The manifest version and the log index of the entry that approved
+    /// the app's measurement (release transparency), if known.
+    pub approval: Option<(u64, u64)>,
 }
 
 /// An issued app certificate.
@@ -187,6 +190,14 @@ impl Ca {
         );
         app_ext.set_criticality(true);
         params.custom_extensions.push(app_ext);
+        if let Some((version, index)) = req.approval {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    twinseal_net::tls::TRANSPARENCY_OID,
+                    der_utf8(&twinseal_net::tls::transparency_text(version, index)),
+                ));
+        }
         if req.simulated {
             let mut ext = CustomExtension::from_oid_content(
                 SIMULATED_TEE_OID,
@@ -328,11 +339,21 @@ mod tests {
                     simulated: true,
                     now,
                     lifetime: Duration::from_secs(600),
+                    approval: Some((3, 17)),
                 },
             )
             .unwrap();
         let facts = cert_facts(&cert.der).unwrap();
         assert!(facts.simulated);
+        // Release transparency: the approving log entry, readable by clients.
+        assert_eq!(
+            twinseal_net::tls::transparency_claims(&cert.der),
+            Some((3, 17))
+        );
+        assert_eq!(
+            twinseal_net::tls::app_of_certificate(&cert.der).as_deref(),
+            Some("worker")
+        );
         assert!(is_app_certificate(&cert.der));
         assert_eq!(csr.names(), ["localhost"]);
         let server = ca

@@ -92,6 +92,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/detokenize", post(detokenize))
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/v1/audit/export", get(audit_export))
+        .route("/v1/log/proof/{index}", get(log_proof))
         .route("/log/checkpoint", get(log_checkpoint))
         .route("/log/tile/{*path}", get(log_tile))
         .route("/v1/workflows/{name}/runs", post(start_run))
@@ -419,6 +420,24 @@ fn log_reader(s: &AppState, caller: &Caller) -> Result<&'static str> {
     }
     caller.require_role(&[Role::Auditor])?;
     Ok("private")
+}
+
+/// `GET /v1/log/proof/{index}`: an entry with its inclusion proof under the
+/// checkpoint clients accept. Attested apps (the approvals of their own app
+/// only), auditors, or anyone when the log is public.
+async fn log_proof(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(index): Path<u64>,
+) -> Result<Json<api::LogProof>> {
+    let only_app = match &caller {
+        Caller::App(a) => Some(a.app.clone()),
+        other => {
+            log_reader(&s, other)?;
+            None
+        }
+    };
+    Ok(Json(s.approval_proof(index, only_app.as_deref())?))
 }
 
 /// `GET /log/checkpoint` (C2SP tlog-tiles): the latest checkpoint, a

@@ -319,6 +319,8 @@ pub struct Coordinator {
     witnesses: Option<crate::transparency::Witnesses>,
     /// The largest checkpoint this replica saw cosigned by the quorum.
     cosigned_size: std::sync::atomic::AtomicU64,
+    /// Log indices of `measurements_approved` entries, by manifest version and app.
+    approvals: Mutex<HashMap<(u64, String), u64>>,
     server_tls: (Vec<u8>, Zeroizing<Vec<u8>>),
     self_evidence: SelfEvidenceSource,
     /// Failed logins and unverified attestations, counted until the next
@@ -714,6 +716,7 @@ impl Coordinator {
             tile_cache: twinseal_audit::TileCache::default(),
             witnesses,
             cosigned_size: std::sync::atomic::AtomicU64::new(0),
+            approvals: Mutex::new(HashMap::new()),
             server_tls,
             self_evidence,
             failures: FailureSummaries::default(),
@@ -1220,6 +1223,7 @@ impl Coordinator {
             return reject(reasons, evidence.bytes().to_vec(), challenge_expires).await;
         }
         let simulated = claims.is_simulated();
+        let approval_index = self.approval_index(&m, &req.app).await?;
         let cert = self.ca.issue_app(
             &csr,
             &AppCertRequest {
@@ -1228,6 +1232,7 @@ impl Coordinator {
                 simulated,
                 now,
                 lifetime: self.config.cert_lifetime(),
+                approval: Some((m.version, approval_index)),
             },
         )?;
         let record = Arc::new(AppRecord {
@@ -1310,6 +1315,10 @@ impl Coordinator {
             tee: claims.tee().to_string(),
             measurement: claims.measurement().to_hex(),
             location,
+            approval: Some(api::Approval {
+                manifest_version: m.version,
+                log_index: approval_index,
+            }),
         })
     }
 
@@ -1995,6 +2004,95 @@ impl Coordinator {
         }
     }
 
+    // ----- release transparency -----
+
+    /// The log index of the entry approving `app`'s measurements in the
+    /// active manifest `m`. Manifests applied before release transparency
+    /// have no such entries: they are appended (once) before the first
+    /// certificate that names them.
+    async fn approval_index(&self, m: &ActiveManifest, app: &str) -> Result<u64> {
+        let version = m.version;
+        let key = (version, app.to_string());
+        if let Some(i) = self
+            .approvals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(*i);
+        }
+        let stored = self.store.read(|c| read_approvals(c, version))?;
+        let map = match stored {
+            Some(map) if map.contains_key(app) => map,
+            _ => {
+                let manifest = m.manifest.clone();
+                self.store
+                    .write(move |c| {
+                        if let Some(map) = read_approvals(c, version)?
+                            && manifest.apps.keys().all(|a| map.contains_key(a))
+                        {
+                            return Ok(map);
+                        }
+                        log_approvals(c, SystemTime::now(), version, &manifest)
+                    })
+                    .await?
+            }
+        };
+        let mut memo = self.approvals.lock().unwrap_or_else(|e| e.into_inner());
+        for (a, i) in &map {
+            memo.insert((version, a.clone()), *i);
+        }
+        map.get(app).copied().ok_or_else(|| {
+            Error::Forbidden(format!("app {app} is not in manifest version {version}"))
+        })
+    }
+
+    /// The proof of log entry `index` under the latest checkpoint clients
+    /// accept (the latest cosigned by the witness quorum when witnesses are
+    /// configured, else the latest signed): what a worker serves so that
+    /// its clients can check that its measurement was logged.
+    /// `only_app`: an attested app's caller may read only the approvals of
+    /// its own app.
+    pub fn approval_proof(&self, index: u64, only_app: Option<&str>) -> Result<api::LogProof> {
+        let witnessed = self.witnesses.is_some();
+        self.store.read_snapshot(|c| {
+            let (size, note) = if witnessed {
+                AuditLog::latest_cosigned(c)?.ok_or_else(|| {
+                    Error::NotFound(
+                        "no checkpoint has been cosigned by the witness quorum yet".into(),
+                    )
+                })?
+            } else {
+                let cp = AuditLog::latest_checkpoint(c)?
+                    .ok_or_else(|| Error::NotFound("no checkpoint yet".into()))?;
+                (cp.size, cp.note)
+            };
+            if index >= size {
+                return Err(Error::NotFound(format!(
+                    "entry {index} is not yet under a checkpoint clients accept (size {size})"
+                )));
+            }
+            let entry = AuditLog::entries(c, index, 1)?
+                .pop()
+                .ok_or_else(|| Error::NotFound(format!("no entry {index}")))?;
+            if let Some(own) = only_app
+                && !matches!(&entry.event, Event::MeasurementsApproved { app, .. } if app == own)
+            {
+                return Err(Error::Forbidden(format!(
+                    "entry {index} is not an approval of app {own}: apps read only their own"
+                )));
+            }
+            let path = AuditLog::inclusion_proof(c, index, size)?;
+            let p = twinseal_audit::approval_proof(index, &entry.canonical_bytes(), &path, &note);
+            Ok(api::LogProof {
+                index: p.index,
+                entry: p.entry,
+                proof: p.proof,
+                checkpoint: p.checkpoint,
+            })
+        })
+    }
+
     // ----- manifest and users -----
 
     /// Apply a manifest (admin). Refused when no admin with a token would
@@ -2025,7 +2123,8 @@ impl Coordinator {
             .collect();
         let (t, d, a) = (text.clone(), digest.clone(), actor.clone());
         let gone = removed.clone();
-        let version = self
+        let approved = manifest.clone();
+        let (version, approvals) = self
             .store
             .write(move |c| {
                 let v = state::insert_manifest(c, &t, &d, &rfc3339(now), &a)?;
@@ -2042,6 +2141,9 @@ impl Coordinator {
                         digest: d,
                     },
                 )?;
+                // Release transparency: what this version approves is in
+                // the log before any key can reach it.
+                let approvals = log_approvals(c, now, v as u64, &approved)?;
                 for (hash, user, id) in gone {
                     state::delete_token(c, &hash[..])?;
                     AuditLog::append(
@@ -2055,9 +2157,15 @@ impl Coordinator {
                         },
                     )?;
                 }
-                Ok(v as u64)
+                Ok((v as u64, approvals))
             })
             .await?;
+        {
+            let mut memo = self.approvals.lock().unwrap_or_else(|e| e.into_inner());
+            for (app, index) in approvals {
+                memo.insert((version, app), index);
+            }
+        }
         {
             let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
             for (hash, _, _) in &removed {
@@ -2668,6 +2776,48 @@ impl Coordinator {
         let bundle = self.store.read_snapshot(|c| Ok(AuditLog::export(c)?))?;
         Ok(bundle.to_json())
     }
+}
+
+/// The `measurements_approved` entries of manifest `version`, one per app,
+/// appended in the caller's transaction, with their indices kept in `meta`
+/// (`approvals/<version>`, JSON `{app: index}`).
+fn log_approvals(
+    c: &dyn twinseal_sql::Db,
+    now: SystemTime,
+    version: u64,
+    manifest: &crate::manifest::Manifest,
+) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut map = std::collections::BTreeMap::new();
+    for (name, app) in &manifest.apps {
+        let index = AuditLog::append(
+            c,
+            now,
+            &Event::MeasurementsApproved {
+                manifest_version: version,
+                app: name.clone(),
+                tee: app.tee.clone(),
+                measurements: app.measurements.clone(),
+                signers: app.signers.clone(),
+            },
+        )?;
+        map.insert(name.clone(), index);
+    }
+    let json = serde_json::to_vec(&map).map_err(|e| Error::Store(e.to_string()))?;
+    store::meta_put(c, &format!("approvals/{version}"), &json)?;
+    Ok(map)
+}
+
+/// The approvals of manifest `version` logged so far, if any.
+fn read_approvals(
+    c: &dyn twinseal_sql::Db,
+    version: u64,
+) -> Result<Option<std::collections::BTreeMap<String, u64>>> {
+    store::meta_get(c, &format!("approvals/{version}"))?
+        .map(|v| {
+            serde_json::from_slice(&v)
+                .map_err(|e| Error::Store(format!("approvals of manifest {version}: {e}")))
+        })
+        .transpose()
 }
 
 /// Replicas on one PostgreSQL database: a thread that listens for the

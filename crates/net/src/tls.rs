@@ -83,6 +83,53 @@ pub const SCHEMES: &[SignatureScheme] = &[
     SignatureScheme::ED25519,
 ];
 
+/// The non-critical extension naming the log entry that approved an app
+/// certificate's measurement (release transparency): a DER UTF8String
+/// `manifest_version=<N>;log_index=<I>`.
+pub const TRANSPARENCY_OID: &[u64] = &[2, 25, 2908472617503371129];
+/// The same OID as dotted text.
+pub const TRANSPARENCY_OID_STR: &str = "2.25.2908472617503371129";
+
+/// The text of [`TRANSPARENCY_OID`] for a manifest version and log index.
+pub fn transparency_text(manifest_version: u64, log_index: u64) -> String {
+    format!("manifest_version={manifest_version};log_index={log_index}")
+}
+
+/// What an app certificate's [`TRANSPARENCY_OID`] extension says:
+/// `(manifest version, log index)`; `None` when it has none or it does
+/// not parse.
+pub fn transparency_claims(der: &[u8]) -> Option<(u64, u64)> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let ext = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == TRANSPARENCY_OID_STR)?;
+    // DER UTF8String, short length form (the text is under 128 bytes).
+    let v = ext.value;
+    let text = match v {
+        [0x0c, len, rest @ ..] if usize::from(*len) == rest.len() && *len < 0x80 => {
+            std::str::from_utf8(rest).ok()?
+        }
+        _ => return None,
+    };
+    let (a, b) = text.split_once(';')?;
+    let version = a.strip_prefix("manifest_version=")?.parse().ok()?;
+    let index = b.strip_prefix("log_index=")?.parse().ok()?;
+    Some((version, index))
+}
+
+/// The app an app certificate names (its `twinseal://app/<app>` URI).
+pub fn app_of_certificate(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let san = cert.subject_alternative_name().ok().flatten()?;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => {
+            u.strip_prefix("twinseal://app/").map(str::to_string)
+        }
+        _ => None,
+    })
+}
+
 fn has_extension(cert: &x509_parser::certificate::X509Certificate<'_>, oid: &str) -> bool {
     cert.extensions()
         .iter()

@@ -69,6 +69,37 @@ impl WorkerClient {
         self
     }
 
+    /// `GET /v1/info` (no credentials needed): the worker's description,
+    /// with its release-transparency proof, and the DER certificate of the
+    /// worker that answered.
+    pub async fn info(&self) -> Result<(api::WorkerInfo, Vec<u8>)> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/info", self.url))
+            .send()
+            .await
+            .map_err(|e| {
+                Error::Http(format!(
+                    "cannot reach the worker at {} over TLS pinned to the coordinator's root: {}",
+                    self.url,
+                    error_chain(&e)
+                ))
+            })?;
+        let cert = crate::client::peer_certificate(&resp, "the worker")?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| Error::Http(e.to_string()))?;
+        if !status.is_success() {
+            return Err(Error::Remote {
+                status: status.as_u16(),
+                kind: String::new(),
+                detail: format!("the worker answered: {}", String::from_utf8_lossy(&bytes)),
+            });
+        }
+        let info = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Http(format!("the worker's info: {e}")))?;
+        Ok((info, cert))
+    }
+
     /// POST `body` to `path` with the client's token; the answer and the
     /// DER certificate of the worker that served it.
     pub async fn post<B: Serialize, T: DeserializeOwned>(

@@ -366,6 +366,10 @@ impl Attested {
     }
 }
 
+/// How often a worker fetches a fresh proof of its approval (clients
+/// refuse checkpoints older than they allow, 24 h by default).
+const TRANSPARENCY_REFRESH: Duration = Duration::from_secs(60);
+
 /// A started worker's state: its model, its current attested identity,
 /// its gallery.
 pub struct WorkerState {
@@ -382,6 +386,10 @@ pub struct WorkerState {
     identity: RwLock<Arc<Identity>>,
     attester: Attester,
     renew_before: Option<Duration>,
+    /// The log entry that approved this worker's measurement, with its
+    /// inclusion proof under a (cosigned) checkpoint: served in
+    /// `/v1/info` for clients to check (release transparency).
+    transparency: RwLock<Option<api::LogProof>>,
 }
 
 impl std::fmt::Debug for WorkerState {
@@ -497,7 +505,33 @@ impl WorkerState {
                     sealed_dataset_sha256: a.sealed_dataset_sha256.clone(),
                 }),
             insecure_public_compare: self.clients.insecure_public_compare(),
+            transparency: self
+                .transparency
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
+    }
+
+    /// Fetch the proof of the log entry that approved this worker's
+    /// measurement (its certificate names it) from the coordinator, over
+    /// the attested mTLS client. `Ok(false)` when the coordinator names no
+    /// entry (one from before release transparency).
+    pub async fn refresh_transparency(&self) -> Result<bool> {
+        let id = self.identity();
+        let Some(approval) = id.attest.approval else {
+            return Ok(false);
+        };
+        let proof: api::LogProof = id
+            .client
+            .get(&format!("/v1/log/proof/{}", approval.log_index))
+            .await
+            .map_err(|e| Error::Unavailable(format!("the transparency proof: {e}")))?;
+        *self
+            .transparency
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(proof);
+        Ok(true)
     }
 
     /// When to attest again: `renew_before` (default a third of the
@@ -605,8 +639,33 @@ impl Worker {
                 identity: RwLock::new(Arc::new(identity)),
                 attester,
                 renew_before: opts.renew_before,
+                transparency: RwLock::new(None),
             }),
         };
+        {
+            // Release transparency: fetch the proof of the log entry that
+            // approved this worker's measurement, quickly at first (the
+            // checkpoint that covers it may still await its witnesses),
+            // then every minute so that its checkpoint stays fresh; ends
+            // when the worker is dropped.
+            let state = Arc::downgrade(&worker.state);
+            tokio::spawn(async move {
+                let mut wait = Duration::from_millis(200);
+                loop {
+                    let Some(s) = state.upgrade() else { return };
+                    match s.refresh_transparency().await {
+                        Ok(true) => wait = TRANSPARENCY_REFRESH,
+                        Ok(false) => return,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no transparency proof yet");
+                            wait = (wait * 2).min(TRANSPARENCY_REFRESH);
+                        }
+                    }
+                    drop(s);
+                    tokio::time::sleep(wait).await;
+                }
+            });
+        }
         if let Some(every) = refresh {
             // Other workers' enrolments into the shared gallery; ends when
             // the worker is dropped.
@@ -644,6 +703,9 @@ impl Worker {
         *s.identity
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(identity);
+        if let Err(e) = s.refresh_transparency().await {
+            tracing::debug!(error = %e, "no transparency proof yet for the new certificate");
+        }
         Ok(())
     }
 

@@ -319,3 +319,254 @@ fn two_witnesses_cosign_the_log_and_refuse_a_fork_and_a_rollback() {
     // coordinator reports; the witness keeps only proofs of misbehaviour.
     assert!(refusals(dir.path(), "w1").len() >= n1);
 }
+
+/// Release transparency through the binaries: a client checks, before
+/// sending anything, that the worker's attested measurement was logged as
+/// approved under a checkpoint both witnesses cosigned recently. A
+/// coordinator that cheats (its stored manifest edited to approve a
+/// measurement it never logged) still certifies the worker, and the client
+/// refuses it; so it does with too few witnesses or too old a checkpoint;
+/// once the measurement is logged by a manifest and cosigned, it accepts.
+#[test]
+fn a_client_refuses_a_worker_whose_measurement_was_never_logged() {
+    use sha2::{Digest, Sha384};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, wport) = (free_port(), free_port());
+    let url = format!("https://localhost:{port}");
+    let data = d.join("coord");
+    let ca = data.join("ca.pem");
+    let log_key = data.join("audit.pub");
+    let cli = |token: Option<&str>| {
+        let mut c = twinseal();
+        c.env("TWINSEAL_COORDINATOR", &url).env("TWINSEAL_CA", &ca);
+        if let Some(t) = token {
+            c.env("TWINSEAL_TOKEN", t);
+        }
+        c
+    };
+    let platform_key = d.join("platform.key");
+    ok(twinseal()
+        .args(["attest", "simulate", "--report-data", "00", "-o"])
+        .arg(d.join("ev.bin"))
+        .arg("--platform-key")
+        .arg(&platform_key)
+        .output()
+        .unwrap());
+    let platform_pub = std::fs::read_to_string(d.join("platform.key.pub")).unwrap();
+    let admin = ok(twinseal()
+        .args(["coordinator", "init", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--server-name", "localhost"])
+        .args(["--insecure-allow-simulated-tee", "--simulated-platform-key"])
+        .arg(platform_pub.trim())
+        .output()
+        .unwrap());
+    let admin = admin.trim().to_string();
+    let (_w1, k1, p1) = witness(d, "w1", &log_key);
+    let (_w2, k2, p2) = witness(d, "w2", &log_key);
+    let config = data.join("coordinator.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let section = "[transparency]\npublic_log = false\nwitnesses = []\n";
+    std::fs::write(
+        &config,
+        text.replace(
+            section,
+            &format!(
+                "[transparency]\nquorum = 2\nwitnesses = [\n  \
+                 {{ url = \"http://127.0.0.1:{p1}\", key = \"{k1}\" }},\n  \
+                 {{ url = \"http://127.0.0.1:{p2}\", key = \"{k2}\" }},\n]\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let coordinator = serve(&config, port);
+
+    // The manifest approves another measurement than this binary's.
+    let measurement = hex::encode(Sha384::digest(
+        std::fs::read(env!("CARGO_BIN_EXE_twinseal")).unwrap(),
+    ));
+    let other = "00".repeat(48);
+    let manifest = |m: &str| {
+        format!(
+            "[users.admin]\nroles = [\"admin\"]\n[users.dora]\nroles = [\"data_owner\"]\n\
+             [users.carl]\nroles = [\"client\"]\n[keys.model-key]\nowners = [\"dora\"]\n\
+             [apps.siamese-worker]\ntee = [\"simulated\"]\nmeasurements = [\"{m}\"]\nkeys = [\"model-key\"]\n\
+             [apps.siamese-worker.clients]\ncarl = [\"compare\"]\n"
+        )
+    };
+    let manifest_file = d.join("manifest.toml");
+    std::fs::write(&manifest_file, manifest(&other)).unwrap();
+    ok(cli(Some(&admin))
+        .args(["manifest", "apply"])
+        .arg(&manifest_file)
+        .output()
+        .unwrap());
+    ok(cli(Some(&admin))
+        .args(["key", "create", "model-key"])
+        .output()
+        .unwrap());
+    let dora = ok(cli(Some(&admin))
+        .args(["user", "token", "dora"])
+        .output()
+        .unwrap());
+    let carl = ok(cli(Some(&admin))
+        .args(["user", "token", "carl"])
+        .output()
+        .unwrap());
+    let carl = carl.trim().to_string();
+    let model = d.join("model.safetensors");
+    std::fs::write(
+        &model,
+        twinseal_siamese::Siamese::new(
+            twinseal_siamese::ModelConfig::seed(twinseal_siamese::HeadKind::Sigmoid),
+            5,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+        .to_bytes()
+        .unwrap(),
+    )
+    .unwrap();
+    let sealed = d.join("model.sealed");
+    ok(cli(Some(dora.trim()))
+        .args(["seal", "--key", "model-key", "-c", "purpose=model"])
+        .arg(&model)
+        .arg("-o")
+        .arg(&sealed)
+        .output()
+        .unwrap());
+
+    // The coordinator cheats: its stored manifest is edited to approve this
+    // binary's measurement, which the log never recorded.
+    drop(coordinator);
+    {
+        let db = rusqlite::Connection::open(data.join("coordinator.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE manifests SET text = replace(text, ?1, ?2) \
+                 WHERE version = (SELECT MAX(version) FROM manifests)",
+                [&other, &measurement],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let coordinator = serve(&config, port);
+    let start_worker = || {
+        let mut c = cli(None);
+        let mut child = c
+            .args([
+                "worker",
+                "serve",
+                "--app",
+                "siamese-worker",
+                "--tee",
+                "simulated",
+            ])
+            .arg("--model")
+            .arg(&sealed)
+            .arg("--insecure-simulated-platform-key")
+            .arg(&platform_key)
+            .args(["--listen", &format!("127.0.0.1:{wport}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(wport, &mut child);
+        Proc(child)
+    };
+    let worker = start_worker();
+    let (a, b) = (d.join("a.png"), d.join("b.png"));
+    for (seed, p) in [(3u32, &a), (8, &b)] {
+        let raw: Vec<u8> = (0..784u32)
+            .map(|i| ((i * seed + i / 28) % 256) as u8)
+            .collect();
+        image::GrayImage::from_raw(28, 28, raw)
+            .unwrap()
+            .save(p)
+            .unwrap();
+    }
+    let compare = |witnesses: &[&str], max_age_hours: &str| {
+        let mut c = cli(Some(&carl));
+        c.args(["compare", "--worker", &format!("https://127.0.0.1:{wport}")])
+            .arg("--allow-simulated")
+            .arg("--log-key")
+            .arg(&log_key)
+            .args(["--max-checkpoint-age-hours", max_age_hours]);
+        for w in witnesses {
+            c.args(["--witness", w]);
+        }
+        c.arg(&a).arg(&b).output().unwrap()
+    };
+    let both = [k1.as_str(), k2.as_str()];
+    // Wait for the worker's proof (its approval under a cosigned checkpoint).
+    let wait_for = |want: &str| {
+        let t0 = Instant::now();
+        loop {
+            let out = compare(&both, "24");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if text.contains(want) {
+                return (out.status.success(), text);
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "never saw {want:?}; last: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let (success, text) = wait_for("never logged");
+    assert!(!success, "{text}");
+    assert!(text.contains("refusing the worker"), "{text}");
+    assert!(
+        !text.contains("receipt verified"),
+        "data went to the worker: {text}"
+    );
+    drop(worker);
+
+    // The measurement logged by a manifest: a new worker is accepted once
+    // the witnesses cosigned a checkpoint that covers the approval.
+    std::fs::write(&manifest_file, manifest(&measurement)).unwrap();
+    ok(cli(Some(&admin))
+        .args(["manifest", "apply"])
+        .arg(&manifest_file)
+        .output()
+        .unwrap());
+    let _worker = start_worker();
+    let (success, text) = wait_for("receipt verified");
+    assert!(success, "{text}");
+    assert!(
+        text.contains("release transparency: measurement approved by manifest version"),
+        "{text}"
+    );
+
+    // Too few witnesses, or a checkpoint older than allowed: refused.
+    let (stranger, _, _) = witness(d, "w3", &log_key);
+    drop(stranger);
+    let k3 = ok(twinseal()
+        .args(["witness", "key", "--dir"])
+        .arg(d.join("w3"))
+        .output()
+        .unwrap());
+    let out = compare(&[k1.as_str(), k3.trim()], "24");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 of the configured witnesses, 2 needed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let out = compare(&both, "0.0001");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("h old"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(coordinator);
+}

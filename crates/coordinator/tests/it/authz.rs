@@ -64,6 +64,18 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
         .await;
     assert_eq!(s, StatusCode::OK, "{dk}");
     let header = dk["header"].as_str().unwrap().to_string();
+    // The log entry approving the worker app's measurements (release
+    // transparency): the worker reads its proof, another app may not.
+    let (s, export) = h.call(Method::GET, "/v1/audit/export", &ids[3], None).await;
+    assert_eq!(s, StatusCode::OK);
+    let approval = export["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|e| e["event"]["type"] == "measurements_approved" && e["event"]["app"] == "worker")
+        .expect("the worker's approval is logged")["index"]
+        .as_u64()
+        .unwrap();
     let manifest = common::manifest();
     let tok = json!({"key": "model-key", "alphabet": "digits", "values": ["4111111111111111"]});
 
@@ -154,6 +166,12 @@ async fn every_endpoint_answers_each_identity_with_the_exact_status() {
         ),
         // The log as C2SP tiles: auditors only unless [transparency]
         // public_log (tests/it/transparency.rs covers that setting).
+        (
+            Method::GET,
+            format!("/v1/log/proof/{approval}"),
+            None,
+            [UNAUTH, FORBID, FORBID, OK, FORBID, OK, FORBID, FORBID],
+        ),
         (
             Method::GET,
             "/log/checkpoint".into(),
