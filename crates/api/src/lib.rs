@@ -1155,6 +1155,10 @@ pub struct Receipt {
     /// ECDSA P-256 / SHA-256 signature (ASN.1 DER) by the certificate's
     /// key over the receipt's canonical bytes, base64.
     pub signature: String,
+    /// The same statement as a COSE_Sign1 with CWT/EAT claims, signed by
+    /// the same key (docs/spec/receipt.md), base64 of its tagged CBOR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cose: Option<String>,
 }
 
 /// `GET /v1/info` (worker): what is serving.
@@ -1878,6 +1882,7 @@ mod tests {
             certificate_sha256: String::new(),
             output: "{}".into(),
             signature: String::new(),
+            cose: None,
         };
         let r = CompareResponse {
             result: CompareResult {

@@ -20,6 +20,9 @@ pub enum BenchCommand {
     /// Attestation + certificate issuance and key release over mutual TLS,
     /// from concurrent clients on loopback (simulated evidence).
     Coordinator(crate::bench_coord::CoordinatorBench),
+    /// The log's transparency: tiles served per second, and the client's
+    /// release-transparency check per connection.
+    Transparency(crate::bench_transparency::TransparencyBench),
     /// Pair throughput of an attested worker over TLS against the same
     /// model in process, at each batch size, on the same pairs.
     Worker(crate::bench_worker::WorkerBench),
@@ -112,6 +115,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     let a = match cmd {
         BenchCommand::Siamese(a) => a,
         BenchCommand::Coordinator(a) => return crate::bench_coord::run(a),
+        BenchCommand::Transparency(a) => return crate::bench_transparency::run(a),
         BenchCommand::Worker(a) => return crate::bench_worker::run_worker(a),
         BenchCommand::Load(a) => return crate::bench_worker::run_load(a),
         BenchCommand::Onnx(a) => return crate::bench_onnx::run(a),

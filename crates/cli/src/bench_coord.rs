@@ -43,6 +43,73 @@ pub struct CoordinatorBench {
     /// instead of a throwaway server.
     #[arg(long, value_name = "URL")]
     pub postgres_url: Option<String>,
+    /// Witnesses to configure (`twinseal witness serve` processes started
+    /// on 127.0.0.1 by the benchmark, quorum all of them): the coordinator
+    /// asks them to cosign each new checkpoint while the phases run.
+    #[arg(long, default_value_t = 0)]
+    pub witnesses: usize,
+}
+
+/// A witness process started for the benchmark, killed when dropped.
+struct WitnessProc(std::process::Child);
+
+impl Drop for WitnessProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `n` witnesses of the log whose key is in `log_key` (files under
+/// `dir`): their processes and their `[transparency]` entries.
+fn start_witnesses(
+    n: usize,
+    dir: &std::path::Path,
+    log_key: &std::path::Path,
+) -> Result<(
+    Vec<WitnessProc>,
+    Vec<twinseal_coordinator::config::WitnessConfig>,
+)> {
+    let exe = std::env::current_exe()?;
+    let (mut procs, mut configs) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let wdir = dir.join(format!("witness-{i}"));
+        let out = std::process::Command::new(&exe)
+            .args(["witness", "init", "--dir"])
+            .arg(&wdir)
+            .args(["--name", &format!("witness.bench/w{i}")])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "witness init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = String::from_utf8(out.stdout)?.trim().to_string();
+        let port = twinseal_testing::free_port();
+        let mut child = std::process::Command::new(&exe)
+            .args(["witness", "serve", "--dir"])
+            .arg(&wdir)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--log"])
+            .arg(log_key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(child.try_wait()?.is_none(), "a witness exited");
+            ensure!(
+                t0.elapsed() < Duration::from_secs(30),
+                "a witness did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        procs.push(WitnessProc(child));
+        configs.push(twinseal_coordinator::config::WitnessConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            key,
+        });
+    }
+    Ok((procs, configs))
 }
 
 /// The store of a benchmark run.
@@ -136,6 +203,10 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
         ..Config::for_data_dir(dir.path())
     };
     let report = twinseal_coordinator::init(&config)?;
+    let mut config = config;
+    let (_witnesses, witness_configs) =
+        start_witnesses(a.witnesses, dir.path(), &dir.path().join("audit.pub"))?;
+    config.transparency.witnesses = witness_configs;
     let mut replicas = Vec::new();
     for _ in 0..a.replicas {
         let state = Coordinator::open(config.clone())?;
@@ -172,12 +243,13 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
     let _: api::KeyInfo = admin.post("/v1/keys", &req).await?;
     let d = Duration::from_secs(a.seconds);
     eprintln!(
-        "{} coordinator replica(s) on {} ({urls:?}); {} clients, {} s per phase",
+        "{} coordinator replica(s) on {} ({urls:?}), {} witnesses; {} clients, {} s per phase",
         a.replicas,
         match a.store {
             StoreKind::Sqlite => "SQLite",
             StoreKind::Postgres => "PostgreSQL",
         },
+        a.witnesses,
         a.clients,
         a.seconds
     );
@@ -274,6 +346,18 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
         audited >= acked,
         "{audited} releases audited but {acked} acknowledged"
     );
+    // With witnesses: how far the cosigned checkpoint kept up.
+    let cosigned = if a.witnesses > 0 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let note = String::from_utf8(state.log_resource("checkpoint")?)?;
+        let size: u64 = note.lines().nth(1).unwrap_or("0").parse().unwrap_or(0);
+        Some((
+            size,
+            note.lines().filter(|l| l.starts_with('\u{2014}')).count() - 1,
+        ))
+    } else {
+        None
+    };
     for (state, _, stop_tx, server) in replicas {
         let _ = stop_tx.send(());
         server.await?.context("server")?;
@@ -296,10 +380,17 @@ async fn bench(a: CoordinatorBench) -> Result<()> {
         "audit: {audited} releases audited (>= {acked} acknowledged), {} entries verify",
         bundle.entries.len()
     );
+    if let Some((size, n)) = cosigned {
+        println!(
+            "witnesses: the served checkpoint covers {size} of {} entries, with {n} cosignatures",
+            bundle.entries.len()
+        );
+    }
     if let Some(path) = a.json {
         let out = serde_json::json!({
             "store": format!("{:?}", a.store).to_lowercase(),
             "replicas": a.replicas,
+            "witnesses": a.witnesses,
             "clients": a.clients,
             "phases": [&attest, &release],
         });

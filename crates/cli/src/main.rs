@@ -11,6 +11,7 @@ mod bench;
 mod bench_coord;
 mod bench_onnx;
 mod bench_train;
+mod bench_transparency;
 mod bench_worker;
 mod coord;
 mod data;
@@ -19,6 +20,7 @@ mod demo;
 mod model_cmd;
 mod plot;
 mod progress;
+mod receipt_cmd;
 mod seal;
 mod witness_cmd;
 mod worker_cmd;
@@ -123,6 +125,9 @@ enum Command {
     /// Export and verify the coordinator's audit log.
     #[command(subcommand)]
     Audit(coord::AuditCommand),
+    /// Verify a worker's receipt offline (JSON or COSE), optionally with its log proof.
+    #[command(subcommand)]
+    Receipt(receipt_cmd::ReceiptCommand),
     /// A transparency-log witness (C2SP tlog-witness) in its own process.
     #[command(subcommand)]
     Witness(witness_cmd::WitnessCommand),
@@ -167,6 +172,7 @@ fn main() -> ExitCode {
         Command::User(c) => coord::run_user(c),
         Command::Audit(c) => coord::run_audit(c),
         Command::Witness(c) => witness_cmd::run(c),
+        Command::Receipt(c) => receipt_cmd::run(c),
         Command::Workflow(c) => workflow_cmd::run(c),
         Command::Tokenize(a) => coord::run_tokenize(a, false),
         Command::Detokenize(a) => coord::run_tokenize(a, true),

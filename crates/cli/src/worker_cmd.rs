@@ -166,6 +166,19 @@ pub fn check_worker_release(
     policy: &twinseal_audit::ReleasePolicy,
     now: std::time::SystemTime,
 ) -> Result<twinseal_audit::Approval> {
+    let proof = info.transparency.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("refusing the worker: it serves no proof of its approval in the log (yet)")
+    })?;
+    check_release_proof(proof, cert_der, policy, now)
+}
+
+/// [`check_worker_release`] with the proof at hand (a saved /v1/info).
+pub fn check_release_proof(
+    proof: &api::LogProof,
+    cert_der: &[u8],
+    policy: &twinseal_audit::ReleasePolicy,
+    now: std::time::SystemTime,
+) -> Result<twinseal_audit::Approval> {
     let refuse = |why: &str| anyhow::anyhow!("refusing the worker: {why}");
     let app = twinseal_net::tls::app_of_certificate(cert_der)
         .ok_or_else(|| refuse("its certificate names no app"))?;
@@ -178,10 +191,6 @@ pub fn check_worker_release(
     let (_, log_index) = twinseal_net::tls::transparency_claims(cert_der).ok_or_else(|| {
         refuse("its certificate names no log entry approving its measurement (issued before release transparency, or by a coordinator that does not log releases)")
     })?;
-    let proof = info
-        .transparency
-        .as_ref()
-        .ok_or_else(|| refuse("it serves no proof of its approval in the log (yet)"))?;
     let attested = twinseal_audit::Attested {
         app,
         tee: carried.evidence.kind().as_str().to_string(),

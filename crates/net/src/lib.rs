@@ -18,6 +18,7 @@
 //! - [`error`]: the client-side error type.
 
 pub mod client;
+pub mod cose_receipt;
 pub mod error;
 pub mod guard;
 pub mod json;

@@ -169,5 +169,16 @@ pub fn verify_receipt(receipt: &Receipt, cert_der: &[u8]) -> Result<()> {
         .map_err(|_| reject("the signature is not base64"))?;
     signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, key)
         .verify(&signed_bytes(receipt), &sig)
-        .map_err(|_| reject("bad signature"))
+        .map_err(|_| reject("bad signature"))?;
+    // The COSE form, when present, must verify and state the same.
+    if let Some(cose) = &receipt.cose {
+        let bytes = B64
+            .decode(cose)
+            .map_err(|_| reject("the COSE receipt is not base64"))?;
+        let stated = crate::cose_receipt::verify_cose_receipt(&bytes, cert_der)?;
+        if !crate::cose_receipt::same_statement(&stated, receipt) {
+            return Err(reject("the COSE receipt states something else"));
+        }
+    }
+    Ok(())
 }

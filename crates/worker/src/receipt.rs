@@ -59,6 +59,8 @@ pub use twinseal_net::receipt::{
 /// the model, the evidence and the certificate.
 pub struct ReceiptSigner {
     key: EcdsaKeyPair,
+    /// The same key for COSE's fixed-length `r || s` signatures.
+    cose_key: EcdsaKeyPair,
     rng: SystemRandom,
     model_sha256: String,
     evidence_sha256: String,
@@ -88,6 +90,11 @@ impl ReceiptSigner {
             .map_err(|_| {
             Error::Crypto("the certificate key is not a P-256 PKCS#8 key".into())
         })?;
+        let cose_key =
+            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, key_pkcs8)
+                .map_err(|_| {
+                    Error::Crypto("the certificate key is not a P-256 PKCS#8 key".into())
+                })?;
         let cert_key = cert_public_key(cert_der)?;
         if cert_key != key.public_key().as_ref() {
             return Err(Error::Crypto(
@@ -96,6 +103,7 @@ impl ReceiptSigner {
         }
         Ok(ReceiptSigner {
             key,
+            cose_key,
             rng: SystemRandom::new(),
             model_sha256: hex::encode(model_sha256),
             evidence_sha256: hex::encode(evidence_sha256),
@@ -129,6 +137,7 @@ impl ReceiptSigner {
             certificate_sha256: self.certificate_sha256.clone(),
             output,
             signature: String::new(),
+            cose: None,
         };
         check_fields(&r)?;
         let sig = self
@@ -136,6 +145,14 @@ impl ReceiptSigner {
             .sign(&self.rng, &signed_bytes(&r))
             .map_err(|_| Error::Internal("signing a receipt failed".into()))?;
         r.signature = B64.encode(sig.as_ref());
+        let cose = twinseal_net::cose_receipt::sign_cose_receipt(&r, |tbs| {
+            self.cose_key
+                .sign(&self.rng, tbs)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| twinseal_net::Error::Crypto("signing a COSE receipt failed".into()))
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        r.cose = Some(B64.encode(cose));
         Ok(r)
     }
 }

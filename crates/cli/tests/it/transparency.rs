@@ -570,3 +570,35 @@ fn a_client_refuses_a_worker_whose_measurement_was_never_logged() {
     );
     drop(coordinator);
 }
+
+/// `twinseal receipt verify` on the spec's vectors: the JSON receipt (with
+/// its COSE form) and the COSE receipt alone verify; each fail vector is
+/// refused with its reason.
+#[test]
+fn receipt_verify_checks_both_forms_against_the_spec_vectors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/spec/vectors/receipt");
+    let verify = |file: &str| {
+        twinseal()
+            .args(["receipt", "verify"])
+            .arg(dir.join(file))
+            .arg("--cert")
+            .arg(dir.join("cert.der"))
+            .output()
+            .unwrap()
+    };
+    let out = ok(verify("ok_compare.json"));
+    assert!(
+        out.contains("OK: the JSON and COSE receipt verifies"),
+        "{out}"
+    );
+    let out = ok(verify("ok_compare.cose"));
+    assert!(out.contains("OK: the COSE receipt verifies"), "{out}");
+    let list = std::fs::read_to_string(dir.join("vectors.txt")).unwrap();
+    for line in list.lines().filter(|l| !l.starts_with('#')) {
+        let (file, why) = line.split_once(": ").unwrap();
+        let out = verify(file);
+        assert!(!out.status.success(), "{file} verified");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{file}: {err}");
+    }
+}
