@@ -64,7 +64,9 @@ pub use bundle::{BUNDLE_VERSION, Bundle, MAX_BUNDLE_LEN};
 pub use error::{Error, Result};
 pub use event::{Entry, Event};
 pub use log::{AuditLog, MAX_ENTRY_LEN, MAX_EVIDENCE_LEN, TileCache};
-pub use merkle::{Hash, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion};
+pub use merkle::{
+    Hash, MemoryTree, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion,
+};
 pub use note::{Checkpoint, CheckpointSigner, MAX_NOTE_LEN, VerifierKey, verify_checkpoint};
 pub use release::{
     Approval, ApprovalProof, Attested, ReleasePolicy, approval_proof, check_approval,

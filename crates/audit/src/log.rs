@@ -565,6 +565,15 @@ impl AuditLog {
         Ok(hashes)
     }
 
+    /// The leaf hashes of entries `from..to` (for a [`crate::MemoryTree`]
+    /// kept beside the log).
+    pub fn leaf_hashes(db: &dyn Db, from: u64, to: u64) -> Result<Vec<Hash>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        load_leaves_range(db, from, to)
+    }
+
     /// Everything an auditor needs: every entry, every stored checkpoint (by
     /// size) and every stored evidence. Call it inside a transaction for a
     /// consistent snapshot, after a checkpoint so that every entry is

@@ -149,6 +149,24 @@ impl Tree {
         self.levels[0].len() as u64
     }
 
+    /// Append leaves, hashing only the new interior nodes (O(new)).
+    pub(crate) fn extend(&mut self, leaves: impl IntoIterator<Item = Hash>) {
+        self.levels[0].extend(leaves);
+        let mut l = 0;
+        while self.levels[l].len() >= 2 {
+            if self.levels.len() == l + 1 {
+                self.levels.push(Vec::new());
+            }
+            let (lower, upper) = self.levels.split_at_mut(l + 1);
+            let (below, above) = (&lower[l], &mut upper[0]);
+            while above.len() < below.len() / 2 {
+                let i = above.len();
+                above.push(node_hash(&below[2 * i], &below[2 * i + 1]));
+            }
+            l += 1;
+        }
+    }
+
     /// MTH(D[start:end]) for a range the RFC recursion produces: `start` is
     /// a multiple of the largest power of two not above `end - start`.
     fn mth(&self, start: u64, end: u64) -> Hash {
@@ -225,6 +243,46 @@ impl Tree {
             self.subproof(m - k, start + k, end, false, out);
             out.push(self.mth(start, start + k));
         }
+    }
+}
+
+/// A whole tree kept in memory and grown by appending leaves: tree heads
+/// and proofs of any prefix in O(log n) after O(new) work per append. What
+/// the coordinator keeps to prove consistency to its witnesses every round
+/// without reading the whole log again.
+#[derive(Clone, Debug)]
+pub struct MemoryTree(Tree);
+
+impl Default for MemoryTree {
+    fn default() -> Self {
+        MemoryTree(Tree::new(Vec::new()))
+    }
+}
+
+impl MemoryTree {
+    /// The number of leaves.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Whether it has no leaves.
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// Append leaf hashes.
+    pub fn extend(&mut self, leaves: impl IntoIterator<Item = Hash>) {
+        self.0.extend(leaves);
+    }
+
+    /// The head of the first `size` leaves (`size <= len`).
+    pub fn root(&self, size: u64) -> Option<Hash> {
+        (size <= self.len()).then(|| self.0.root(size))
+    }
+
+    /// The RFC 9162 consistency proof from `old` to `new` leaves.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
+        self.0.consistency_proof(old, new)
     }
 }
 
@@ -314,6 +372,31 @@ pub fn verify_consistency(
         sn >>= 1;
     }
     fr == *old_root && sr == *new_root && sn == 0
+}
+
+#[cfg(test)]
+mod memory_tree_tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_grown_by_appends_equals_the_tree_built_at_once() {
+        let leaves: Vec<Hash> = (0..1000u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let whole = Tree::new(leaves.clone());
+        let mut grown = MemoryTree::default();
+        let mut at = 0;
+        for step in [1usize, 2, 3, 7, 100, 255, 256, 376] {
+            grown.extend(leaves[at..at + step].iter().copied());
+            at += step;
+            assert_eq!(grown.root(at as u64), Some(whole.root(at as u64)));
+        }
+        assert_eq!(at, 1000);
+        for (old, new) in [(1, 1000), (7, 300), (256, 1000), (999, 1000)] {
+            assert_eq!(
+                grown.consistency_proof(old, new),
+                whole.consistency_proof(old, new)
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -319,6 +319,9 @@ pub struct Coordinator {
     witnesses: Option<crate::transparency::Witnesses>,
     /// The largest checkpoint this replica saw cosigned by the quorum.
     cosigned_size: std::sync::atomic::AtomicU64,
+    /// The log's tree in memory, grown from the store each witnessing
+    /// round, for consistency proofs in O(log n) (64 bytes per entry).
+    witness_tree: Mutex<twinseal_audit::MemoryTree>,
     /// Log indices of `measurements_approved` entries, by manifest version and app.
     approvals: Mutex<HashMap<(u64, String), u64>>,
     server_tls: (Vec<u8>, Zeroizing<Vec<u8>>),
@@ -716,6 +719,7 @@ impl Coordinator {
             tile_cache: twinseal_audit::TileCache::default(),
             witnesses,
             cosigned_size: std::sync::atomic::AtomicU64::new(0),
+            witness_tree: Mutex::new(twinseal_audit::MemoryTree::default()),
             approvals: Mutex::new(HashMap::new()),
             server_tls,
             self_evidence,
@@ -2738,9 +2742,27 @@ impl Coordinator {
             return Ok(());
         }
         let size = cp.size;
+        {
+            let mut tree = self.witness_tree.lock().unwrap_or_else(|e| e.into_inner());
+            let have = tree.len();
+            if have < size {
+                let more = self
+                    .store
+                    .read(|c| Ok(AuditLog::leaf_hashes(c, have, size)?))?;
+                tree.extend(more);
+            }
+            if tree.root(size) != Some(cp.root) {
+                return Err(Error::Audit(format!(
+                    "the stored leaves do not give the head of the checkpoint of size {size}"
+                )));
+            }
+        }
         let proof = |old: u64| -> Result<Vec<twinseal_audit::Hash>> {
-            self.store
-                .read(|c| Ok(AuditLog::consistency_proof(c, old, size)?))
+            self.witness_tree
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .consistency_proof(old, size)
+                .ok_or_else(|| Error::Audit(format!("no consistency proof from {old} to {size}")))
         };
         let answers = w.ask(&cp.note, size, &proof).await;
         for (name, a) in &answers {
