@@ -41,7 +41,7 @@ fn fixture() -> Fixture {
     let cache = TileCache::default();
     let mut files = BTreeMap::new();
     let paths = std::iter::once("checkpoint".to_string())
-        .chain(tiles_for_size(300).iter().map(Tile::path));
+        .chain(tiles_for_size(300).into_iter().map(|t| t.path()));
     for p in paths {
         let bytes = AuditLog::serve(&conn, &p, &cache).expect("serve");
         files.insert(p, bytes);
